@@ -1,0 +1,67 @@
+# Two commands set everything up on a fresh Debian or Ubuntu machine:
+#   make demo   a 3-host sandbox cluster, provisioned with playbooks/site.yml
+#   make test   lint, unit tests and the sandbox integration tests (what CI runs)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap openssh-client iproute2
+
+.PHONY: help system-deps venv demo demo-down lint unit integration molecule test clean
+
+help:  ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+system-deps:  ## Install the Debian packages the sandbox needs (as root).
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	  | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	touch $@
+
+venv: $(BIN)/.installed  ## Create the virtual environment with every dependency.
+
+demo: system-deps venv  ## Bring up a 3-host sandbox and provision it with site.yml.
+	$(BIN)/clusterai sandbox up --hosts 3
+	inventory=$$($(BIN)/clusterai sandbox status --json | $(BIN)/python -c \
+	  'import json,sys; print(json.load(sys.stdin)["inventory"])'); \
+	$(BIN)/ansible-playbook -i "$$inventory" playbooks/site.yml && \
+	echo && echo "The sandbox is up. Look at it with:" && \
+	echo "  $(BIN)/clusterai sandbox status" && \
+	echo "  $(BIN)/ansible -i $$inventory all -m ansible.builtin.ping" && \
+	echo "Remove it with: make demo-down"
+
+demo-down:  ## Remove the demo sandbox.
+	$(BIN)/clusterai sandbox down
+
+lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict.
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy clusterai_runner
+
+unit: venv  ## Unit tests: pure logic, no root needed.
+	$(BIN)/pytest tests/unit
+
+integration: system-deps venv  ## Integration tests on real sandbox hosts (root).
+	$(BIN)/pytest tests/integration
+
+molecule: system-deps venv  ## The Molecule scenario on sandbox hosts.
+	$(BIN)/molecule test
+
+test: lint unit integration molecule  ## Everything CI runs.
+
+clean:  ## Remove the virtual environment and caches (not the sandbox cache).
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""Typed settings, read once from ``CLUSTERAI_*`` environment variables.
+
+Locations follow the XDG base directory conventions: state (sandboxes, later the state
+store) under ``$XDG_STATE_HOME/clusterai`` and rebuildable artefacts (the sandbox root
+file system) under ``$XDG_CACHE_HOME/clusterai``. Each can be overridden.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from clusterai_runner.errors import UsageError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _xdg_dir(env: Mapping[str, str], variable: str, fallback: str) -> Path:
+    value = env.get(variable, "")
+    # The specification says relative values are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or os.path.expanduser("~")) / fallback
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise UsageError(name, f"{value!r} is not a boolean", "use 1 or 0")
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(name, f"{value!r} is not a positive whole number", "e.g. 256")
+    return number
+
+
+def _absolute_path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    value = env.get(name)
+    if not value:
+        return default
+    if not os.path.isabs(value):
+        raise UsageError(name, f"{value!r} is not an absolute path", "give a full path")
+    return Path(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the CLI reads from its environment."""
+
+    state_dir: Path
+    """``CLUSTERAI_STATE_DIR``: sandboxes and other state
+    (default ``$XDG_STATE_HOME/clusterai``)."""
+
+    cache_dir: Path
+    """``CLUSTERAI_CACHE_DIR``: rebuildable artefacts (default ``$XDG_CACHE_HOME/clusterai``)."""
+
+    debug: bool
+    """``CLUSTERAI_DEBUG``: show tracebacks; same as ``--debug``."""
+
+    sandbox_host_memory_mib: int
+    """``CLUSTERAI_SANDBOX_HOST_MEMORY_MIB``: memory budgeted per sandbox host (default 256)."""
+
+    sandbox_mirror: str | None
+    """``CLUSTERAI_SANDBOX_MIRROR``: Debian mirror for the sandbox root file system
+    (default: the first Debian mirror in this machine's apt sources)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        state_default = _xdg_dir(env, "XDG_STATE_HOME", ".local/state") / "clusterai"
+        cache_default = _xdg_dir(env, "XDG_CACHE_HOME", ".cache") / "clusterai"
+        return cls(
+            state_dir=_absolute_path(env, "CLUSTERAI_STATE_DIR", state_default),
+            cache_dir=_absolute_path(env, "CLUSTERAI_CACHE_DIR", cache_default),
+            debug=_bool(env, "CLUSTERAI_DEBUG", False),
+            sandbox_host_memory_mib=_positive_int(env, "CLUSTERAI_SANDBOX_HOST_MEMORY_MIB", 256),
+            sandbox_mirror=env.get("CLUSTERAI_SANDBOX_MIRROR") or None,
+        )

@@ -1,0 +1,71 @@
+"""The YAML inventory, known_hosts and /etc/hosts a sandbox hands to Ansible and SSH."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+
+class InventoryHost(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def group(self) -> str: ...
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` in one step, so readers never see a half-written file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(mode)
+    os.replace(temporary, path)
+
+
+def render(
+    sandbox: str, hosts: Sequence[InventoryHost], ssh_port: int, key: Path, known_hosts: Path
+) -> str:
+    """Render the inventory: one ``control`` host, the rest in ``workers``."""
+    groups: dict[str, dict[str, Any]] = {"control": {"hosts": {}}, "workers": {"hosts": {}}}
+    for host in hosts:
+        groups[host.group]["hosts"][host.name] = {
+            "ansible_host": host.address,
+            "clusterai_address": host.address,
+        }
+    document = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_port": ssh_port,
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+                    "-o IdentitiesOnly=yes"
+                ),
+                "clusterai_sandbox": sandbox,
+            },
+            "children": groups,
+        }
+    }
+    header = (
+        f"# Inventory of the sandbox {sandbox!r}, written by `clusterai sandbox up`.\n"
+        "# It is rewritten on every `up`: copy it before editing by hand.\n"
+        "# clusterai_address is the address every service on the host binds to.\n"
+    )
+    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def known_hosts_line(address: str, port: int, key: str) -> str:
+    target = address if port == 22 else f"[{address}]:{port}"
+    return f"{target} {key}\n"
+
+
+def etc_hosts(hosts: Sequence[InventoryHost]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{host.address}\t{host.name}" for host in hosts]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""Helpers shared by the test suites: run the real CLI, snapshot what it leaves behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTERAI = Path(sys.executable).parent / "clusterai"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+    """Run the installed ``clusterai`` console script as an operator would."""
+    completed = subprocess.run(
+        [str(CLUSTERAI), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def tree(path: Path) -> set[str]:
+    """Every path below ``path``, relative, for before/after comparisons."""
+    if not path.exists():
+        return set()
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def nspawn_command_lines() -> list[str]:
+    """``PID command line`` of every systemd-nspawn process on this machine."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args and os.path.basename(args[0]) == b"systemd-nspawn":
+                lines.append(f"{entry.name} " + b" ".join(args).decode(errors="replace"))
+    return lines
+
+
+def processes_mentioning(path: Path) -> list[int]:
+    """PIDs whose command line or environment names ``path``: a host's nspawn or init."""
+    needle = str(path).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def mounts_below(path: Path) -> list[str]:
+    prefix = str(path)
+    return [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix)
+    ]

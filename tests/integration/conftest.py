@@ -1,0 +1,63 @@
+"""Fixtures that boot real sandbox hosts: once per session, always torn down.
+
+Every sandbox the suite makes lives in a state directory of its own, so the operator's
+sandboxes are never touched; the root file system cache is the shared one, so a warm
+machine reuses it. Without root or systemd-nspawn the suite is skipped on a developer's
+machine and fails under CI (CI=true), where it must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.sandbox
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "the sandbox tests need root"
+    for tool in ("systemd-nspawn", "debootstrap", "ssh", "unshare"):
+        if shutil.which(tool) is None:
+            return f"the sandbox tests need {tool} (run `make system-deps`)"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("clusterai-state")
+    previous = os.environ.get("CLUSTERAI_STATE_DIR")
+    os.environ["CLUSTERAI_STATE_DIR"] = str(state)
+    yield state
+    # Whatever a failed test left, take it down.
+    for name in json.loads(run_cli("sandbox", "list", "--json").stdout or "[]"):
+        run_cli("sandbox", "down", "--name", name["name"])
+    if previous is None:
+        del os.environ["CLUSTERAI_STATE_DIR"]
+    else:
+        os.environ["CLUSTERAI_STATE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def cluster(state_dir: Path) -> Iterator[dict[str, Any]]:
+    """A 3-host sandbox (ctl1, worker1, worker2) shared by the whole session."""
+    up = run_cli("sandbox", "up", "--hosts", "3", "--name", "it", "--json")
+    assert up.code == 0, up.stderr
+    try:
+        yield json.loads(up.stdout)
+    finally:
+        down = run_cli("sandbox", "down", "--name", "it")
+        assert down.code == 0, down.stderr

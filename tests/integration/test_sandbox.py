@@ -1,0 +1,256 @@
+"""The sandbox boots real Debian hosts reachable over SSH with host key checking on."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import (
+    CLUSTERAI,
+    REPO,
+    mounts_below,
+    nspawn_command_lines,
+    processes_mentioning,
+    run_cli,
+    wait_for,
+)
+
+pytestmark = pytest.mark.sandbox
+
+
+def ssh(status: dict[str, Any], address: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ssh",
+            "-i",
+            status["ssh_key"],
+            "-o",
+            f"UserKnownHostsFile={status['known_hosts']}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            f"root@{address}",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def status_of(name: str) -> dict[str, Any]:
+    result = run_cli("sandbox", "status", "--name", name, "--json")
+    assert result.code == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_every_host_runs_systemd_behind_strict_ssh(cluster: dict[str, Any]) -> None:
+    assert [(h["name"], h["group"], h["state"]) for h in cluster["hosts"]] == [
+        ("ctl1", "control", "running"),
+        ("worker1", "workers", "running"),
+        ("worker2", "workers", "running"),
+    ]
+    for host in cluster["hosts"]:
+        result = ssh(cluster, host["address"], "systemctl is-system-running; hostname")
+        assert result.stdout.split() == ["running", host["name"]], result.stderr
+
+
+def test_each_host_has_its_own_host_key(cluster: dict[str, Any]) -> None:
+    recorded = {}
+    for line in Path(cluster["known_hosts"]).read_text().splitlines():
+        address, _kind, key = line.split()
+        recorded[address] = key
+    served = {}
+    for host in cluster["hosts"]:
+        scan = subprocess.run(
+            ["ssh-keyscan", "-t", "ed25519", host["address"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        served[host["address"]] = scan.stdout.split()[2]
+    assert served == recorded
+    assert len(set(served.values())) == 3
+
+
+def test_an_unknown_host_key_is_refused(cluster: dict[str, Any], tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    result = ssh({**cluster, "known_hosts": str(empty)}, cluster["hosts"][0]["address"], "true")
+    assert result.returncode == 255
+    assert "Host key verification failed" in result.stderr
+
+
+def test_inventory_matches_the_hosts(cluster: dict[str, Any]) -> None:
+    inventory = yaml.safe_load(Path(cluster["inventory"]).read_text())["all"]
+    for group in ("control", "workers"):
+        expected = {
+            h["name"]: {"ansible_host": h["address"], "clusterai_address": h["address"]}
+            for h in cluster["hosts"]
+            if h["group"] == group
+        }
+        assert inventory["children"][group]["hosts"] == expected
+    assert inventory["vars"]["ansible_ssh_private_key_file"] == cluster["ssh_key"]
+
+
+def ansible_env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+
+
+def test_site_playbook_converges_and_a_second_run_changes_nothing(
+    cluster: dict[str, Any],
+) -> None:
+    recaps = []
+    for _ in range(2):
+        run = subprocess.run(
+            [
+                str(REPO / ".venv/bin/ansible-playbook"),
+                "-i",
+                cluster["inventory"],
+                str(REPO / "playbooks/site.yml"),
+            ],
+            capture_output=True,
+            text=True,
+            env=ansible_env(),
+            timeout=600,
+            check=False,
+        )
+        assert run.returncode == 0, run.stdout[-3000:]
+        recaps.append(dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)))
+    assert set(recaps[1]) == {"ctl1", "worker1", "worker2"}
+    assert set(recaps[1].values()) == {"0"}
+
+
+def test_up_again_keeps_running_hosts(cluster: dict[str, Any]) -> None:
+    again = run_cli("sandbox", "up", "--hosts", "3", "--name", "it", "--json")
+    assert again.code == 0, again.stderr
+    assert [h["pid"] for h in json.loads(again.stdout)["hosts"]] == [
+        h["pid"] for h in status_of("it")["hosts"]
+    ]
+    assert "booting" not in again.stderr
+
+
+def test_up_restarts_a_killed_host_and_keeps_the_others(cluster: dict[str, Any]) -> None:
+    before = {h["name"]: h["pid"] for h in status_of("it")["hosts"]}
+    # SIGKILL leaves the container's systemd running without its nspawn: an orphan.
+    os.kill(before["worker2"], signal.SIGKILL)
+    wait_for(
+        lambda: {h["name"]: h["state"] for h in status_of("it")["hosts"]}["worker2"] == "orphaned",
+        60,
+        "worker2 to show as orphaned",
+    )
+    again = run_cli("sandbox", "up", "--hosts", "3", "--name", "it", "--json")
+    assert again.code == 0, again.stderr
+    assert "clearing host worker2" in again.stderr
+    after = {h["name"]: h for h in json.loads(again.stdout)["hosts"]}
+    assert after["worker2"]["state"] == "running"
+    assert after["worker2"]["pid"] != before["worker2"]
+    assert {n: after[n]["pid"] for n in ("ctl1", "worker1")} == {
+        n: before[n] for n in ("ctl1", "worker1")
+    }
+    # One nspawn and one init for the host: the orphan is gone.
+    assert len(processes_mentioning(Path(cluster["directory"]) / "hosts/worker2/root")) == 2
+    # Same directory, so the same host key: known_hosts still matches.
+    assert ssh(cluster, after["worker2"]["address"], "true").returncode == 0
+
+
+def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
+    cluster: dict[str, Any],
+    state_dir: Path,
+) -> None:
+    first = run_cli("sandbox", "up", "--hosts", "1", "--name", "second", "--json")
+    assert first.code == 0, first.stderr
+    second = json.loads(first.stdout)
+    ranges = {h["address"].rsplit(".", 1)[0] for h in second["hosts"]}
+    assert ranges.isdisjoint({h["address"].rsplit(".", 1)[0] for h in cluster["hosts"]})
+    assert all(h["state"] == "running" for h in status_of("it")["hosts"])
+
+    grown = run_cli("sandbox", "up", "--hosts", "2", "--name", "second", "--json")
+    assert grown.code == 0, grown.stderr
+    hosts = json.loads(grown.stdout)["hosts"]
+    assert [h["name"] for h in hosts] == ["ctl1", "worker1"]
+    assert hosts[0]["pid"] == second["hosts"][0]["pid"]
+    assert ssh(second, hosts[1]["address"], "systemctl is-system-running").stdout.strip() == (
+        "running"
+    )
+
+    directory = Path(second["directory"])
+    # An orphaned container (its nspawn killed) is found and stopped too.
+    os.kill(hosts[1]["pid"], signal.SIGKILL)
+    wait_for(lambda: status_of("second")["hosts"][1]["state"] == "orphaned", 60, "an orphan")
+    down = run_cli("sandbox", "down", "--name", "second")
+    assert down.code == 0, down.stderr
+    assert not directory.exists()
+    assert processes_mentioning(directory) == []
+    assert mounts_below(directory) == []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(directory) not in ps.stdout
+    assert "second" not in run_cli("sandbox", "list").stdout
+    # The first sandbox is untouched.
+    assert all(h["state"] == "running" for h in status_of("it")["hosts"])
+
+    again = run_cli("sandbox", "down", "--name", "second")
+    assert (again.code, again.stdout) == (0, "sandbox second does not exist; nothing to do\n")
+
+
+def start_up(name: str) -> tuple[subprocess.Popen[str], int]:
+    """Start `sandbox up` in the background; return it and its host's nspawn PID."""
+    up = subprocess.Popen(
+        [str(CLUSTERAI), "sandbox", "up", "--hosts", "1", "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    fragment = f"/sandboxes/{name}/hosts/ctl1/root"
+
+    def nspawn_pid() -> int | None:
+        for line in nspawn_command_lines():
+            if fragment in line:
+                return int(line.split()[0])
+        return None
+
+    return up, wait_for(nspawn_pid, 60, f"{name}'s nspawn to start")
+
+
+def sandboxes_in(state_dir: Path) -> set[str]:
+    root = state_dir / "sandboxes"
+    return set(os.listdir(root)) if root.exists() else set()
+
+
+def assert_nothing_left(state_dir: Path, name: str, before: set[str]) -> None:
+    assert sandboxes_in(state_dir) == before
+    assert processes_mentioning(state_dir / "sandboxes" / name) == []
+
+
+def test_a_host_that_dies_while_booting_is_undone(state_dir: Path) -> None:
+    before = sandboxes_in(state_dir)
+    up, pid = start_up("dying")
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = up.communicate(timeout=120)
+    assert up.returncode == 1
+    assert stderr.splitlines()[-1].startswith(
+        "error: sandbox host ctl1: systemd-nspawn exited while booting"
+    )
+    assert_nothing_left(state_dir, "dying", before)
+
+
+def test_ctrl_c_during_up_undoes_it(state_dir: Path) -> None:
+    before = sandboxes_in(state_dir)
+    up, _ = start_up("interrupted")
+    up.send_signal(signal.SIGINT)
+    _, stderr = up.communicate(timeout=120)
+    assert up.returncode == 130
+    assert stderr.splitlines()[-1] == "error: interrupted"
+    assert_nothing_left(state_dir, "interrupted", before)

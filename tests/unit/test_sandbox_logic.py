@@ -1,0 +1,185 @@
+"""Pure logic of the sandbox: names, addresses, plans, state files, inventory."""
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clusterai_runner.config import Settings
+from clusterai_runner.errors import UsageError
+from clusterai_runner.sandbox import checks, core, inventory
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({"HOME": str(tmp_path), "CLUSTERAI_STATE_DIR": str(tmp_path / "s")})
+
+
+@pytest.mark.parametrize("name", ["default", "ci-2", "a", "x" * 24])
+def test_good_names(name: str) -> None:
+    core.check_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "Default", "2fast", "a_b", "a/b", "..", "x" * 25])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(UsageError, match="is not a valid sandbox name"):
+        core.check_name(name)
+
+
+def test_host_names_are_one_control_then_workers() -> None:
+    assert core.host_names(3) == [
+        ("ctl1", "control"),
+        ("worker1", "workers"),
+        ("worker2", "workers"),
+    ]
+    assert core.host_names(1) == [("ctl1", "control")]
+
+
+def test_addresses_are_consecutive_in_one_range() -> None:
+    assert core.addresses_from("127.0.20.1", 3) == ["127.0.20.1", "127.0.20.2", "127.0.20.3"]
+    assert core.addresses_from("127.0.20.250", 5)[-1] == "127.0.20.254"
+
+
+@pytest.mark.parametrize(
+    ("first", "count", "message"),
+    [
+        ("127.0.20", 1, "is not an IPv4 address"),
+        ("10.0.0.1", 1, "is not in 127.0.0.0/8"),
+        ("127.0.20.0", 1, "do not fit"),
+        ("127.0.20.250", 6, "do not fit"),
+    ],
+)
+def test_bad_first_addresses(first: str, count: int, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        core.addresses_from(first, count)
+
+
+def write_state(root: Path, name: str, first: str, count: int) -> None:
+    layout = core.Layout(root / "sandboxes", name)
+    layout.directory.mkdir(parents=True)
+    hosts = tuple(
+        core.HostRecord(n, a, g)
+        for (n, g), a in zip(core.host_names(count), core.addresses_from(first, count), strict=True)
+    )
+    layout.state.write_text(core.SandboxRecord(name, 22, hosts, root / "rootfs").to_json())
+
+
+def test_a_new_sandbox_gets_the_first_free_range(tmp_path: Path) -> None:
+    write_state(tmp_path / "s", "one", "127.0.10.1", 2)
+    sandboxes = core.Sandboxes(settings(tmp_path))
+    plan = sandboxes._plan("two", 2, None, None, 22)
+    assert [h.address for h in plan] == ["127.0.11.1", "127.0.11.2"]
+
+
+def test_a_range_in_use_by_someone_else_is_skipped(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.10.2", 0))
+        port = taken.getsockname()[1]
+        taken.listen()
+        plan = core.Sandboxes(settings(tmp_path))._plan("two", 2, None, None, port)
+    assert plan[0].address == "127.0.11.1"
+
+
+def test_explicit_addresses_may_not_overlap_another_sandbox(tmp_path: Path) -> None:
+    write_state(tmp_path / "s", "one", "127.0.10.1", 3)
+    sandboxes = core.Sandboxes(settings(tmp_path))
+    with pytest.raises(UsageError, match=r"127\.0\.10\.3 belongs to sandbox 'one'"):
+        sandboxes._plan("two", 2, None, "127.0.10.3", 22)
+
+
+def test_growing_keeps_existing_hosts_and_shrinking_is_refused(tmp_path: Path) -> None:
+    write_state(tmp_path / "s", "one", "127.0.30.1", 3)
+    sandboxes = core.Sandboxes(settings(tmp_path))
+    existing = sandboxes.load("one")
+    grown = sandboxes._plan("one", 4, existing, None, 22)
+    assert grown[:3] == existing.hosts
+    assert grown[3] == core.HostRecord("worker3", "127.0.30.4", "workers")
+    with pytest.raises(UsageError, match="already has 3 hosts, more than 2"):
+        sandboxes._plan("one", 2, existing, None, 22)
+    with pytest.raises(UsageError, match=r"already starts at 127\.0\.30\.1"):
+        sandboxes._plan("one", 3, existing, "127.0.31.1", 22)
+
+
+def test_unknown_sandbox_names_the_existing_ones(tmp_path: Path) -> None:
+    write_state(tmp_path / "s", "one", "127.0.10.1", 1)
+    with pytest.raises(UsageError) as raised:
+        core.Sandboxes(settings(tmp_path)).load("nope")
+    assert str(raised.value) == (
+        "sandbox 'nope': no such sandbox (existing: one) "
+        "(create it with `clusterai sandbox up --name nope`)"
+    )
+
+
+def test_state_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    write_state(tmp_path / "s", "one", "127.0.10.1", 1)
+    state = tmp_path / "s/sandboxes/one/sandbox.json"
+    data = json.loads(state.read_text())
+    state.write_text(json.dumps({**data, "version": 99}))
+    with pytest.raises(UsageError, match="state version 99 is not 1"):
+        core.Sandboxes(settings(tmp_path)).load("one")
+    state.write_text("{not json")
+    with pytest.raises(UsageError, match="unreadable sandbox state"):
+        core.Sandboxes(settings(tmp_path)).load("one")
+
+
+def test_status_json_has_the_documented_keys(tmp_path: Path) -> None:
+    status = core.SandboxStatus(
+        name="x",
+        directory=tmp_path,
+        inventory=tmp_path / "inventory.yml",
+        ssh_key=tmp_path / "id_ed25519",
+        known_hosts=tmp_path / "known_hosts",
+        ssh_port=22,
+        hosts=(core.HostStatus("ctl1", "127.0.10.1", "control", "running", 42),),
+    )
+    data = status.to_json()
+    assert set(data) >= {"name", "inventory", "ssh_key", "known_hosts", "hosts"}
+    assert data["hosts"] == [
+        {"name": "ctl1", "address": "127.0.10.1", "group": "control", "state": "running", "pid": 42}
+    ]
+    json.dumps(data)
+
+
+def test_inventory_groups_hosts_and_keeps_host_key_checking(tmp_path: Path) -> None:
+    hosts = [
+        core.HostRecord("ctl1", "127.0.10.1", "control"),
+        core.HostRecord("worker1", "127.0.10.2", "workers"),
+    ]
+    text = inventory.render("demo", hosts, 2222, tmp_path / "key", tmp_path / "kh")
+    data = yaml.safe_load(text)["all"]
+    assert data["children"]["control"]["hosts"] == {
+        "ctl1": {"ansible_host": "127.0.10.1", "clusterai_address": "127.0.10.1"}
+    }
+    assert list(data["children"]["workers"]["hosts"]) == ["worker1"]
+    assert data["vars"]["ansible_port"] == 2222
+    assert "StrictHostKeyChecking=yes" in data["vars"]["ansible_ssh_common_args"]
+    assert f"UserKnownHostsFile={tmp_path / 'kh'}" in data["vars"]["ansible_ssh_common_args"]
+
+
+def test_known_hosts_lines_carry_the_port_when_not_22() -> None:
+    assert inventory.known_hosts_line("127.0.10.1", 22, "ssh-ed25519 AAA") == (
+        "127.0.10.1 ssh-ed25519 AAA\n"
+    )
+    assert inventory.known_hosts_line("127.0.10.1", 2222, "ssh-ed25519 AAA") == (
+        "[127.0.10.1]:2222 ssh-ed25519 AAA\n"
+    )
+
+
+def test_memory_check_names_need_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "available_memory_mib", lambda: 2048)
+    checks.require_memory(3, 256)
+    with pytest.raises(UsageError) as raised:
+        checks.require_memory(10, 256)
+    assert "10 hosts need about 2560 MiB of memory (256 MiB each) but 1536 MiB" in str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+def test_address_in_use_sees_a_listener() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.55.7", 0))
+        port = listener.getsockname()[1]
+        listener.listen()
+        assert checks.address_in_use("127.0.55.7", port)
+    assert not checks.address_in_use("127.0.55.7", port)
