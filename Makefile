@@ -9,7 +9,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap openssh-client iproute2
+DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
+  openssh-client iproute2
 
 .PHONY: help system-deps venv demo demo-down lint unit integration molecule test clean
 
@@ -51,9 +52,10 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy clusterai_runner
+	$(BIN)/python scripts/check_argument_specs.py
 
-unit: venv  ## Unit tests: pure logic, no root needed.
-	$(BIN)/pytest tests/unit
+unit: venv  ## Unit tests and facts-free playbook tests; no root needed.
+	$(BIN)/pytest tests/unit tests/playbooks
 
 integration: system-deps venv  ## Integration tests on real sandbox hosts (root).
 	$(BIN)/pytest tests/integration

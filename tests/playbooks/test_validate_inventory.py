@@ -1,0 +1,88 @@
+"""The boilerplate play stops bad inventories before contacting any host.
+
+These run the real ansible-playbook on playbooks/boilerplate.yml; the checks need no
+facts and no SSH, so the addresses in these inventories are never connected to.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+
+def run_boilerplate(
+    tmp_path: Path, inventory: dict[str, object]
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(path), str(REPO / "playbooks/boilerplate.yml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def host(address: object = "127.0.0.2") -> dict[str, object]:
+    return {"ansible_host": "127.0.0.2", "clusterai_address": address}
+
+
+def inventory(control: dict[str, object], workers: dict[str, object]) -> dict[str, object]:
+    return {"all": {"children": {"control": {"hosts": control}, "workers": {"hosts": workers}}}}
+
+
+def test_a_good_inventory_passes(tmp_path: Path) -> None:
+    good = inventory({"ctl1": host("127.0.0.2")}, {"w1": host("127.0.0.3"), "w2": host("::1")})
+    result = run_boilerplate(tmp_path, good)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            {"all": {"children": {"control": {"hosts": {"ctl1": host()}}}}},
+            "inventory: group 'workers' is missing or has no hosts",
+        ),
+        (
+            inventory({"c1": host(), "c2": host()}, {"w1": host()}),
+            "inventory: group 'control' holds 2 hosts (c1, c2), it must hold 1",
+        ),
+        (
+            inventory({"both": host()}, {"both": host(), "w1": host()}),
+            "inventory: both in both 'control' and 'workers'",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {"ansible_host": "127.0.0.3"}}),
+            "inventory: host w1: clusterai_address is not set (set it to",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": host("300.1.2.3")}),
+            "inventory: host w1: clusterai_address 300.1.2.3 is not an IP address",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": host("gpu-node")}),
+            "inventory: host w1: clusterai_address gpu-node is not an IP address",
+        ),
+    ],
+)
+def test_a_bad_inventory_stops_with_the_reason(
+    tmp_path: Path, bad: dict[str, object], message: str
+) -> None:
+    result = run_boilerplate(tmp_path, bad)
+    assert result.returncode != 0
+    assert message in " ".join(result.stdout.split()), result.stdout
+    # Facts-free: no task ever tried to reach a host.
+    assert "UNREACHABLE" not in result.stdout
