@@ -63,7 +63,7 @@ integration: system-deps venv  ## Integration tests on real sandbox hosts (root)
 molecule: system-deps venv  ## The Molecule scenario on sandbox hosts.
 	$(BIN)/molecule test
 
-test: lint unit integration molecule  ## Everything CI runs.
+test: lint molecule unit integration  ## Everything CI runs; pytest closes it.
 
 clean:  ## Remove the virtual environment and caches (not the sandbox cache).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,11 +7,9 @@ such as which hosts are running, is derived from the machine when asked.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import ipaddress
 import json
-import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -33,6 +31,7 @@ LAST_SLOT = 254
 HOST_DISK_MIB = 256  # what a host writes above its overlay: packages, models, logs
 ROOTFS_DISK_MIB = 400  # the cached root file system is about 330 MiB
 STATE_VERSION = 1
+LOCK_FILE = Path("/run/lock/clusterai-sandbox.lock")
 
 Progress = Callable[[str], None]
 
@@ -235,18 +234,12 @@ class Sandboxes:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        """Serialise changes to all sandboxes; the lock is on the directory itself."""
-        created = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)  # closing releases the lock
-            if created:  # a first `up` that failed leaves no empty directory behind
-                with contextlib.suppress(OSError):
-                    self.root.rmdir()
+        """Serialise changes to sandboxes machine-wide: loopback addresses are shared by
+        every state directory on this machine, so the lock is not kept in one of them."""
+        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+        with LOCK_FILE.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
 
     def _others_addresses(self, name: str) -> dict[str, str]:
         taken: dict[str, str] = {}
@@ -339,17 +332,17 @@ class Sandboxes:
             planned = self._plan(name, count, existing, first_address, port)
             running = host.host_processes(layout.hosts)
             known = {h.name for h in existing.hosts} if existing else set()
-            new = [h for h in planned if h.name not in known or not layout.host(h).root.is_dir()]
+            # A host's disk is its upper directory; the mount point survives a reboot.
+            new = [h for h in planned if h.name not in known or not layout.host(h).upper.is_dir()]
             to_start = [
                 h for h in planned if not running.get(layout.host(h).root, host.Processes()).nspawn
             ]
+            orphaned = [
+                h for h in to_start if running.get(layout.host(h).root, host.Processes()).orphans
+            ]
             for h in to_start:
-                if running.get(layout.host(h).root, host.Processes()).orphans:
-                    # Its nspawn was killed; clear the container it left behind.
-                    self.progress(f"clearing host {h.name}, left running without its nspawn")
-                    host.stop(layout.hosts, only={layout.host(h).root})
-            for h in to_start:
-                if checks.address_in_use(h.address, port):
+                # An orphaned host's own sshd holds its address until it is cleared below.
+                if h not in orphaned and checks.address_in_use(h.address, port):
                     raise UsageError(
                         f"sandbox host {h.name}",
                         f"address {h.address}:{port} is already in use on this machine",
@@ -357,6 +350,9 @@ class Sandboxes:
                     )
             checks.require_memory(len(to_start), self.settings.sandbox_host_memory_mib)
             checks.require_disk(self.root, len(new) * HOST_DISK_MIB)
+            for h in orphaned:  # its nspawn was killed; clear the container it left behind
+                self.progress(f"clearing host {h.name}, left running without its nspawn")
+                host.stop(layout.hosts, only={layout.host(h).root})
             if existing is not None:
                 lower = existing.rootfs
                 if to_start and not lower.is_dir():
@@ -409,10 +405,9 @@ class Sandboxes:
                     stdin=subprocess.DEVNULL,
                 )
             authorized = (layout.ssh_key.parent / f"{layout.ssh_key.name}.pub").read_text()
-            hosts_file = inventory.etc_hosts(planned)
             for h in new:
                 self.progress(f"creating host {h.name} ({h.address})")
-                host.create(lower, layout.host(h), port, authorized, hosts_file)
+                host.create(lower, layout.host(h), port, authorized)
             self._write_known_hosts(layout, planned, port)
             if to_start:
                 names = ", ".join(h.name for h in to_start)
@@ -431,6 +426,9 @@ class Sandboxes:
             ]
             for future in futures:
                 future.result()
+            hosts_file = inventory.etc_hosts(planned)
+            for h in planned:  # every host, old and new, knows every other by name
+                host.write_etc_hosts(layout.host(h), hosts_file)
             record = SandboxRecord(layout.name, port, planned, lower)
             inventory.atomic_write(
                 layout.inventory,

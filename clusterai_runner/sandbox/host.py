@@ -108,7 +108,7 @@ def remove_tree(directory: Path) -> None:
         shutil.rmtree(directory)
 
 
-def create(lower: Path, host: HostSpec, ssh_port: int, authorized_key: str, hosts: str) -> None:
+def create(lower: Path, host: HostSpec, ssh_port: int, authorized_key: str) -> None:
     """Mount a fresh overlay root and give it an identity: host key, hostname, machine id."""
     remove_tree(host.directory)  # a half-made host from an interrupted run
     mount(host, lower)
@@ -130,10 +130,14 @@ def create(lower: Path, host: HostSpec, ssh_port: int, authorized_key: str, host
     )
     _write(host.root / "etc/hostname", f"{host.name}\n")
     _write(host.root / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
-    _write(host.root / "etc/hosts", hosts)
     ssh_dir = host.root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     _write(ssh_dir / "authorized_keys", authorized_key, 0o600)
+
+
+def write_etc_hosts(host: HostSpec, text: str) -> None:
+    """Write the host's /etc/hosts through its mounted root."""
+    _write(host.root / "etc/hosts", text)
 
 
 def public_host_key(host: HostSpec) -> str:

@@ -185,6 +185,11 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
     assert ssh(second, hosts[1]["address"], "systemctl is-system-running").stdout.strip() == (
         "running"
     )
+    # The older host learned the new one's name.
+    assert ssh(second, hosts[0]["address"], "getent hosts worker1").stdout.split() == [
+        hosts[1]["address"],
+        "worker1",
+    ]
 
     directory = Path(second["directory"])
     # An orphaned container (its nspawn killed) is found and stopped too.
