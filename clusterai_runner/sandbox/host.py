@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,11 +63,14 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def mount_points_below(directory: Path) -> list[Path]:
+def mount_points_below(
+    directory: Path, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> list[Path]:
     """Mount points at or below ``directory`` in this mount namespace, deepest first."""
     points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = Path(line.split()[4].encode().decode("unicode_escape"))
+    for line in mountinfo.read_text().splitlines():
+        # The kernel writes space, tab, newline and backslash as octal escapes (\040).
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]))
         if point == directory or directory in point.parents:
             points.append(point)
     return sorted(points, key=lambda p: len(p.parts), reverse=True)

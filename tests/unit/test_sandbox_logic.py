@@ -9,7 +9,7 @@ import yaml
 
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
-from clusterai_runner.sandbox import checks, core, inventory
+from clusterai_runner.sandbox import checks, core, host, inventory
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -183,3 +183,20 @@ def test_address_in_use_sees_a_listener() -> None:
         listener.listen()
         assert checks.address_in_use("127.0.55.7", port)
     assert not checks.address_in_use("127.0.55.7", port)
+
+
+def test_mount_points_are_read_with_octal_escapes_and_unicode(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+        "96 22 0:50 / /srv/sandb\\040x/hosts/a/root rw - overlay overlay rw\n"
+        "97 22 0:51 / /srv/sandb\\040x/hosts/a/root/proc rw - proc proc rw\n"
+        "98 22 0:52 / /home/jos\u00e9/s/hosts/b/root rw - overlay overlay rw\n"
+    )
+    assert host.mount_points_below(Path("/srv/sandb x"), mountinfo) == [
+        Path("/srv/sandb x/hosts/a/root/proc"),
+        Path("/srv/sandb x/hosts/a/root"),
+    ]
+    assert host.mount_points_below(Path("/home/jos\u00e9/s"), mountinfo) == [
+        Path("/home/jos\u00e9/s/hosts/b/root")
+    ]
