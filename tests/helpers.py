@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -80,6 +80,29 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
             return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def ssh(status: dict[str, Any], address: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run a command on a sandbox host as root, with host key checking on."""
+    return subprocess.run(
+        [
+            "ssh",
+            "-i",
+            status["ssh_key"],
+            "-o",
+            f"UserKnownHostsFile={status['known_hosts']}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            f"root@{address}",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def mounts_below(path: Path) -> list[str]:

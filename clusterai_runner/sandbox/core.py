@@ -421,6 +421,7 @@ class Sandboxes:
                     layout.ssh_key,
                     layout.known_hosts,
                     timeout,
+                    self.root.parent / "logs" / f"sandbox-{layout.name}-{h.name}.log",
                 )
                 for h in to_start
             ]
@@ -474,5 +475,8 @@ class Sandboxes:
             if running:
                 self.progress(f"stopping {len(running)} host(s)")
             host.stop(layout.directory)
+            record = SandboxRecord.from_file(layout.state) if layout.state.is_file() else None
+            for h in record.hosts if record else ():
+                host.remove_cgroups(layout.host(h).root)  # left by a host that crashed
             host.remove_tree(layout.directory)
         return True

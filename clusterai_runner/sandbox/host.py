@@ -10,6 +10,7 @@ they were started with (see ``host_processes``), never by remembered PIDs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ NSPAWN = "systemd-nspawn"
 HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
 # Set in each container's init, so that a host whose nspawn was killed is still found.
 MARKER = "CLUSTERAI_SANDBOX_ROOT"
+# Every host's cgroups live below this one, in each cgroup hierarchy.
+CGROUP_PARENT = "clusterai-sandbox"
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,55 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def mount_points_below(
-    directory: Path, mountinfo: Path = Path("/proc/self/mountinfo")
-) -> list[Path]:
-    """Mount points at or below ``directory`` in this mount namespace, deepest first."""
-    points = []
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def _mounts(mountinfo: Path) -> Iterator[tuple[Path, str, list[str]]]:
+    """(mount point, file system type, super options) of each mount in ``mountinfo``."""
     for line in mountinfo.read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        fstype, _source, options = right.split()[:3]
         # The kernel writes space, tab, newline and backslash as octal escapes (\040).
-        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]))
-        if point == directory or directory in point.parents:
-            points.append(point)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), left.split()[4])
+        yield Path(point), fstype, options.split(",")
+
+
+def mount_points_below(directory: Path, mountinfo: Path = MOUNTINFO) -> list[Path]:
+    """Mount points at or below ``directory`` in this mount namespace, deepest first."""
+    points = [
+        point
+        for point, _fstype, _options in _mounts(mountinfo)
+        if point == directory or directory in point.parents
+    ]
     return sorted(points, key=lambda p: len(p.parts), reverse=True)
+
+
+def cgroups(root: Path, mountinfo: Path = MOUNTINFO) -> list[Path]:
+    """The cgroups a host's nspawn runs in: one per hierarchy that nspawn uses.
+
+    Each host needs cgroups of its own. With ``--keep-unit`` nspawn puts the container's
+    ``payload`` cgroup below its own; were every host's nspawn in the same cgroup (the
+    caller's), the containers' systemds would share one tree and remove each other's unit
+    cgroups while booting ("Failed at step CGROUP"). The name derives from the host's root,
+    so that stopping a host finds its cgroups again.
+    """
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    name = f"{root.parent.name}-{digest}"
+    return [
+        point / CGROUP_PARENT / name
+        for point, fstype, options in _mounts(mountinfo)
+        if fstype == "cgroup2" or (fstype == "cgroup" and "name=systemd" in options)
+    ]
+
+
+def remove_cgroups(root: Path) -> None:
+    """Remove a stopped host's cgroups, innermost first; empty cgroups are all that is left."""
+    for cgroup in cgroups(root):
+        if not cgroup.is_dir():
+            continue
+        for directory, _subdirectories, _files in os.walk(cgroup, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
 
 def mount(host: HostSpec, lower: Path) -> None:
@@ -164,7 +205,8 @@ class Processes:
 
 
 def _nspawn_directory(args: list[bytes]) -> Path | None:
-    if not args or os.path.basename(args[0]) != NSPAWN.encode():
+    # systemd-nspawn itself, or the sh that is about to become it (see start()).
+    if NSPAWN.encode() not in [os.path.basename(arg) for arg in args[:5]]:
         return None
     for arg in args[1:]:
         if arg.startswith(b"--directory="):
@@ -217,9 +259,19 @@ def host_processes(under: Path) -> dict[Path, Processes]:
 def start(host: HostSpec, lower: Path) -> int:
     """Boot the host in the background and return the PID of its systemd-nspawn."""
     mount(host, lower)
+    procs = []
+    for cgroup in cgroups(host.root):
+        cgroup.mkdir(parents=True, exist_ok=True)
+        procs.append(str(cgroup / "cgroup.procs"))
     with host.log.open("ab") as log:
         process = subprocess.Popen(
             [
+                # Join the host's own cgroups, then become systemd-nspawn (same PID).
+                "/bin/sh",
+                "-c",
+                'for procs in $CLUSTERAI_CGROUP_PROCS; do echo $$ > "$procs" || exit 1; done; '
+                'exec "$@"',
+                "sh",
                 NSPAWN,
                 "--quiet",
                 f"--directory={host.root}",
@@ -236,6 +288,7 @@ def start(host: HostSpec, lower: Path) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "CLUSTERAI_CGROUP_PROCS": " ".join(procs)},
         )
     return process.pid
 
@@ -285,12 +338,14 @@ def stop(under: Path, only: Collection[Path] | None = None, timeout: float = 30.
     its PID namespace. Whatever is still alive after ``timeout`` gets SIGKILL.
     """
 
+    roots: set[Path] = set(only or ())
+
     def scan() -> tuple[list[int], list[int]]:
-        found = [
-            processes
-            for root, processes in host_processes(under).items()
-            if only is None or root in only
-        ]
+        found = []
+        for root, processes in host_processes(under).items():
+            if only is None or root in only:
+                roots.add(root)
+                found.append(processes)
         return (
             [pid for processes in found for pid in processes.nspawn],
             [pid for processes in found for pid in processes.orphans],
@@ -313,6 +368,8 @@ def stop(under: Path, only: Collection[Path] | None = None, timeout: float = 30.
     if alive:
         raise RunFailed("sandbox", f"host processes {alive} did not exit", "kill them by hand")
     _wait_reaped(seen)
+    for root in roots:
+        remove_cgroups(root)
 
 
 def log_tail(host: HostSpec, lines: int = 3) -> str:
@@ -358,10 +415,46 @@ def ssh_command(address: str, port: int, key: Path, known_hosts: Path, *remote: 
     ]
 
 
+def _save_failure(host: HostSpec, ssh: list[str], report: Path) -> str:
+    """Save a degraded host's failed units and boot journal to ``report``; name the units.
+
+    The host is removed when its run is undone, so this report is what remains of it.
+    """
+    prefix = ssh[:-3]  # the ssh command without its remote command
+    failed = subprocess.run(
+        [*prefix, "systemctl", "--failed", "--plain", "--no-legend"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    journal = subprocess.run(
+        [*prefix, "journalctl", "--boot", "--no-pager", "--output=short-monotonic", "-n", "500"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(
+        f"# {host.name} ({host.address}): failed units\n{failed}\n# journal\n{journal}"
+    )
+    return ", ".join(line.split()[0] for line in failed.splitlines() if line.strip()) or "none left"
+
+
 def wait_ready(
-    host: HostSpec, pid: int, ssh_port: int, key: Path, known_hosts: Path, timeout: float
+    host: HostSpec,
+    pid: int,
+    ssh_port: int,
+    key: Path,
+    known_hosts: Path,
+    timeout: float,
+    report: Path,
 ) -> None:
-    """Wait until the host's systemd reports ``running`` over SSH; raise with the reason."""
+    """Wait until the host's systemd reports ``running`` over SSH; raise with the reason.
+
+    A host that comes up ``degraded`` has its failed units and journal saved to ``report``.
+    """
     deadline = time.monotonic() + timeout
     last = "sshd never answered"
     while time.monotonic() < deadline:
@@ -386,27 +479,10 @@ def wait_ready(
             if state == "running":
                 return
             if state == "degraded":
-                failed = subprocess.run(
-                    ssh_command(
-                        host.address,
-                        ssh_port,
-                        key,
-                        known_hosts,
-                        "systemctl",
-                        "--failed",
-                        "--plain",
-                        "--no-legend",
-                    ),
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                ).stdout.splitlines()
-                units = ", ".join(line.split()[0] for line in failed if line.strip()) or "none left"
                 raise RunFailed(
                     f"sandbox host {host.name}",
-                    f"systemd is degraded; failed units: {units}",
-                    f"inspect with: {' '.join(command[:-3])} systemctl --failed",
+                    f"systemd is degraded; failed units: {_save_failure(host, command, report)}",
+                    f"its journal is saved in {report}",
                 )
             last = result.stderr.strip() or state or f"ssh exited {result.returncode}"
         time.sleep(0.2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -13,39 +12,18 @@ from typing import Any
 import pytest
 import yaml
 
+from clusterai_runner.sandbox import host as sandbox_host
 from tests.helpers import (
     CLUSTERAI,
-    REPO,
     mounts_below,
     nspawn_command_lines,
     processes_mentioning,
     run_cli,
+    ssh,
     wait_for,
 )
 
 pytestmark = pytest.mark.sandbox
-
-
-def ssh(status: dict[str, Any], address: str, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            status["ssh_key"],
-            "-o",
-            f"UserKnownHostsFile={status['known_hosts']}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            f"root@{address}",
-            *command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def status_of(name: str) -> dict[str, Any]:
@@ -103,34 +81,6 @@ def test_inventory_matches_the_hosts(cluster: dict[str, Any]) -> None:
         }
         assert inventory["children"][group]["hosts"] == expected
     assert inventory["vars"]["ansible_ssh_private_key_file"] == cluster["ssh_key"]
-
-
-def ansible_env() -> dict[str, str]:
-    return {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-
-
-def test_site_playbook_converges_and_a_second_run_changes_nothing(
-    cluster: dict[str, Any],
-) -> None:
-    recaps = []
-    for _ in range(2):
-        run = subprocess.run(
-            [
-                str(REPO / ".venv/bin/ansible-playbook"),
-                "-i",
-                cluster["inventory"],
-                str(REPO / "playbooks/site.yml"),
-            ],
-            capture_output=True,
-            text=True,
-            env=ansible_env(),
-            timeout=600,
-            check=False,
-        )
-        assert run.returncode == 0, run.stdout[-3000:]
-        recaps.append(dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)))
-    assert set(recaps[1]) == {"ctl1", "worker1", "worker2"}
-    assert set(recaps[1].values()) == {"0"}
 
 
 def test_up_again_keeps_running_hosts(cluster: dict[str, Any]) -> None:
@@ -200,6 +150,9 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
     assert not directory.exists()
     assert processes_mentioning(directory) == []
     assert mounts_below(directory) == []
+    # Each host had cgroups of its own; none is left.
+    roots = [directory / "hosts" / h["name"] / "root" for h in hosts]
+    assert [c for root in roots for c in sandbox_host.cgroups(root) if c.exists()] == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert str(directory) not in ps.stdout
     assert "second" not in run_cli("sandbox", "list").stdout

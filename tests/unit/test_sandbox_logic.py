@@ -200,3 +200,35 @@ def test_mount_points_are_read_with_octal_escapes_and_unicode(tmp_path: Path) ->
     assert host.mount_points_below(Path("/home/jos\u00e9/s"), mountinfo) == [
         Path("/home/jos\u00e9/s/hosts/b/root")
     ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (  # hybrid: cgroup v1 controllers, name=systemd, and v2 at unified
+            [
+                "30 22 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw",
+                "31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu",
+                "32 30 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd",
+                "33 30 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw",
+            ],
+            ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"],
+        ),
+        (  # unified only, as on current systemd hosts
+            ["30 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate"],
+            ["/sys/fs/cgroup"],
+        ),
+    ],
+)
+def test_each_host_gets_cgroups_of_its_own_in_the_hierarchies_nspawn_uses(
+    tmp_path: Path, lines: list[str], expected: list[str]
+) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("\n".join(lines) + "\n")
+    ctl = host.cgroups(Path("/s/sandboxes/a/hosts/ctl1/root"), mountinfo)
+    other = host.cgroups(Path("/s/sandboxes/b/hosts/ctl1/root"), mountinfo)
+    assert [c.parent.parent for c in ctl] == [Path(p) for p in expected]
+    assert {c.parent.name for c in ctl} == {"clusterai-sandbox"}
+    assert all(c.name.startswith("ctl1-") for c in ctl)
+    # Same host name in another sandbox: different cgroups.
+    assert {c.name for c in ctl}.isdisjoint({c.name for c in other})

@@ -38,3 +38,44 @@ def test_password_login_is_off(host):
 
 def test_python3_is_present(host):
     assert host.exists("python3")
+
+
+def _address(host):
+    return host.ansible.get_variables()["clusterai_address"]
+
+
+def _groups(host):
+    return host.ansible.get_variables()["group_names"]
+
+
+def test_clusterai_service_user(host):
+    user = host.user("clusterai")
+    assert user.exists
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.home == "/var/lib/clusterai"
+
+
+def _assert_hardened_service(host, unit, port):
+    service = host.service(unit)
+    assert service.is_running
+    assert service.is_enabled
+    show = host.check_output(f"systemctl show -p User,ProtectSystem,NoNewPrivileges {unit}")
+    assert sorted(show.split()) == [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "User=prometheus",
+    ]
+    assert host.socket(f"tcp://{_address(host)}:{port}").is_listening
+
+
+def test_node_exporter_runs_hardened_on_the_host_address(host):
+    _assert_hardened_service(host, "prometheus-node-exporter", 9100)
+
+
+def test_control_runs_prometheus_and_alertmanager(host):
+    if "control" not in _groups(host):
+        return
+    _assert_hardened_service(host, "prometheus", 9090)
+    _assert_hardened_service(host, "prometheus-alertmanager", 9093)
+    rules = host.run("promtool check rules /etc/prometheus/rules/clusterai-alerts.yml")
+    assert rules.rc == 0, rules.stderr

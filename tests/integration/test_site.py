@@ -1,0 +1,179 @@
+"""playbooks/site.yml turns sandbox hosts into a monitored cluster, idempotently."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO, ssh, wait_for
+
+pytestmark = pytest.mark.sandbox
+
+ANSIBLE_PLAYBOOK = REPO / ".venv/bin/ansible-playbook"
+
+
+def converge(inventory: str) -> dict[str, dict[str, int]]:
+    """Run site.yml; return each host's recap counters."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    run = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", inventory, str(REPO / "playbooks/site.yml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    recap = run.stdout[run.stdout.rindex("PLAY RECAP") :]
+    return {
+        host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
+        for host, counters in re.findall(r"^(\S+)\s+: (.*)$", recap, re.M)
+    }
+
+
+@pytest.fixture(scope="module")
+def converged(cluster: dict[str, Any]) -> list[dict[str, dict[str, int]]]:
+    """The cluster after two site.yml runs, with both runs' recaps."""
+    return [converge(cluster["inventory"]), converge(cluster["inventory"])]
+
+
+def address(cluster: dict[str, Any], name: str) -> str:
+    return next(h["address"] for h in cluster["hosts"] if h["name"] == name)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def test_a_second_converge_changes_nothing(converged: list[dict[str, dict[str, int]]]) -> None:
+    first, second = converged
+    assert set(second) == {"ctl1", "worker1", "worker2"}
+    assert all(counters["failed"] == 0 for counters in first.values())
+    assert {host: counters["changed"] for host, counters in second.items()} == {
+        "ctl1": 0,
+        "worker1": 0,
+        "worker2": 0,
+    }
+
+
+def test_prometheus_reports_every_target_up(cluster: dict[str, Any], converged: object) -> None:
+    url = f"http://{address(cluster, 'ctl1')}:9090/api/v1/query?query=up"
+
+    def targets() -> dict[tuple[str, str], str] | None:
+        result = get_json(url)["data"]["result"]
+        values = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1] for r in result}
+        return values if len(values) == 4 and set(values.values()) == {"1"} else None
+
+    assert wait_for(targets, 90, "every target to be scraped and up") == {
+        ("prometheus", "ctl1"): "1",
+        ("node", "ctl1"): "1",
+        ("node", "worker1"): "1",
+        ("node", "worker2"): "1",
+    }
+
+
+def test_alertmanager_runs_and_prometheus_sends_to_it(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    control = address(cluster, "ctl1")
+    with urllib.request.urlopen(f"http://{control}:9093/-/ready", timeout=10) as ready:
+        assert ready.status == 200
+    managers = wait_for(
+        lambda: get_json(f"http://{control}:9090/api/v1/alertmanagers")["data"][
+            "activeAlertmanagers"
+        ],
+        60,
+        "Prometheus to discover Alertmanager",
+    )
+    assert managers == [{"url": f"http://{control}:9093/api/v2/alerts"}]
+
+
+def test_the_shipped_rules_pass_promtool(cluster: dict[str, Any], converged: object) -> None:
+    rules = REPO / "roles/prometheus/files/clusterai-alerts.yml"
+    installed = "/etc/prometheus/rules/clusterai-alerts.yml"
+    check = ssh(
+        cluster,
+        address(cluster, "ctl1"),
+        f"promtool check rules {installed} && sha256sum {installed}",
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 6 rules found" in check.stdout
+    assert hashlib.sha256(rules.read_bytes()).hexdigest() in check.stdout
+    loaded = get_json(f"http://{address(cluster, 'ctl1')}:9090/api/v1/rules")["data"]["groups"]
+    assert {rule["name"] for group in loaded for rule in group["rules"]} == {
+        "WorkerDown",
+        "ExporterDown",
+        "DiskAlmostFull",
+        "InferenceDown",
+        "GpuHot",
+        "GpuMemoryFull",
+    }
+
+
+def listeners(port: int) -> set[str]:
+    """Local addresses listening on ``port`` on this machine (hosts share its network)."""
+    out = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()}
+
+
+def test_every_service_listens_only_on_its_hosts_address(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    control = address(cluster, "ctl1")
+    assert listeners(9100) >= {h["address"] for h in cluster["hosts"]}
+    assert control in listeners(9090)
+    assert control in listeners(9093)
+    for port in (9090, 9093, 9094, 9100):
+        assert not listeners(port) & {"0.0.0.0", "*", "[::]"}, port
+
+
+@pytest.mark.parametrize(
+    ("host", "unit"),
+    [
+        ("worker1", "prometheus-node-exporter"),
+        ("ctl1", "prometheus"),
+        ("ctl1", "prometheus-alertmanager"),
+    ],
+)
+def test_services_run_hardened_as_a_dedicated_user(
+    cluster: dict[str, Any], converged: object, host: str, unit: str
+) -> None:
+    show = ssh(
+        cluster,
+        address(cluster, host),
+        f"systemctl show -p ActiveState,User,ProtectSystem,NoNewPrivileges,ProtectHome {unit}",
+    )
+    assert dict(line.split("=", 1) for line in show.stdout.split()) == {
+        "ActiveState": "active",
+        "User": "prometheus",
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "ProtectHome": "yes",
+    }
+    shell = ssh(cluster, address(cluster, host), "getent passwd prometheus").stdout.strip()
+    assert shell.endswith(":/usr/sbin/nologin")
+
+
+def test_common_role_made_the_service_user_and_capped_the_journal(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    for host in cluster["hosts"]:
+        result = ssh(
+            cluster,
+            host["address"],
+            "getent passwd clusterai; systemd-analyze cat-config systemd/journald.conf"
+            " | grep -E '^(SystemMaxUse|MaxRetentionSec)='",
+        )
+        lines = result.stdout.split()
+        assert lines[0].split(":")[5:] == ["/var/lib/clusterai", "/usr/sbin/nologin"]
+        assert lines[1:] == ["SystemMaxUse=512M", "MaxRetentionSec=1month"]
