@@ -48,6 +48,8 @@ def render(
                     "-o IdentitiesOnly=yes"
                 ),
                 "clusterai_sandbox": sandbox,
+                # llama.cpp, built on the controller, needs nothing outside it.
+                "clusterai_inference_backend": "llamacpp",
             },
             "children": groups,
         }

@@ -138,15 +138,16 @@ def test_every_service_listens_only_on_its_hosts_address(
 
 
 @pytest.mark.parametrize(
-    ("host", "unit"),
+    ("host", "unit", "user"),
     [
-        ("worker1", "prometheus-node-exporter"),
-        ("ctl1", "prometheus"),
-        ("ctl1", "prometheus-alertmanager"),
+        ("worker1", "prometheus-node-exporter", "prometheus"),
+        ("ctl1", "prometheus", "prometheus"),
+        ("ctl1", "prometheus-alertmanager", "prometheus"),
+        ("worker2", "clusterai-llamacpp", "clusterai-llamacpp"),
     ],
 )
 def test_services_run_hardened_as_a_dedicated_user(
-    cluster: dict[str, Any], converged: object, host: str, unit: str
+    cluster: dict[str, Any], converged: object, host: str, unit: str, user: str
 ) -> None:
     show = ssh(
         cluster,
@@ -155,13 +156,45 @@ def test_services_run_hardened_as_a_dedicated_user(
     )
     assert dict(line.split("=", 1) for line in show.stdout.split()) == {
         "ActiveState": "active",
-        "User": "prometheus",
+        "User": user,
         "ProtectSystem": "strict",
         "NoNewPrivileges": "yes",
         "ProtectHome": "yes",
     }
-    shell = ssh(cluster, address(cluster, host), "getent passwd prometheus").stdout.strip()
+    shell = ssh(cluster, address(cluster, host), f"getent passwd {user}").stdout.strip()
     assert shell.endswith(":/usr/sbin/nologin")
+
+
+@pytest.mark.parametrize("worker", ["worker1", "worker2"])
+def test_each_worker_answers_a_chat_completion_from_smollm2(
+    cluster: dict[str, Any], converged: object, worker: str
+) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Name one colour."}],
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    request = urllib.request.Request(
+        f"http://{address(cluster, worker)}:8080/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.load(response)
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "smollm2"
+    text = answer["choices"][0]["message"]["content"]
+    assert isinstance(text, str) and text.strip()
+    assert answer["usage"]["completion_tokens"] > 0
+
+
+def test_inference_listens_only_on_worker_addresses(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    workers = {h["address"] for h in cluster["hosts"] if h["group"] == "workers"}
+    assert listeners(8080) >= workers
+    assert not listeners(8080) & {"0.0.0.0", "*", "[::]", address(cluster, "ctl1")}
 
 
 def test_common_role_made_the_service_user_and_capped_the_journal(

@@ -35,8 +35,12 @@ def run_boilerplate(
     )
 
 
-def host(address: object = "127.0.0.2") -> dict[str, object]:
-    return {"ansible_host": "127.0.0.2", "clusterai_address": address}
+def host(address: object = "127.0.0.2", backend: str = "llamacpp") -> dict[str, object]:
+    return {
+        "ansible_host": "127.0.0.2",
+        "clusterai_address": address,
+        "clusterai_inference_backend": backend,
+    }
 
 
 def inventory(control: dict[str, object], workers: dict[str, object]) -> dict[str, object]:
@@ -75,6 +79,14 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
         (
             inventory({"ctl1": host()}, {"w1": host("gpu-node")}),
             "inventory: host w1: clusterai_address gpu-node is not an IP address",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": host(backend="vllm")}),
+            "inventory: host w1: clusterai_inference_backend vllm is not one of llamacpp",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {"ansible_host": "x", "clusterai_address": "::1"}}),
+            "inventory: host w1: clusterai_inference_backend is not set (set it to one of llamacpp",
         ),
     ],
 )

@@ -79,3 +79,15 @@ def test_control_runs_prometheus_and_alertmanager(host):
     _assert_hardened_service(host, "prometheus-alertmanager", 9093)
     rules = host.run("promtool check rules /etc/prometheus/rules/clusterai-alerts.yml")
     assert rules.rc == 0, rules.stderr
+
+
+def test_workers_serve_smollm2_on_their_address(host):
+    if "workers" not in _groups(host):
+        return
+    service = host.service("clusterai-llamacpp")
+    assert service.is_running
+    assert service.is_enabled
+    assert host.user("clusterai-llamacpp").shell == "/usr/sbin/nologin"
+    assert host.socket(f"tcp://{_address(host)}:8080").is_listening
+    models = host.check_output(f"curl -sf http://{_address(host)}:8080/v1/models")
+    assert '"id":"smollm2"' in models.replace(" ", "")
