@@ -12,18 +12,19 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, ssh, wait_for
+from tests.helpers import REPO, run_cli, ssh, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 ANSIBLE_PLAYBOOK = REPO / ".venv/bin/ansible-playbook"
 
 
-def converge(inventory: str) -> dict[str, dict[str, int]]:
-    """Run site.yml; return each host's recap counters."""
+def converge(inventory: str, playbook: str = "site.yml", *extra: str) -> dict[str, dict[str, int]]:
+    """Run a playbook; return each host's recap counters (the controller's own checks,
+    which run as localhost, left out)."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", inventory, str(REPO / "playbooks/site.yml")],
+        [str(ANSIBLE_PLAYBOOK), "-i", inventory, str(REPO / "playbooks" / playbook), *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -35,6 +36,7 @@ def converge(inventory: str) -> dict[str, dict[str, int]]:
     return {
         host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
         for host, counters in re.findall(r"^(\S+)\s+: (.*)$", recap, re.M)
+        if host != "localhost"
     }
 
 
@@ -210,3 +212,41 @@ def test_common_role_made_the_service_user_and_capped_the_journal(
         lines = result.stdout.split()
         assert lines[0].split(":")[5:] == ["/var/lib/clusterai", "/usr/sbin/nologin"]
         assert lines[1:] == ["SystemMaxUse=512M", "MaxRetentionSec=1month"]
+
+
+def node_targets(control: str) -> dict[str, str]:
+    """Prometheus' active node exporter targets: instance -> health."""
+    active = get_json(f"http://{control}:9090/api/v1/targets?state=active")["data"]
+    return {
+        t["labels"]["instance"]: t["health"]
+        for t in active["activeTargets"]
+        if t["labels"]["job"] == "node"
+    }
+
+
+def test_scale_out_then_in_touches_only_the_new_host_and_control(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    grown = run_cli("sandbox", "up", "--hosts", "4", "--name", "it", "--json")
+    assert grown.code == 0, grown.stderr
+    control = address(cluster, "ctl1")
+
+    added = converge(cluster["inventory"], "scale_out.yml", "-e", "clusterai_targets=worker3")
+    assert set(added) == {"worker3", "ctl1"}  # worker1 and worker2 never contacted
+    assert all(counters["failed"] == 0 for counters in added.values())
+    wait_for(lambda: node_targets(control).get("worker3") == "up", 60, "worker3 scraped and up")
+
+    removed = converge(
+        cluster["inventory"],
+        "scale_in.yml",
+        "-e",
+        "clusterai_targets=worker3",
+        "-e",
+        "clusterai_confirm=true",
+    )
+    assert set(removed) == {"worker3", "ctl1"}
+    wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
+    assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
+    worker3 = address(json.loads(grown.stdout), "worker3")
+    stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
+    assert stopped.stdout.strip() == "inactive"

@@ -1,0 +1,80 @@
+"""Lifecycle playbooks refuse to start without explicit, known targets.
+
+Real ansible-playbook runs; every check here happens on the controller, before any host
+is contacted, so the inventory's addresses are never connected to.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+HOST = {"ansible_host": "127.0.0.2", "clusterai_address": "127.0.0.2"}
+INVENTORY = {
+    "all": {
+        "vars": {"clusterai_inference_backend": "llamacpp"},
+        "children": {
+            "control": {"hosts": {"ctl1": HOST}},
+            "workers": {"hosts": {"w1": HOST, "w2": HOST}},
+        },
+    }
+}
+
+
+def run(tmp_path: Path, playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(INVENTORY))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("playbook", "extra", "message"),
+    [
+        ("scale_out.yml", [], "scale_out.yml needs the hosts to add, e.g. -e clusterai_targets="),
+        ("scale_in.yml", [], "scale_in.yml needs the hosts to remove"),
+        (
+            "scale_in.yml",
+            ["-e", "clusterai_targets=w1"],
+            "scale_in.yml stops w1: add -e clusterai_confirm=true to go ahead",
+        ),
+        (
+            "scale_in.yml",
+            ["-e", "clusterai_targets=ctl1", "-e", "clusterai_confirm=true"],
+            "includes the control host; scale_in.yml removes workers only",
+        ),
+        (
+            "scale_out.yml",
+            ["-e", "clusterai_targets=w1,gpu9"],
+            "clusterai_targets: gpu9 not in the inventory",
+        ),
+        (
+            "site.yml",
+            ["-e", "clusterai_targets=nosuch"],
+            "clusterai_targets: nosuch not in the inventory",
+        ),
+    ],
+)
+def test_refused_before_any_host_is_contacted(
+    tmp_path: Path, playbook: str, extra: list[str], message: str
+) -> None:
+    result = run(tmp_path, playbook, *extra)
+    assert result.returncode != 0
+    assert message in " ".join(result.stdout.split()), result.stdout
+    recap = result.stdout[result.stdout.rindex("PLAY RECAP") :]
+    assert [line.split()[0] for line in recap.splitlines()[1:] if line.strip()] == ["localhost"]
