@@ -72,14 +72,29 @@ def test_prometheus_reports_every_target_up(cluster: dict[str, Any], converged: 
     def targets() -> dict[tuple[str, str], str] | None:
         result = get_json(url)["data"]["result"]
         values = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1] for r in result}
-        return values if len(values) == 4 and set(values.values()) == {"1"} else None
+        return values if len(values) == 6 and set(values.values()) == {"1"} else None
 
     assert wait_for(targets, 90, "every target to be scraped and up") == {
         ("prometheus", "ctl1"): "1",
         ("node", "ctl1"): "1",
         ("node", "worker1"): "1",
         ("node", "worker2"): "1",
+        ("inference", "worker1"): "1",
+        ("inference", "worker2"): "1",
     }
+
+
+def test_every_workers_inference_endpoint_is_probed_successfully(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    url = f"http://{address(cluster, 'ctl1')}:9090/api/v1/query?query=probe_success"
+
+    def probes() -> dict[str, str] | None:
+        result = get_json(url)["data"]["result"]
+        values = {r["metric"]["instance"]: r["value"][1] for r in result}
+        return values if values == {"worker1": "1", "worker2": "1"} else None
+
+    assert wait_for(probes, 90, "both inference endpoints probed successfully")
 
 
 def test_alertmanager_runs_and_prometheus_sends_to_it(
@@ -135,7 +150,8 @@ def test_every_service_listens_only_on_its_hosts_address(
     assert listeners(9100) >= {h["address"] for h in cluster["hosts"]}
     assert control in listeners(9090)
     assert control in listeners(9093)
-    for port in (9090, 9093, 9094, 9100):
+    assert control in listeners(9115)
+    for port in (9090, 9093, 9094, 9100, 9115):
         assert not listeners(port) & {"0.0.0.0", "*", "[::]"}, port
 
 
@@ -145,6 +161,7 @@ def test_every_service_listens_only_on_its_hosts_address(
         ("worker1", "prometheus-node-exporter", "prometheus"),
         ("ctl1", "prometheus", "prometheus"),
         ("ctl1", "prometheus-alertmanager", "prometheus"),
+        ("ctl1", "prometheus-blackbox-exporter", "prometheus"),
         ("worker2", "clusterai-llamacpp", "clusterai-llamacpp"),
     ],
 )
@@ -212,6 +229,27 @@ def test_common_role_made_the_service_user_and_capped_the_journal(
         lines = result.stdout.split()
         assert lines[0].split(":")[5:] == ["/var/lib/clusterai", "/usr/sbin/nologin"]
         assert lines[1:] == ["SystemMaxUse=512M", "MaxRetentionSec=1month"]
+
+
+def test_a_stopped_inference_server_raises_inference_down(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    control, worker = address(cluster, "ctl1"), address(cluster, "worker1")
+
+    def pending_inference_alerts() -> set[str] | None:
+        alerts = get_json(f"http://{control}:9090/api/v1/alerts")["data"]["alerts"]
+        names = {
+            a["labels"]["instance"] for a in alerts if a["labels"]["alertname"] == "InferenceDown"
+        }
+        return names or None
+
+    assert ssh(cluster, worker, "systemctl stop clusterai-llamacpp").returncode == 0
+    try:
+        assert wait_for(pending_inference_alerts, 90, "InferenceDown for worker1") == {"worker1"}
+    finally:
+        assert ssh(cluster, worker, "systemctl start clusterai-llamacpp").returncode == 0
+    probe = f"http://{control}:9090/api/v1/query?query=probe_success{{instance=%22worker1%22}}"
+    wait_for(lambda: get_json(probe)["data"]["result"][0]["value"][1] == "1", 120, "worker1 back")
 
 
 def node_targets(control: str) -> dict[str, str]:

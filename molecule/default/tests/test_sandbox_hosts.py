@@ -77,6 +77,7 @@ def test_control_runs_prometheus_and_alertmanager(host):
         return
     _assert_hardened_service(host, "prometheus", 9090)
     _assert_hardened_service(host, "prometheus-alertmanager", 9093)
+    _assert_hardened_service(host, "prometheus-blackbox-exporter", 9115)
     rules = host.run("promtool check rules /etc/prometheus/rules/clusterai-alerts.yml")
     assert rules.rc == 0, rules.stderr
 
