@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,6 +251,36 @@ def test_a_stopped_inference_server_raises_inference_down(
         assert ssh(cluster, worker, "systemctl start clusterai-llamacpp").returncode == 0
     probe = f"http://{control}:9090/api/v1/query?query=probe_success{{instance=%22worker1%22}}"
     wait_for(lambda: get_json(probe)["data"]["result"][0]["value"][1] == "1", 120, "worker1 back")
+
+
+def gpu_facts(inventory: str, out: Path, *extra: str) -> dict[str, dict[str, Any]]:
+    out.mkdir()
+    converge(
+        inventory, "../tests/integration/gpu_facts_probe.yml", "-e", f"probe_out={out}", *extra
+    )
+    return {path.stem: json.loads(path.read_text()) for path in out.glob("*.json")}
+
+
+def test_gpu_facts_count_what_lspci_shows(
+    cluster: dict[str, Any], converged: object, tmp_path: Path
+) -> None:
+    facts = gpu_facts(cluster["inventory"], tmp_path / "detected")
+    assert set(facts) == {"ctl1", "worker1", "worker2"}
+    for host in cluster["hosts"]:
+        # Counted independently: NVIDIA (10de) VGA (0300) or 3D (0302) controllers.
+        lspci = ssh(cluster, host["address"], "lspci -D -mm -n -d 10de:").stdout
+        expected = sum(1 for line in lspci.splitlines() if line.split()[1] in {'"0300"', '"0302"'})
+        assert facts[host["name"]]["count"] == expected
+        assert len(facts[host["name"]]["slots"]) == expected
+        if expected == 0:
+            assert facts[host["name"]]["models"] == []
+            assert facts[host["name"]]["driver"] == ""
+    forced = gpu_facts(cluster["inventory"], tmp_path / "forced", "-e", "gpu_facts_force_count=2")
+    assert {host: result["count"] for host, result in forced.items()} == {
+        "ctl1": 2,
+        "worker1": 2,
+        "worker2": 2,
+    }
 
 
 def node_targets(control: str) -> dict[str, str]:
