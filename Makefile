@@ -35,13 +35,11 @@ venv: $(BIN)/.installed  ## Create the virtual environment with every dependency
 
 demo: system-deps venv  ## Bring up a 3-host sandbox and provision it with site.yml.
 	$(BIN)/clusterai sandbox up --hosts 3
-	inventory=$$($(BIN)/clusterai sandbox status --json | $(BIN)/python -c \
-	  'import json,sys; print(json.load(sys.stdin)["inventory"])'); \
-	$(BIN)/ansible-playbook -i "$$inventory" playbooks/site.yml && \
-	echo && echo "The sandbox is up. Look at it with:" && \
-	echo "  $(BIN)/clusterai sandbox status" && \
-	echo "  $(BIN)/ansible -i $$inventory all -m ansible.builtin.ping" && \
-	echo "Remove it with: make demo-down"
+	$(BIN)/clusterai sandbox status --json > .demo.json
+	$(BIN)/ansible-playbook -i "$$($(BIN)/python scripts/demo_info.py inventory < .demo.json)" \
+	  playbooks/site.yml
+	$(BIN)/python scripts/demo_info.py summary < .demo.json
+	rm -f .demo.json
 
 demo-down:  ## Remove the demo sandbox.
 	$(BIN)/clusterai sandbox down

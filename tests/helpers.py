@@ -15,6 +15,7 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTERAI = Path(sys.executable).parent / "clusterai"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 @dataclass
@@ -22,6 +23,23 @@ class Result:
     code: int
     stdout: str
     stderr: str
+
+
+def ansible_playbook(
+    inventory: str | Path, playbook: str | Path, *extra: str, timeout: float = 1200
+) -> subprocess.CompletedProcess[str]:
+    """Run ansible-playbook from this virtual environment with the repository's ansible.cfg;
+    a bare playbook name is taken from playbooks/."""
+    path = Path(playbook) if Path(playbook).is_absolute() else REPO / "playbooks" / playbook
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(path), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import urllib.request
@@ -13,25 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, run_cli, ssh, wait_for
+from tests.helpers import REPO, ansible_playbook, run_cli, ssh, wait_for
 
 pytestmark = pytest.mark.sandbox
 
-ANSIBLE_PLAYBOOK = REPO / ".venv/bin/ansible-playbook"
 
-
-def converge(inventory: str, playbook: str = "site.yml", *extra: str) -> dict[str, dict[str, int]]:
+def converge(
+    inventory: str, playbook: str | Path = "site.yml", *extra: str
+) -> dict[str, dict[str, int]]:
     """Run a playbook; return each host's recap counters (the controller's own checks,
     which run as localhost, left out)."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", inventory, str(REPO / "playbooks" / playbook), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-        check=False,
-    )
+    run = ansible_playbook(inventory, playbook, *extra)
     assert run.returncode == 0, run.stdout[-4000:]
     recap = run.stdout[run.stdout.rindex("PLAY RECAP") :]
     return {

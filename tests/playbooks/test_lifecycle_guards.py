@@ -6,17 +6,14 @@ is contacted, so the inventory's addresses are never connected to.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import ansible_playbook
 
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 HOST = {"ansible_host": "127.0.0.2", "clusterai_address": "127.0.0.2"}
 INVENTORY = {
     "all": {
@@ -32,15 +29,7 @@ INVENTORY = {
 def run(tmp_path: Path, playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump(INVENTORY))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return ansible_playbook(inventory, playbook, *extra, timeout=300)
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,13 @@ facts and no SSH, so the addresses in these inventories are never connected to.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO
-
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.helpers import ansible_playbook
 
 
 def run_boilerplate(
@@ -24,15 +20,7 @@ def run_boilerplate(
 ) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(path), str(REPO / "playbooks/boilerplate.yml")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return ansible_playbook(path, "boilerplate.yml", timeout=300)
 
 
 def host(address: object = "127.0.0.2", backend: str = "llamacpp") -> dict[str, object]:
