@@ -415,26 +415,23 @@ def ssh_command(address: str, port: int, key: Path, known_hosts: Path, *remote: 
     ]
 
 
-def _save_failure(host: HostSpec, ssh: list[str], report: Path) -> str:
+def _save_failure(host: HostSpec, ssh_port: int, key: Path, known_hosts: Path, report: Path) -> str:
     """Save a degraded host's failed units and boot journal to ``report``; name the units.
 
     The host is removed when its run is undone, so this report is what remains of it.
     """
-    prefix = ssh[:-3]  # the ssh command without its remote command
-    failed = subprocess.run(
-        [*prefix, "systemctl", "--failed", "--plain", "--no-legend"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout
-    journal = subprocess.run(
-        [*prefix, "journalctl", "--boot", "--no-pager", "--output=short-monotonic", "-n", "500"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout
+
+    def remote(*command: str) -> str:
+        return subprocess.run(
+            ssh_command(host.address, ssh_port, key, known_hosts, *command),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+
+    failed = remote("systemctl", "--failed", "--plain", "--no-legend")
+    journal = remote("journalctl", "--boot", "--no-pager", "--output=short-monotonic", "-n", "500")
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(
         f"# {host.name} ({host.address}): failed units\n{failed}\n# journal\n{journal}"
@@ -481,7 +478,8 @@ def wait_ready(
             if state == "degraded":
                 raise RunFailed(
                     f"sandbox host {host.name}",
-                    f"systemd is degraded; failed units: {_save_failure(host, command, report)}",
+                    f"systemd is degraded; failed units: "
+                    f"{_save_failure(host, ssh_port, key, known_hosts, report)}",
                     f"its journal is saved in {report}",
                 )
             last = result.stderr.strip() or state or f"ssh exited {result.returncode}"
