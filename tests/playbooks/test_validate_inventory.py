@@ -70,11 +70,12 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
         ),
         (
             inventory({"ctl1": host()}, {"w1": host(backend="vllm")}),
-            "inventory: host w1: clusterai_inference_backend vllm is not one of llamacpp",
+            "inventory: host w1: clusterai_inference_backend vllm is not one of llamacpp, ollama",
         ),
         (
             inventory({"ctl1": host()}, {"w1": {"ansible_host": "x", "clusterai_address": "::1"}}),
-            "inventory: host w1: clusterai_inference_backend is not set (set it to one of llamacpp",
+            "inventory: host w1: clusterai_inference_backend is not set"
+            " (set it to one of llamacpp, ollama",
         ),
     ],
 )

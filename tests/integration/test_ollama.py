@@ -1,0 +1,197 @@
+"""The ollama role on sandbox hosts, from an archive served over local HTTP.
+
+Ollama's release cannot be downloaded here. The test builds an archive laid out like the
+release (``bin/ollama``, ``lib/ollama/``) whose ``bin/ollama`` is the test fixture
+tests/fixtures/fake_ollama.py, computes its SHA-256, serves it from a loopback HTTP server
+and lets the role do the rest for real: download on the controller, checksum, unpack on
+the host, user, environment file, hardened unit, listener, and models through the
+``ollama_model`` module.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import tarfile
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO, ansible_playbook, run_cli, ssh
+
+pytestmark = pytest.mark.sandbox
+
+PLAYBOOK = REPO / "tests" / "integration" / "ollama_role.yml"
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The archive, served on loopback: its URL and SHA-256."""
+    folder = tmp_path_factory.mktemp("ollama-release")
+    path = folder / "ollama-linux-amd64.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(REPO / "tests" / "fixtures" / "fake_ollama.py", "bin/ollama", filter=_executable)
+        readme = folder / "README.txt"
+        readme.write_text("test fixture standing in for Ollama's libraries\n")
+        tar.add(readme, "lib/ollama/README.txt")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{server.server_port}/ollama-linux-ARCH.tgz",
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _executable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mode = 0o755
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+@pytest.fixture(scope="module")
+def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
+    up = run_cli("sandbox", "up", "--hosts", "2", "--name", "ollama", "--json")
+    assert up.code == 0, up.stderr
+    try:
+        yield json.loads(up.stdout)
+    finally:
+        down = run_cli("sandbox", "down", "--name", "ollama")
+        assert down.code == 0, down.stderr
+
+
+def run_role(
+    sandbox: dict[str, Any], archive: dict[str, str], cache: Path, **variables: Any
+) -> tuple[int, str]:
+    extra = {
+        "ollama_archive_url": archive["url"],
+        "ollama_archive_sha256": archive["sha256"],
+        "ollama_controller_cache": str(cache),
+        **variables,
+    }
+    run = ansible_playbook(sandbox["inventory"], PLAYBOOK, "-e", json.dumps(extra))
+    return run.returncode, run.stdout
+
+
+def worker(sandbox: dict[str, Any]) -> str:
+    return str(next(h["address"] for h in sandbox["hosts"] if h["name"] == "worker1"))
+
+
+def recap(stdout: str, host: str) -> dict[str, int]:
+    line = re.search(rf"^{host}\s+: (.*)$", stdout[stdout.rindex("PLAY RECAP") :], re.M)
+    assert line, stdout[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.group(1))}
+
+
+def tags(sandbox: dict[str, Any]) -> list[str]:
+    url = f"http://{worker(sandbox)}:11434/api/tags"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return sorted(m["name"] for m in json.load(response)["models"])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ollama-cache")
+
+
+def test_a_checksum_mismatch_stops_before_anything_changes(
+    sandbox: dict[str, Any], archive: dict[str, str], cache: Path
+) -> None:
+    wrong = "0" * 64
+    code, out = run_role(sandbox, archive, cache, ollama_archive_sha256=wrong)
+    assert code != 0
+    messages = [line for line in out.splitlines() if "ollama: " in line and "did not match" in line]
+    assert messages, out[-3000:]
+    assert wrong in messages[0] and archive["sha256"] in messages[0]
+    assert "nothing was installed" in out
+    assert not list(cache.rglob("*.tgz"))
+    host = worker(sandbox)
+    assert ssh(sandbox, host, "test -e /opt/clusterai/ollama").returncode == 1
+    assert ssh(sandbox, host, "getent passwd ollama").returncode == 2
+    unit = "/etc/systemd/system/clusterai-ollama.service"
+    assert ssh(sandbox, host, f"test -e {unit}").returncode == 1
+
+
+@pytest.fixture(scope="module")
+def converged(
+    sandbox: dict[str, Any], archive: dict[str, str], cache: Path
+) -> list[tuple[int, str]]:
+    models = {"ollama_models": ["smollm2:135m", "nomic-embed-text"]}
+    return [run_role(sandbox, archive, cache, **models) for _ in range(2)]
+
+
+def test_the_role_installs_and_a_second_run_changes_nothing(
+    sandbox: dict[str, Any], converged: list[tuple[int, str]], cache: Path
+) -> None:
+    (first_code, first), (second_code, second) = converged
+    assert first_code == 0, first[-3000:]
+    assert "pulled smollm2:135m, nomic-embed-text:latest, removed nothing" in first
+    assert second_code == 0, second[-3000:]
+    assert recap(second, "worker1")["changed"] == 0
+    assert len(list(cache.rglob("ollama-linux-amd64.tgz"))) == 1
+
+
+def test_the_server_holds_the_listed_models(sandbox: dict[str, Any], converged: object) -> None:
+    assert tags(sandbox) == ["nomic-embed-text:latest", "smollm2:135m"]
+    log = ssh(sandbox, worker(sandbox), "cat /var/lib/ollama/models/requests.log").stdout
+    assert log.count("POST /api/pull") == 2
+
+
+def test_the_server_runs_hardened_as_its_own_user_on_the_hosts_address(
+    sandbox: dict[str, Any], converged: object
+) -> None:
+    host = worker(sandbox)
+    show = ssh(
+        sandbox,
+        host,
+        "systemctl show -p ActiveState,User,ProtectSystem,NoNewPrivileges,ProtectHome,"
+        "PrivateDevices,ReadWritePaths clusterai-ollama",
+    )
+    assert dict(line.split("=", 1) for line in show.stdout.split()) == {
+        "ActiveState": "active",
+        "User": "ollama",
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "ProtectHome": "yes",
+        "PrivateDevices": "yes",
+        "ReadWritePaths": "/var/lib/ollama",
+    }
+    assert ssh(sandbox, host, "getent passwd ollama").stdout.strip().endswith(":/usr/sbin/nologin")
+    sockets = ssh(sandbox, host, "ss -Hltn 'sport = :11434'").stdout.split()
+    assert f"{host}:11434" in sockets
+    assert not {"0.0.0.0:11434", "*:11434", "[::]:11434"} & set(sockets)
+    env = ssh(sandbox, host, "stat -c '%a %U %G' /etc/clusterai/ollama.env").stdout.strip()
+    assert env == "640 root ollama"
+    version = ssh(sandbox, host, "ollama --version").stdout
+    assert "0.7.0" in version
+
+
+def test_unlisted_models_are_removed_only_when_pruning(
+    sandbox: dict[str, Any], archive: dict[str, str], cache: Path, converged: object
+) -> None:
+    code, out = run_role(sandbox, archive, cache, ollama_models=["smollm2:135m"])
+    assert code == 0 and recap(out, "worker1")["changed"] == 0
+    assert tags(sandbox) == ["nomic-embed-text:latest", "smollm2:135m"]
+    code, out = run_role(
+        sandbox, archive, cache, ollama_models=["smollm2:135m"], ollama_models_prune=True
+    )
+    assert code == 0, out[-3000:]
+    assert "pulled nothing, removed nomic-embed-text:latest" in out
+    assert tags(sandbox) == ["smollm2:135m"]
