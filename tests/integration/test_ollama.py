@@ -52,6 +52,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     try:
         yield {
             "url": f"http://127.0.0.1:{server.server_port}/ollama-linux-ARCH.tgz",
+            "path": str(path),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
     finally:
@@ -127,6 +128,26 @@ def test_a_checksum_mismatch_stops_before_anything_changes(
     assert ssh(sandbox, host, "getent passwd ollama").returncode == 2
     unit = "/etc/systemd/system/clusterai-ollama.service"
     assert ssh(sandbox, host, f"test -e {unit}").returncode == 1
+
+
+def test_a_supplied_archive_that_does_not_match_is_refused(
+    sandbox: dict[str, Any], archive: dict[str, str], cache: Path
+) -> None:
+    wrong = "f" * 64
+    code, out = run_role(
+        sandbox,
+        archive,
+        cache,
+        ollama_archive_url="",
+        ollama_archive_path=archive["path"],
+        ollama_archive_sha256=wrong,
+    )
+    assert code != 0
+    assert (
+        f"ollama: {archive['path']} has SHA-256 {archive['sha256']}, not {wrong} (nothing was"
+        " installed; check ollama_archive_path and ollama_archive_sha256)"
+    ) in out
+    assert ssh(sandbox, worker(sandbox), "test -e /opt/clusterai/ollama").returncode == 1
 
 
 @pytest.fixture(scope="module")

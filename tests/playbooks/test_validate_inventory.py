@@ -36,7 +36,10 @@ def inventory(control: dict[str, object], workers: dict[str, object]) -> dict[st
 
 
 def test_a_good_inventory_passes(tmp_path: Path) -> None:
-    good = inventory({"ctl1": host("127.0.0.2")}, {"w1": host("127.0.0.3"), "w2": host("::1")})
+    typed = {"ollama_models": ["a", "b:7b"], "ollama_port": 11434, "ollama_models_prune": True}
+    good = inventory(
+        {"ctl1": host("127.0.0.2")}, {"w1": {**host("127.0.0.3"), **typed}, "w2": host("::1")}
+    )
     result = run_boilerplate(tmp_path, good)
     assert result.returncode == 0, result.stdout
 
@@ -76,6 +79,23 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
             inventory({"ctl1": host()}, {"w1": {"ansible_host": "x", "clusterai_address": "::1"}}),
             "inventory: host w1: clusterai_inference_backend is not set"
             " (set it to one of llamacpp, ollama",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_host": "0.0.0.0"}}),
+            "inventory: host w1: ollama_host is not read by Cluster AI"
+            " (set ollama_listen_address and ollama_port instead)",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_models": "llama3"}}),
+            'inventory: host w1: ollama_models is "llama3", not a list',
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_port": "eleven"}}),
+            'inventory: host w1: ollama_port is "eleven", not an int',
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_models_prune": "yes"}}),
+            'inventory: host w1: ollama_models_prune is "yes", not a bool',
         ),
     ],
 )
