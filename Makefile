@@ -59,7 +59,7 @@ integration: system-deps venv  ## Integration tests on real sandbox hosts (root)
 	$(BIN)/pytest tests/integration
 
 molecule: system-deps venv  ## The Molecule scenario on sandbox hosts.
-	$(BIN)/molecule test
+	$(BIN)/molecule test --all
 
 test: lint molecule unit integration  ## Everything CI runs; pytest closes it.
 

@@ -10,30 +10,22 @@ the host, user, environment file, hardened unit, listener, and models through th
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
 import tarfile
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, ansible_playbook, run_cli, ssh
+from tests.helpers import REPO, ansible_playbook, run_cli, serve_folder, ssh
 
 pytestmark = pytest.mark.sandbox
 
 PLAYBOOK = REPO / "tests" / "integration" / "ollama_role.yml"
-
-
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +38,12 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         readme = folder / "README.txt"
         readme.write_text("test fixture standing in for Ollama's libraries\n")
         tar.add(readme, "lib/ollama/README.txt")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_folder(folder) as base:
         yield {
-            "url": f"http://127.0.0.1:{server.server_port}/ollama-linux-ARCH.tgz",
+            "url": f"{base}/ollama-linux-ARCH.tgz",
             "path": str(path),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _executable(info: tarfile.TarInfo) -> tarfile.TarInfo:

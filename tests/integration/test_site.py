@@ -6,13 +6,14 @@ import hashlib
 import json
 import re
 import subprocess
+import tarfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, ansible_playbook, run_cli, ssh, wait_for
+from tests.helpers import REPO, ansible_playbook, run_cli, serve_folder, ssh, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -310,3 +311,116 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     worker3 = address(json.loads(grown.stdout), "worker3")
     stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
     assert stopped.stdout.strip() == "inactive"
+
+
+def test_gpu_roles_in_check_mode_say_what_they_would_do_and_change_nothing(
+    cluster: dict[str, Any], converged: object, tmp_path: Path
+) -> None:
+    # No GPU here: gpu_facts_force_count makes worker1 count one, and check mode shows
+    # what the driver, CUDA and exporter roles would do on Debian 12.
+    release = tmp_path / "release"
+    release.mkdir()
+    archive = release / "nvidia_gpu_exporter_1.3.2_linux_x86_64.tar.gz"
+    binary = tmp_path / "nvidia_gpu_exporter"
+    binary.write_text("#!/bin/sh\necho test fixture\n")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(binary, "nvidia_gpu_exporter")
+    watched = [
+        "/etc/apt/sources.list.d/clusterai-nvidia-nonfree.sources",
+        "/etc/apt/sources.list.d/clusterai-nvidia-cuda.sources",
+        "/etc/modprobe.d/clusterai-blacklist-nouveau.conf",
+        "/var/lib/clusterai/reboot-required",
+        "/etc/systemd/system/clusterai-gpu-exporter.service",
+        "/opt/clusterai/gpu_exporter",
+    ]
+    worker = address(cluster, "worker1")
+    with serve_folder(release) as base:
+        run = ansible_playbook(
+            cluster["inventory"],
+            REPO / "tests/integration/gpu_roles_check.yml",
+            "--check",
+            "-e",
+            json.dumps(
+                {
+                    "gpu_facts_force_count": 1,
+                    "gpu_exporter_archive_url": f"{base}/{archive.name}",
+                    "gpu_exporter_archive_sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+                    "gpu_exporter_controller_cache": str(tmp_path / "cache"),
+                    "probe_out": str(tmp_path),
+                }
+            ),
+        )
+    out = " ".join(run.stdout.split())
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert (
+        "worker1: driver 535 from distro (nvidia-driver, firmware-misc-nonfree,"
+        " linux-headers-amd64)" in out
+    )
+    assert "check mode: would install nvidia-driver, firmware-misc-nonfree" in out
+    assert "check mode: would install cuda-toolkit-12-4 from NVIDIA" in out
+    assert json.loads((tmp_path / "reboot.json").read_text()) == {"reboot_required": True}
+    for path in watched:
+        assert ssh(cluster, worker, f"test -e {path}").returncode == 1, path
+    gpu_target = ssh(cluster, address(cluster, "ctl1"), "ls /etc/prometheus/targets/gpu").stdout
+    assert gpu_target.strip() == ""
+
+
+def test_models_playbook_on_llamacpp_workers_changes_nothing(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    recap = converge(cluster["inventory"], "models.yml")
+    # ctl1 appears for the facts-free inventory checks only.
+    assert {host: c["changed"] for host, c in recap.items()} == {
+        "ctl1": 0,
+        "worker1": 0,
+        "worker2": 0,
+    }
+    assert recap["worker1"]["ok"] > recap["ctl1"]["ok"]
+
+
+def test_reboot_playbook_reboots_no_host_that_does_not_need_it(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    recap = converge(cluster["inventory"], "reboot.yml", "-e", "clusterai_reboot=true")
+    assert {host: c["changed"] for host, c in recap.items()} == {
+        "ctl1": 0,
+        "worker1": 0,
+        "worker2": 0,
+    }
+
+
+def test_upgrade_rolls_through_the_workers_one_at_a_time(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    run = ansible_playbook(cluster["inventory"], "upgrade.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    # serial: 1 - one play run per worker, in order, each to the end before the next.
+    batches = re.findall(r"^PLAY \[Upgrade the workers, one batch at a time\]", run.stdout, re.M)
+    assert len(batches) == 2
+    recap = run.stdout[run.stdout.rindex("PLAY RECAP") :]
+    assert re.findall(r"changed=(\d+)", recap) == ["0", "0", "0", "0"]
+
+
+def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    # Last in this module: the cluster is not usable afterwards.
+    first = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")
+    assert all(c["changed"] > 0 for c in first.values()), first
+    addresses = {h["address"] for h in cluster["hosts"]}
+    for port in (8080, 9090, 9093, 9100, 9115):
+        assert not listeners(port) & addresses, port
+    for host in ("ctl1", "worker1"):
+        leftover = ssh(
+            cluster,
+            address(cluster, host),
+            "ls -d /etc/prometheus /opt/clusterai /var/lib/clusterai"
+            " /etc/systemd/system/clusterai-llamacpp.service 2>/dev/null; getent passwd clusterai",
+        )
+        assert leftover.stdout.strip() == "", (host, leftover.stdout)
+    again = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")
+    assert {host: c["changed"] for host, c in again.items()} == {
+        "ctl1": 0,
+        "worker1": 0,
+        "worker2": 0,
+    }

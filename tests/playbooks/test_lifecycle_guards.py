@@ -57,6 +57,18 @@ def run(tmp_path: Path, playbook: str, *extra: str) -> subprocess.CompletedProce
             ["-e", "clusterai_targets=nosuch"],
             "clusterai_targets: nosuch not in the inventory",
         ),
+        (
+            "reboot.yml",
+            [],
+            "reboot.yml reboots hosts that need it, one at a time: add -e clusterai_reboot=true",
+        ),
+        (
+            "reset.yml",
+            [],
+            "reset.yml removes Cluster AI from every host: add -e clusterai_confirm=true",
+        ),
+        ("models.yml", ["-e", "clusterai_targets=gpu7"], "clusterai_targets: gpu7 not in"),
+        ("upgrade.yml", ["-e", "clusterai_targets=gpu7"], "clusterai_targets: gpu7 not in"),
     ],
 )
 def test_refused_before_any_host_is_contacted(

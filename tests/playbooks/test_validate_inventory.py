@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ansible_playbook
+from tests.helpers import REPO, ansible_playbook
 
 
 def run_boilerplate(
@@ -107,3 +107,19 @@ def test_a_bad_inventory_stops_with_the_reason(
     assert message in " ".join(result.stdout.split()), result.stdout
     # Facts-free: no task ever tried to reach a host.
     assert "UNREACHABLE" not in result.stdout
+
+
+def test_the_sample_inventory_passes_with_its_vault(tmp_path: Path) -> None:
+    password = tmp_path / "vault-password"
+    password.write_text("clusterai-sample\n")
+    result = ansible_playbook(
+        REPO / "inventories/sample/hosts.yml",
+        "boilerplate.yml",
+        "--vault-password-file",
+        str(password),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "UNREACHABLE" not in result.stdout
+    vault = (REPO / "inventories/sample/group_vars/all/vault.yml").read_text()
+    assert vault.startswith("$ANSIBLE_VAULT;1.1;AES256\n")
