@@ -11,13 +11,16 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
 from clusterai_runner import __version__
+from clusterai_runner.cluster import check_inventory, open_store, run_and_record
 from clusterai_runner.config import Settings
-from clusterai_runner.errors import ClusterAIError
+from clusterai_runner.display import LiveView, recap_lines
+from clusterai_runner.errors import ClusterAIError, Interrupted, RunFailed, UsageError
 from clusterai_runner.sandbox import DEFAULT_NAME, Sandboxes, SandboxStatus
 
 EXIT_CODES = """\b
@@ -168,6 +171,118 @@ def sandbox_list(ctx: click.Context, as_json: bool) -> None:
     for s in statuses:
         up = sum(h.state == "running" for h in s.hosts)
         click.echo(f"{s.name:<24} {up}/{len(s.hosts)} running  {s.inventory}")
+
+
+INVENTORY_OPTION = click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The inventory file or directory, as for ansible-playbook.",
+)
+
+
+@cli.command("up", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+@click.option("--tags", help="Only tasks with these tags (comma-separated).")
+@click.option("--check", is_flag=True, help="Show what would change; change nothing.")
+@click.pass_context
+def up(
+    ctx: click.Context, inventory: Path, limit: str | None, tags: str | None, check: bool
+) -> None:
+    """Converge the cluster: run playbooks/site.yml with a live view.
+
+    Failures are printed as they happen, with the task's message; the run ends with the
+    per-host recap. The run and every task result are stored: see `clusterai runs`.
+    """
+    settings = _settings(ctx)
+    inventory = check_inventory(inventory)  # before the store is opened or created
+    store = open_store(settings)
+    view = LiveView()
+    try:
+        record = run_and_record(
+            settings,
+            store,
+            "site.yml",
+            inventory,
+            limit=limit,
+            tags=tags,
+            check=check,
+            on_event=view,
+        )
+    finally:
+        view.finish()
+    outcome = record.outcome
+    for line in recap_lines(outcome.recap):
+        click.echo(line)
+    click.echo(f"run {record.id}: {outcome.status} (details: clusterai runs show {record.id})")
+    if outcome.status == "canceled":
+        raise Interrupted(f"run {record.id}", "canceled by Ctrl-C", "run `clusterai up` again")
+    if outcome.status != "successful":
+        failed = sorted(h for h, c in outcome.recap.items() if c["failed"] or c["unreachable"])
+        where = ", ".join(failed) or f"the controller: {outcome.detail or 'see its log'}"
+        raise RunFailed(
+            f"run {record.id}", f"failed on {where}", f"see `clusterai runs show {record.id}`"
+        )
+
+
+@cli.group(epilog=EXIT_CODES)
+def runs() -> None:
+    """Past playbook runs, from the state store."""
+
+
+@runs.command("list", epilog=EXIT_CODES)
+@click.option("--last", type=click.IntRange(1), default=20, show_default=True)
+@JSON_OPTION
+@click.pass_context
+def runs_list(ctx: click.Context, last: int, as_json: bool) -> None:
+    """The most recent runs, newest first."""
+    found = open_store(_settings(ctx)).runs(last)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in found], indent=2))
+        return
+    if not found:
+        click.echo("no runs yet; converge with `clusterai up -i INVENTORY`")
+    for r in found:
+        hosts = len(r.recap)
+        click.echo(f"{r.id:>5}  {r.started_at}  {r.status:<10}  {r.playbook:<14} {hosts} hosts")
+
+
+@runs.command("show", epilog=EXIT_CODES)
+@click.argument("run_id", type=int)
+@click.option("--host", help="Only this host's task results.")
+@click.option("--failed", "only_failed", is_flag=True, help="Only failed or unreachable tasks.")
+@JSON_OPTION
+@click.pass_context
+def runs_show(
+    ctx: click.Context, run_id: int, host: str | None, only_failed: bool, as_json: bool
+) -> None:
+    """One run: its per-host task log and recap."""
+    store = open_store(_settings(ctx))
+    run = store.run(run_id)
+    if run is None:
+        raise UsageError(f"run {run_id}", "no such run", "see `clusterai runs list`")
+    if host and host not in run.recap and not store.events(run_id, host):
+        raise UsageError(f"--host {host}", f"not in run {run_id}", "see its recap")
+    events = [
+        e
+        for e in store.events(run_id, host)
+        if not only_failed or e.status in ("failed", "unreachable")
+    ]
+    if as_json:
+        payload = run.to_json()
+        payload["events"] = [e.__dict__ for e in events]
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(f"run {run.id}: {run.playbook} on {run.inventory} ({run.status}, rc {run.rc})")
+    click.echo(f"started {run.started_at}, finished {run.finished_at or '-'}")
+    for e in events:
+        reason = f": {e.message}" if e.message and e.status in ("failed", "unreachable") else ""
+        click.echo(f"  {e.host:<16} {e.status:<11} {e.task}{reason}")
+    click.echo("PLAY RECAP")
+    for line in recap_lines(run.recap):
+        click.echo(line)
 
 
 def _wants_debug(argv: Sequence[str]) -> bool:

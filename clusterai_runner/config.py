@@ -81,6 +81,14 @@ class Settings:
     """``CLUSTERAI_SANDBOX_MIRROR``: Debian mirror for the sandbox root file system
     (default: the first Debian mirror in this machine's apt sources)."""
 
+    state_url: str = ""
+    """``CLUSTERAI_STATE_URL``: the state store, a SQLAlchemy URL
+    (default ``sqlite:///<state_dir>/state.db``)."""
+
+    @property
+    def store_url(self) -> str:
+        return self.state_url or f"sqlite:///{self.state_dir / 'state.db'}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -92,4 +100,5 @@ class Settings:
             debug=_bool(env, "CLUSTERAI_DEBUG", False),
             sandbox_host_memory_mib=_positive_int(env, "CLUSTERAI_SANDBOX_HOST_MEMORY_MIB", 256),
             sandbox_mirror=env.get("CLUSTERAI_SANDBOX_MIRROR") or None,
+            state_url=env.get("CLUSTERAI_STATE_URL", ""),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,18 @@ def ansible_playbook(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def booted_sandbox(name: str, hosts: int) -> Iterator[dict[str, Any]]:
+    """A sandbox of ``hosts`` hosts, its status as JSON while it lives; always taken down."""
+    up = run_cli("sandbox", "up", "--hosts", str(hosts), "--name", name, "--json")
+    assert up.code == 0, up.stderr
+    try:
+        yield json.loads(up.stdout)
+    finally:
+        down = run_cli("sandbox", "down", "--name", name)
+        assert down.code == 0, down.stderr
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import booted_sandbox, run_cli
 
 pytestmark = pytest.mark.sandbox
 
@@ -54,10 +54,5 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def cluster(state_dir: Path) -> Iterator[dict[str, Any]]:
     """A 3-host sandbox (ctl1, worker1, worker2) shared by the whole session."""
-    up = run_cli("sandbox", "up", "--hosts", "3", "--name", "it", "--json")
-    assert up.code == 0, up.stderr
-    try:
-        yield json.loads(up.stdout)
-    finally:
-        down = run_cli("sandbox", "down", "--name", "it")
-        assert down.code == 0, down.stderr
+    with booted_sandbox("it", 3) as status:
+        yield status

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, ansible_playbook, run_cli, serve_folder, ssh
+from tests.helpers import REPO, ansible_playbook, booted_sandbox, serve_folder, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -55,13 +55,8 @@ def _executable(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 @pytest.fixture(scope="module")
 def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
-    up = run_cli("sandbox", "up", "--hosts", "2", "--name", "ollama", "--json")
-    assert up.code == 0, up.stderr
-    try:
-        yield json.loads(up.stdout)
-    finally:
-        down = run_cli("sandbox", "down", "--name", "ollama")
-        assert down.code == 0, down.stderr
+    with booted_sandbox("ollama", 2) as status:
+        yield status
 
 
 def run_role(

@@ -7,7 +7,6 @@ Debian), stops the host with one line naming it and the fix.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -17,20 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ansible_playbook, run_cli, ssh, wait_for
+from tests.helpers import ansible_playbook, booted_sandbox, ssh, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 
 @pytest.fixture(scope="module")
 def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
-    up = run_cli("sandbox", "up", "--hosts", "2", "--name", "preflight", "--json")
-    assert up.code == 0, up.stderr
-    try:
-        yield json.loads(up.stdout)
-    finally:
-        down = run_cli("sandbox", "down", "--name", "preflight")
-        assert down.code == 0, down.stderr
+    with booted_sandbox("preflight", 2) as status:
+        yield status
 
 
 def worker(sandbox: dict[str, Any]) -> str:

@@ -1,0 +1,84 @@
+"""Use cases that act on a cluster through playbooks, apart from any I/O of the CLI.
+
+Each records what it does in the state store: a run, its per-host task events as they
+happen, and the final recap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clusterai_runner.config import Settings
+from clusterai_runner.errors import UsageError
+from clusterai_runner.runner import RunOutcome, TaskEvent, run_playbook
+from clusterai_runner.store import Store, StoreError
+
+
+def open_store(settings: Settings) -> Store:
+    """The state store, created or migrated; its problems become one-line usage errors."""
+    if not settings.state_url:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store.open(settings.store_url)
+    except StoreError as exc:
+        raise UsageError(exc.what, exc.why, exc.fix) from exc
+
+
+def check_inventory(path: Path) -> Path:
+    """An inventory path the CLI can hand to Ansible, or a usage error naming it."""
+    if not path.exists():
+        raise UsageError(f"inventory {path}", "does not exist", "give the path with -i")
+    if path.is_file():
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"inventory {path}", exc.strerror or "unreadable", "check it") from exc
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    outcome: RunOutcome
+
+
+def run_and_record(
+    settings: Settings,
+    store: Store,
+    playbook: str,
+    inventory: Path,
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    check: bool = False,
+    extravars: dict[str, object] | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+) -> RunRecord:
+    """Run a playbook, storing the run, every task result per host and the recap."""
+    inventory = check_inventory(inventory)
+    run_id = store.start_run(playbook, str(inventory), limit or "")
+
+    def record(event: TaskEvent) -> None:
+        if event.status != "started":
+            store.add_event(run_id, event.host, event.task, event.status, event.message)
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        outcome = run_playbook(
+            playbook,
+            inventory,
+            settings.state_dir / "runs" / str(run_id),
+            limit=limit,
+            tags=tags,
+            check=check,
+            extravars=dict(extravars or {}),
+            on_event=record,
+        )
+    except BaseException:
+        store.finish_run(run_id, "failed", None, {})
+        raise
+    store.finish_run(run_id, outcome.status, outcome.rc, outcome.recap)
+    return RunRecord(run_id, outcome)
