@@ -20,8 +20,16 @@ from clusterai_runner import __version__
 from clusterai_runner.cluster import check_inventory, open_store, run_and_record
 from clusterai_runner.config import Settings
 from clusterai_runner.display import LiveView, recap_lines
-from clusterai_runner.errors import ClusterAIError, Interrupted, RunFailed, UsageError
+from clusterai_runner.errors import (
+    ClusterAIError,
+    Interrupted,
+    PreflightError,
+    RunFailed,
+    UsageError,
+)
+from clusterai_runner.inventory import load as load_inventory
 from clusterai_runner.sandbox import DEFAULT_NAME, Sandboxes, SandboxStatus
+from clusterai_runner.validate import CHECKS, HostReport, validate
 
 EXIT_CODES = """\b
 Exit codes:
@@ -225,6 +233,87 @@ def up(
         raise RunFailed(
             f"run {record.id}", f"failed on {where}", f"see `clusterai runs show {record.id}`"
         )
+
+
+SYMBOL = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
+
+
+@cli.command("validate", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+@click.option("--parallel", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for each host's SSH port and answer.",
+)
+@click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Record unknown host keys (changed keys still fail).",
+)
+@JSON_OPTION
+@click.pass_context
+def validate_command(
+    ctx: click.Context,
+    inventory: Path,
+    limit: str | None,
+    parallel: int,
+    timeout: float,
+    accept_new_host_keys: bool,
+    as_json: bool,
+) -> None:
+    """Check every host over SSH at once, before anything changes.
+
+    \b
+    Checks: reach (TCP), host_key (against known_hosts), auth (key), sudo (non-root
+    users), python, os, memory, disk (where models go), gpu, ports (free or already
+    held by Cluster AI's unit), clock (skew against this machine). Thresholds are the
+    preflight role's variables, overridable per host in the inventory.
+    Exit 3 when any host fails a check.
+    """
+    hosts = load_inventory(inventory, limit)
+    done = 0
+
+    def progress(report: HostReport) -> None:
+        nonlocal done
+        done += 1
+        if not as_json and sys.stderr.isatty():
+            click.echo(f"\r… {done}/{len(hosts)} hosts checked", nl=False, err=True)
+
+    reports = validate(hosts, parallel, accept_new_host_keys, timeout, progress)
+    if not as_json and sys.stderr.isatty():
+        click.echo("\r\033[K", nl=False, err=True)
+    failed = [r for r in reports if r.status == "fail"]
+    if as_json:
+        summary = {s: sum(r.status == s for r in reports) for s in ("pass", "warn", "fail")}
+        click.echo(
+            json.dumps({"hosts": [r.to_json() for r in reports], "summary": summary}, indent=2)
+        )
+    else:
+        _print_validation(reports)
+    if failed:
+        raise PreflightError(
+            "validate",
+            f"{len(failed)} of {len(reports)} hosts failed: {', '.join(r.name for r in failed)}",
+            "fix what is listed above and run it again",
+        )
+
+
+def _print_validation(reports: list[HostReport]) -> None:
+    width = max(len(r.name) for r in reports)
+    click.echo(f"{'host':<{width}}  " + " ".join(f"{c:<8}" for c in CHECKS) + " result")
+    for r in reports:
+        states = {c.name: SYMBOL[c.status] for c in r.checks}
+        cells = " ".join(f"{states.get(c, ''):<8}" for c in CHECKS)
+        click.echo(f"{r.name:<{width}}  {cells} {r.status}")
+    for r in reports:
+        for c in r.checks:
+            if c.status in ("warn", "fail"):
+                fix = f" ({c.fix})" if c.fix else ""
+                click.echo(f"{r.name}: {c.name}: {c.detail}{fix}")
 
 
 @cli.group(epilog=EXIT_CODES)

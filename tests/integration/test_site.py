@@ -285,34 +285,6 @@ def node_targets(control: str) -> dict[str, str]:
     }
 
 
-def test_scale_out_then_in_touches_only_the_new_host_and_control(
-    cluster: dict[str, Any], converged: object
-) -> None:
-    grown = run_cli("sandbox", "up", "--hosts", "4", "--name", "it", "--json")
-    assert grown.code == 0, grown.stderr
-    control = address(cluster, "ctl1")
-
-    added = converge(cluster["inventory"], "scale_out.yml", "-e", "clusterai_targets=worker3")
-    assert set(added) == {"worker3", "ctl1"}  # worker1 and worker2 never contacted
-    assert all(counters["failed"] == 0 for counters in added.values())
-    wait_for(lambda: node_targets(control).get("worker3") == "up", 60, "worker3 scraped and up")
-
-    removed = converge(
-        cluster["inventory"],
-        "scale_in.yml",
-        "-e",
-        "clusterai_targets=worker3",
-        "-e",
-        "clusterai_confirm=true",
-    )
-    assert set(removed) == {"worker3", "ctl1"}
-    wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
-    assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
-    worker3 = address(json.loads(grown.stdout), "worker3")
-    stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
-    assert stopped.stdout.strip() == "inactive"
-
-
 def test_gpu_roles_in_check_mode_say_what_they_would_do_and_change_nothing(
     cluster: dict[str, Any], converged: object, tmp_path: Path
 ) -> None:
@@ -401,12 +373,40 @@ def test_upgrade_rolls_through_the_workers_one_at_a_time(
     assert re.findall(r"changed=(\d+)", recap) == ["0", "0", "0", "0"]
 
 
+def test_scale_out_then_in_touches_only_the_new_host_and_control(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    grown = run_cli("sandbox", "up", "--hosts", "4", "--name", "it", "--json")
+    assert grown.code == 0, grown.stderr
+    control = address(cluster, "ctl1")
+
+    added = converge(cluster["inventory"], "scale_out.yml", "-e", "clusterai_targets=worker3")
+    assert set(added) == {"worker3", "ctl1"}  # worker1 and worker2 never contacted
+    assert all(counters["failed"] == 0 for counters in added.values())
+    wait_for(lambda: node_targets(control).get("worker3") == "up", 60, "worker3 scraped and up")
+
+    removed = converge(
+        cluster["inventory"],
+        "scale_in.yml",
+        "-e",
+        "clusterai_targets=worker3",
+        "-e",
+        "clusterai_confirm=true",
+    )
+    assert set(removed) == {"worker3", "ctl1"}
+    wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
+    assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
+    worker3 = address(json.loads(grown.stdout), "worker3")
+    stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
+    assert stopped.stdout.strip() == "inactive"
+
+
 def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(
     cluster: dict[str, Any], converged: object
 ) -> None:
     # Last in this module: the cluster is not usable afterwards.
     first = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")
-    assert all(c["changed"] > 0 for c in first.values()), first
+    assert all(first[h]["changed"] > 0 for h in ("ctl1", "worker1", "worker2")), first
     addresses = {h["address"] for h in cluster["hosts"]}
     for port in (8080, 9090, 9093, 9100, 9115):
         assert not listeners(port) & addresses, port
@@ -419,8 +419,6 @@ def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(
         )
         assert leftover.stdout.strip() == "", (host, leftover.stdout)
     again = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")
-    assert {host: c["changed"] for host, c in again.items()} == {
-        "ctl1": 0,
-        "worker1": 0,
-        "worker2": 0,
-    }
+    # worker3, added and removed by the scale test, is still in the sandbox's inventory.
+    assert set(again) >= {"ctl1", "worker1", "worker2"}
+    assert {c["changed"] for c in again.values()} == {0}

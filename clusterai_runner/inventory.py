@@ -1,0 +1,156 @@
+"""Reading an Ansible inventory into plain host records, with errors that name the file.
+
+Ansible's own inventory code does the parsing, so every source it understands works; a
+YAML file is first read with PyYAML to point at the line of a syntax error, which
+Ansible reports only as a warning.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clusterai_runner.errors import UsageError
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    """What the CLI needs to reach one host and check it."""
+
+    name: str
+    groups: tuple[str, ...]
+    host: str
+    port: int
+    user: str
+    key_file: str | None
+    ssh_args: tuple[str, ...]
+    address: str
+    variables: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def kind(self) -> str:
+        return "control" if "control" in self.groups else "workers"
+
+    def known_hosts_files(self) -> list[str]:
+        """The UserKnownHostsFile values among this host's SSH options."""
+        found = []
+        for i, arg in enumerate(self.ssh_args):
+            option = arg[2:] if arg.startswith("-o") and len(arg) > 2 else None
+            if arg == "-o" and i + 1 < len(self.ssh_args):
+                option = self.ssh_args[i + 1]
+            if option and option.lower().startswith("userknownhostsfile="):
+                found.extend(option.split("=", 1)[1].split())
+        return found
+
+
+def _check_yaml(path: Path) -> None:
+    if path.suffix not in (".yml", ".yaml"):
+        return
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UsageError(
+            f"inventory {where}", f"YAML syntax error: {exc.problem}", "fix the file"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"inventory {path}", f"not valid YAML: {exc}", "fix the file") from exc
+
+
+def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
+    """The hosts of the inventory at ``path`` (a file or directory), restricted to the
+    Ansible pattern ``limit``. Raises UsageError naming the file, host or pattern."""
+    if not path.exists():
+        raise UsageError(f"inventory {path}", "does not exist", "give the path with -i")
+    if path.is_file():
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"inventory {path}", exc.strerror or "unreadable", "check it") from exc
+        _check_yaml(path)
+
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    try:
+        manager = InventoryManager(loader=loader, sources=[str(path)])
+    except AnsibleError as exc:
+        raise UsageError(f"inventory {path}", str(exc).splitlines()[0], "fix the file") from exc
+    if not manager.hosts:
+        raise UsageError(
+            f"inventory {path}",
+            "holds no hosts, or Ansible could not parse it",
+            "check it with: ansible-inventory -i PATH --list",
+        )
+    pattern = limit or "all"
+    selected = manager.get_hosts(pattern=pattern)
+    if not selected:
+        groups = ", ".join(sorted(manager.groups))
+        raise UsageError(
+            f"--limit {pattern}", "matches no host of the inventory", f"groups: {groups}"
+        )
+    # Inventory variables only: not the facts Ansible cached from earlier runs.
+    from ansible import constants
+
+    cache_plugin = constants.CACHE_PLUGIN
+    constants.CACHE_PLUGIN = "memory"
+    try:
+        variables = VariableManager(loader=loader, inventory=manager)
+    finally:
+        constants.CACHE_PLUGIN = cache_plugin
+    hosts = []
+    for host in selected:
+        raw = variables.get_vars(host=host, include_hostvars=False)
+        templar = Templar(loader=loader, variables=raw)
+        try:
+            rendered = {
+                key: templar.template(raw[key])
+                for key in raw
+                if key.startswith(("ansible_", "clusterai_", "preflight_"))
+            }
+        except AnsibleError as exc:
+            raise UsageError(
+                f"inventory {path}: host {host.name}", str(exc).splitlines()[0], "fix its variables"
+            ) from exc
+        hosts.append(_host(path, host.name, sorted(g.name for g in host.groups), rendered))
+    return hosts
+
+
+def _host(path: Path, name: str, groups: list[str], v: dict[str, Any]) -> InventoryHost:
+    where = f"inventory {path}: host {name}"
+    port_value = v.get("ansible_port", v.get("ansible_ssh_port", 22))
+    try:
+        port = int(port_value)
+    except (TypeError, ValueError):
+        port = 0
+    if not 1 <= port <= 65535:
+        raise UsageError(where, f"ansible_port {port_value!r} is not a port", "use 1 to 65535")
+    args = " ".join(
+        str(v.get(key) or "") for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+    )
+    try:
+        ssh_args = tuple(shlex.split(args))
+    except ValueError as exc:
+        raise UsageError(where, f"ansible_ssh_common_args: {exc}", "fix the quoting") from exc
+    key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
+    host = str(v.get("ansible_host") or name)
+    return InventoryHost(
+        name=name,
+        groups=tuple(g for g in groups if g not in ("all", "ungrouped")),
+        host=host,
+        port=port,
+        user=str(v.get("ansible_user") or "root"),
+        key_file=str(key) if key else None,
+        ssh_args=ssh_args,
+        address=str(v.get("clusterai_address") or host),
+        variables=v,
+    )

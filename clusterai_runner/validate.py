@@ -1,0 +1,426 @@
+"""SSH preflight of every host at once: ``clusterai validate``.
+
+One plain ``ssh`` per host (host key checking on, BatchMode) runs a small POSIX shell
+probe that prints everything the checks need; the checks themselves are pure functions of
+that output, so they are unit-tested without hosts. Thresholds, supported systems and
+ports come from the preflight role's defaults (``roles/preflight/defaults/main.yml``),
+overridden per host by the same inventory variables, so the CLI and the role agree.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clusterai_runner.inventory import InventoryHost
+
+REPO = Path(__file__).resolve().parent.parent
+PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
+MIN_PYTHON = (3, 8)
+SKEW_WARN_S = 2.0
+SKEW_FAIL_S = 30.0
+
+CHECKS = (
+    "reach", "host_key", "auth", "sudo", "python", "os", "memory", "disk", "gpu", "ports",
+    "clock",
+)  # fmt: skip
+
+# Runs on the host under /bin/sh; prints key=value lines. MODELS_DIR and UNITS are
+# substituted before sending.
+PROBE = r"""
+echo "uid=$(id -u)"
+if [ "$(id -u)" != 0 ]; then sudo -n true 2>/dev/null && echo sudo=ok || echo sudo=no; fi
+if command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])'
+else echo python=; fi
+if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${ID:-} ${VERSION_ID:-}"; fi
+echo "init=$(cat /proc/1/comm 2>/dev/null)"
+awk '/^MemTotal:/ {print "mem_kb=" $2}' /proc/meminfo
+d=MODELS_DIR; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+df -Pk "$d" | awk -v d="$d" 'NR==2 {print "disk_kb=" $4; print "disk_path=" d}'
+n=0
+for dev in /sys/bus/pci/devices/*; do
+  [ -r "$dev/vendor" ] || continue
+  case "$(cat "$dev/vendor"):$(cat "$dev/class")" in
+    0x10de:0x0300*|0x10de:0x0302*) n=$((n+1));;
+  esac
+done
+echo "gpus=$n"
+awk '$4 == "0A" {print "listen=" $2}' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+for u in UNITS; do echo "unit_$u=$(systemctl is-active "$u" 2>/dev/null)"; done
+echo "time=$(date +%s.%N)"
+"""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass, warn, fail, skip
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass
+class HostReport:
+    name: str
+    address: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        states = {c.status for c in self.checks}
+        return "fail" if "fail" in states else "warn" if "warn" in states else "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "status": self.status,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one SSH connection to the host gave back."""
+
+    rc: int
+    stdout: str
+    stderr: str
+    sent_at: float
+    received_at: float
+
+    def values(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for line in self.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                found.setdefault(key.strip(), []).append(value.strip())
+        return found
+
+
+def preflight_defaults() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(PREFLIGHT_DEFAULTS.read_text())
+    return data
+
+
+def settings_for(host: InventoryHost, defaults: dict[str, Any]) -> dict[str, Any]:
+    return {**defaults, **{k: v for k, v in host.variables.items() if k.startswith("preflight_")}}
+
+
+def needed_ports(host: InventoryHost, settings: dict[str, Any]) -> dict[int, str]:
+    """Port -> the systemd unit allowed to hold it, for this host."""
+    ports = {int(p): str(u) for p, u in settings["preflight_ports_all"].items()}
+    if host.kind == "control":
+        ports.update({int(p): str(u) for p, u in settings["preflight_ports_control"].items()})
+    else:
+        backend = str(host.variables.get("clusterai_inference_backend", ""))
+        by_backend = settings["preflight_ports_workers"].get(backend) or {}
+        ports.update({int(p): str(u) for p, u in by_backend.items()})
+    return ports
+
+
+def ssh_command(host: InventoryHost, accept_new: bool, timeout: float) -> list[str]:
+    # ssh takes the first value given for an option: these come before the inventory's,
+    # so host key checking stays on whatever the inventory says.
+    command = [
+        "ssh",
+        "-o", "BatchMode=yes",
+        "-o", f"StrictHostKeyChecking={'accept-new' if accept_new else 'yes'}",
+        "-o", f"ConnectTimeout={max(1, int(timeout))}",
+        "-o", "ControlMaster=no",
+        "-o", "ControlPath=none",
+        "-p", str(host.port),
+        "-l", host.user,
+        *host.ssh_args,
+    ]  # fmt: skip
+    if host.key_file:
+        command += ["-i", host.key_file, "-o", "IdentitiesOnly=yes"]
+    return [*command, host.host, "sh", "-s"]
+
+
+def tcp_reach(host: InventoryHost, timeout: float) -> Check:
+    try:
+        with socket.create_connection((host.host, host.port), timeout=timeout):
+            return Check("reach", "pass", f"{host.host}:{host.port} answers")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, TimeoutError | socket.timeout):
+            reason = f"no answer within {timeout:g} s"
+        return Check(
+            "reach",
+            "fail",
+            f"{host.host}:{host.port}: {reason}",
+            "check the address, the network path and that sshd runs",
+        )
+
+
+def fingerprint(host: InventoryHost, timeout: float) -> str:
+    """The SHA256 fingerprint of the host's ed25519 (or other) key, as ssh shows it."""
+    scan = subprocess.run(
+        ["ssh-keyscan", "-T", str(max(1, int(timeout))), "-p", str(host.port), host.host],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    keys = [line for line in scan.stdout.splitlines() if line and not line.startswith("#")]
+    if not keys:
+        return "unknown"
+    keys.sort(key=lambda line: "ed25519" not in line)
+    shown = subprocess.run(
+        ["ssh-keygen", "-lf", "-"],
+        input=keys[0] + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    parts = shown.stdout.split()
+    return f"{parts[1]} ({parts[-1].strip('()')})" if len(parts) >= 2 else "unknown"
+
+
+def connection_checks(host: InventoryHost, probe: Probe, timeout: float) -> list[Check] | None:
+    """host_key and auth from the SSH exchange; None when the connection worked."""
+    err = probe.stderr
+    if probe.rc != 255:
+        return None
+    files = ", ".join(host.known_hosts_files()) or "~/.ssh/known_hosts"
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
+        return [
+            Check(
+                "host_key",
+                "fail",
+                f"the host key CHANGED; it is now {fingerprint(host, timeout)}: a reinstalled"
+                " host, or someone in the middle",
+                f"confirm the new key on the host's console, then replace its line in {files}",
+            )
+        ]
+    if "Host key verification failed" in err or "host key is known" in err:
+        return [
+            Check(
+                "host_key",
+                "fail",
+                f"unknown host key {fingerprint(host, timeout)}",
+                f"compare it with the host's console, then add it to {files}"
+                " (or run again with --accept-new-host-keys)",
+            )
+        ]
+    if "Permission denied" in err:
+        key = f" with {host.key_file}" if host.key_file else ""
+        return [
+            Check("host_key", "pass", "matches known_hosts"),
+            Check(
+                "auth",
+                "fail",
+                f"the host refused {host.user}{key}",
+                f"add the public key to ~{host.user}/.ssh/authorized_keys on the host",
+            ),
+        ]
+    last = err.strip().splitlines()[-1] if err.strip() else "ssh failed"
+    return [Check("auth", "fail", last, "run: ssh -v to see why")]
+
+
+def probe_checks(host: InventoryHost, probe: Probe, settings: dict[str, Any]) -> list[Check]:
+    """Every check that reads the probe's output."""
+    v = probe.values()
+
+    def one(key: str) -> str:
+        return v.get(key, [""])[0]
+
+    checks = [Check("host_key", "pass", "matches known_hosts"), Check("auth", "pass", host.user)]
+    if one("uid") == "0":
+        checks.append(Check("sudo", "skip", "connected as root"))
+    elif one("sudo") == "ok":
+        checks.append(Check("sudo", "pass", "sudo -n works"))
+    else:
+        checks.append(
+            Check(
+                "sudo",
+                "fail",
+                f"{host.user} cannot sudo without a password",
+                f"allow it: echo '{host.user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/clusterai",
+            )
+        )
+    python = one("python")
+    numbers = tuple(int(x) for x in python.split(".")[:2] if x.isdigit())
+    if not python:
+        checks.append(Check("python", "fail", "no python3", "install python3"))
+    elif numbers < MIN_PYTHON:
+        checks.append(
+            Check("python", "fail", f"python {python} is too old", "install python 3.8 or later")
+        )
+    else:
+        checks.append(Check("python", "pass", python))
+    checks.append(_os_check(one("os"), one("init"), settings))
+    checks.append(_memory_check(host, one("mem_kb"), settings))
+    checks.append(_disk_check(host, one("disk_kb"), one("disk_path"), settings))
+    gpus = one("gpus") or "0"
+    checks.append(Check("gpu", "pass", f"{gpus} NVIDIA GPU(s)" if gpus != "0" else "none"))
+    checks.append(_ports_check(host, v, settings))
+    checks.append(_clock_check(one("time"), probe))
+    return checks
+
+
+def _os_check(os_release: str, init: str, settings: dict[str, Any]) -> Check:
+    names = {"debian": "Debian", "ubuntu": "Ubuntu", "rhel": "RedHat", "rocky": "Rocky"}
+    distro, _, version = os_release.partition(" ")
+    name = names.get(distro, distro or "unknown")
+    major = version.split(".")[0]
+    supported = settings["preflight_supported_os"]
+    listed = ", ".join(f"{n} {'/'.join(map(str, vs))}" for n, vs in sorted(supported.items()))
+    if init != "systemd":
+        return Check("os", "fail", f"PID 1 is {init or 'unknown'}, not systemd", "use systemd")
+    if major not in [str(x) for x in supported.get(name, [])]:
+        return Check("os", "fail", f"{name} {version} is not supported", f"supported: {listed}")
+    return Check("os", "pass", f"{name} {version}")
+
+
+def _memory_check(host: InventoryHost, mem_kb: str, settings: dict[str, Any]) -> Check:
+    variable = f"preflight_min_memory_mb_{host.kind}"
+    need = int(settings[variable])
+    have = int(mem_kb or 0) // 1024
+    if have < need:
+        return Check(
+            "memory", "fail", f"{have} MiB, below {variable} ({need} MiB)", "add memory or lower it"
+        )
+    return Check("memory", "pass", f"{have} MiB")
+
+
+def _disk_check(host: InventoryHost, disk_kb: str, path: str, settings: dict[str, Any]) -> Check:
+    variable = f"preflight_min_free_disk_gb_{host.kind}"
+    need = float(settings[variable])
+    have = int(disk_kb or 0) / 1024 / 1024
+    if have < need:
+        return Check(
+            "disk",
+            "fail",
+            f"{path} has {have:.1f} GiB free, below {variable} ({_number(need)} GiB)",
+            "free some space or lower that variable",
+        )
+    return Check("disk", "pass", f"{have:.1f} GiB free at {path}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def _listen_address(hex_address: str) -> tuple[str, int]:
+    import ipaddress
+
+    address, _, port = hex_address.partition(":")
+    raw = bytes.fromhex(address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(words)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip), int(port, 16)
+
+
+def _ports_check(host: InventoryHost, v: dict[str, list[str]], settings: dict[str, Any]) -> Check:
+    needed = needed_ports(host, settings)
+    problems, ours = [], []
+    for hex_address in v.get("listen", []):
+        address, port = _listen_address(hex_address)
+        if port not in needed or address not in (host.address, "0.0.0.0", "::"):
+            continue
+        unit = needed[port]
+        if v.get(f"unit_{unit}", [""])[0] == "active":
+            ours.append(f"{port} ({unit})")
+        else:
+            problems.append(f"{port} on {address}")
+    if problems:
+        return Check(
+            "ports",
+            "fail",
+            f"held by another program: {', '.join(sorted(set(problems)))}",
+            "stop that program or move it",
+        )
+    detail = f"free; already ours: {', '.join(sorted(set(ours)))}" if ours else "free"
+    return Check("ports", "pass", detail)
+
+
+def _clock_check(remote: str, probe: Probe) -> Check:
+    try:
+        remote_time = float(remote)
+    except ValueError:
+        return Check("clock", "warn", "could not read the host's clock")
+    midpoint = (probe.sent_at + probe.received_at) / 2
+    skew = remote_time - midpoint
+    detail = f"{skew:+.2f} s from the controller"
+    if abs(skew) >= SKEW_FAIL_S:
+        return Check("clock", "fail", detail, "enable time sync (systemd-timesyncd or chrony)")
+    if abs(skew) >= SKEW_WARN_S:
+        return Check("clock", "warn", detail, "enable time sync (systemd-timesyncd or chrony)")
+    return Check("clock", "pass", detail)
+
+
+def probe_host(
+    host: InventoryHost, settings: dict[str, Any], accept_new: bool, timeout: float
+) -> Probe:
+    script = PROBE.replace("MODELS_DIR", _sh_quote(str(settings["preflight_models_dir"])))
+    units = sorted(set(needed_ports(host, settings).values()))
+    script = script.replace("UNITS", " ".join(units))
+    sent = time.time()
+    try:
+        done = subprocess.run(
+            ssh_command(host, accept_new, timeout),
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=timeout * 4,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Probe(255, "", f"ssh: no answer within {timeout * 4:g} s", sent, time.time())
+    return Probe(done.returncode, done.stdout, done.stderr, sent, time.time())
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def check_host(
+    host: InventoryHost, defaults: dict[str, Any], accept_new: bool, timeout: float
+) -> HostReport:
+    report = HostReport(host.name, host.address)
+    reach = tcp_reach(host, timeout)
+    report.checks.append(reach)
+    if reach.status == "fail":
+        return report
+    settings = settings_for(host, defaults)
+    probe = probe_host(host, settings, accept_new, timeout)
+    failed = connection_checks(host, probe, timeout)
+    if failed is not None:
+        report.checks.extend(failed)
+        return report
+    report.checks.extend(probe_checks(host, probe, settings))
+    return report
+
+
+def validate(
+    hosts: list[InventoryHost],
+    parallel: int = 50,
+    accept_new: bool = False,
+    timeout: float = 10.0,
+    on_done: Callable[[HostReport], None] | None = None,
+) -> list[HostReport]:
+    """Check every host, ``parallel`` at a time; reports in inventory order."""
+    defaults = preflight_defaults()
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(check_host, h, defaults, accept_new, timeout) for h in hosts]
+        reports = []
+        for future in futures:
+            report = future.result()
+            if on_done is not None:
+                on_done(report)
+            reports.append(report)
+    return reports

@@ -1,0 +1,107 @@
+"""The preflight checks of ``clusterai validate``, as pure functions of a probe's output."""
+
+from __future__ import annotations
+
+from clusterai_runner.inventory import InventoryHost
+from clusterai_runner.validate import (
+    Probe,
+    connection_checks,
+    preflight_defaults,
+    probe_checks,
+    settings_for,
+)
+
+WORKER = InventoryHost(
+    name="w1",
+    groups=("workers",),
+    host="192.0.2.5",
+    port=22,
+    user="admin",
+    key_file="/keys/id",
+    ssh_args=("-o", "UserKnownHostsFile=/inv/known_hosts"),
+    address="192.0.2.5",
+    variables={"clusterai_inference_backend": "ollama"},
+)
+
+
+def probe(stdout: str, rc: int = 0, stderr: str = "", skew: float = 0.0) -> Probe:
+    return Probe(rc, stdout, stderr, 1000.0 - skew, 1000.0 - skew)
+
+
+GOOD = "\n".join(
+    [
+        "uid=1000",
+        "sudo=ok",
+        "python=3.11.2",
+        "os=debian 12",
+        "init=systemd",
+        "mem_kb=16000000",
+        "disk_kb=104857600",
+        "disk_path=/var/lib",
+        "gpus=2",
+        # 0.0.0.0:11434 (Ollama's port) and 127.0.0.1:9100: another address, not ours
+        "listen=00000000:2CAA",
+        "listen=0100007F:238C",
+        "unit_clusterai-ollama=active",
+        "unit_prometheus-node-exporter=inactive",
+        "time=1000.0",
+    ]
+)
+
+
+def results(stdout: str, **variables: object) -> dict[str, tuple[str, str]]:
+    host = WORKER if not variables else InventoryHost(**{
+        **WORKER.__dict__, "variables": {**WORKER.variables, **variables}
+    })  # fmt: skip
+    settings = settings_for(host, preflight_defaults())
+    return {c.name: (c.status, c.detail) for c in probe_checks(host, probe(stdout), settings)}
+
+
+def test_a_good_host_passes_and_a_port_held_by_our_unit_is_fine() -> None:
+    found = results(GOOD)
+    assert {name: status for name, (status, _) in found.items()} == {
+        "host_key": "pass", "auth": "pass", "sudo": "pass", "python": "pass", "os": "pass",
+        "memory": "pass", "disk": "pass", "gpu": "pass", "ports": "pass", "clock": "pass",
+    }  # fmt: skip
+    assert found["ports"][1] == "free; already ours: 11434 (clusterai-ollama)"
+    assert found["gpu"][1] == "2 NVIDIA GPU(s)"
+    assert found["disk"][1] == "100.0 GiB free at /var/lib"
+
+
+def test_each_problem_names_the_value_and_the_threshold() -> None:
+    bad = (
+        GOOD.replace("sudo=ok", "sudo=no")
+        .replace("python=3.11.2", "python=3.6.9")
+        .replace("os=debian 12", "os=ubuntu 20.04")
+        .replace("mem_kb=16000000", "mem_kb=1024000")
+        .replace("unit_clusterai-ollama=active", "unit_clusterai-ollama=inactive")
+    )
+    found = results(bad, preflight_min_free_disk_gb_workers=500)
+    assert found["sudo"] == ("fail", "admin cannot sudo without a password")
+    assert found["python"] == ("fail", "python 3.6.9 is too old")
+    assert found["os"] == ("fail", "Ubuntu 20.04 is not supported")
+    assert found["memory"] == ("fail", "1000 MiB, below preflight_min_memory_mb_workers (2048 MiB)")
+    assert found["disk"] == (
+        "fail",
+        "/var/lib has 100.0 GiB free, below preflight_min_free_disk_gb_workers (500 GiB)",
+    )
+    assert found["ports"] == ("fail", "held by another program: 11434 on 0.0.0.0")
+
+
+def test_clock_skew_warns_then_fails() -> None:
+    host, settings = WORKER, settings_for(WORKER, preflight_defaults())
+    for skew, status in ((0.5, "pass"), (5.0, "warn"), (120.0, "fail")):
+        checks = probe_checks(host, probe(GOOD, skew=skew), settings)
+        assert [c.status for c in checks if c.name == "clock"] == [status]
+
+
+def test_ssh_failures_say_which_and_how_to_fix() -> None:
+    changed = connection_checks(
+        WORKER, probe("", 255, "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@"), 1
+    )
+    assert changed is not None and changed[0].name == "host_key"
+    assert changed[0].fix.endswith("replace its line in /inv/known_hosts")
+    denied = connection_checks(WORKER, probe("", 255, "admin@192.0.2.5: Permission denied"), 1)
+    assert denied is not None
+    assert (denied[1].name, denied[1].detail) == ("auth", "the host refused admin with /keys/id")
+    assert connection_checks(WORKER, probe(GOOD), 1) is None
