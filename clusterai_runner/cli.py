@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,9 +297,15 @@ def validate_command(
     if failed:
         raise PreflightError(
             "validate",
-            f"{len(failed)} of {len(reports)} hosts failed: {', '.join(r.name for r in failed)}",
+            f"{len(failed)} of {len(reports)} hosts failed: {_names(r.name for r in failed)}",
             "fix what is listed above and run it again",
         )
+
+
+def _names(names: Iterable[str], shown: int = 10) -> str:
+    listed = list(names)
+    more = f" and {len(listed) - shown} more" if len(listed) > shown else ""
+    return ", ".join(listed[:shown]) + more
 
 
 def _print_validation(reports: list[HostReport]) -> None:

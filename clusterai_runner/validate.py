@@ -9,7 +9,7 @@ overridden per host by the same inventory variables, so the CLI and the role agr
 
 from __future__ import annotations
 
-import socket
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -36,26 +36,26 @@ CHECKS = (
 # Runs on the host under /bin/sh; prints key=value lines. MODELS_DIR and UNITS are
 # substituted before sending.
 PROBE = r"""
-echo "uid=$(id -u)"
-if [ "$(id -u)" != 0 ]; then sudo -n true 2>/dev/null && echo sudo=ok || echo sudo=no; fi
+uid=$(id -u); echo "uid=$uid"
+if [ "$uid" != 0 ]; then sudo -n true 2>/dev/null && echo sudo=ok || echo sudo=no; fi
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])'
 else echo python=; fi
 if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${ID:-} ${VERSION_ID:-}"; fi
-echo "init=$(cat /proc/1/comm 2>/dev/null)"
+read -r init < /proc/1/comm; echo "init=$init"
 awk '/^MemTotal:/ {print "mem_kb=" $2}' /proc/meminfo
 d=MODELS_DIR; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 df -Pk "$d" | awk -v d="$d" 'NR==2 {print "disk_kb=" $4; print "disk_path=" d}'
 n=0
 for dev in /sys/bus/pci/devices/*; do
   [ -r "$dev/vendor" ] || continue
-  case "$(cat "$dev/vendor"):$(cat "$dev/class")" in
-    0x10de:0x0300*|0x10de:0x0302*) n=$((n+1));;
-  esac
+  read -r vendor < "$dev/vendor"; read -r class < "$dev/class"
+  case "$vendor:$class" in 0x10de:0x0300*|0x10de:0x0302*) n=$((n+1));; esac
 done
 echo "gpus=$n"
 awk '$4 == "0A" {print "listen=" $2}' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-for u in UNITS; do echo "unit_$u=$(systemctl is-active "$u" 2>/dev/null)"; done
+set -- UNITS
+for state in $(systemctl is-active "$@" 2>/dev/null); do echo "unit_$1=$state"; shift; done
 echo "time=$(date +%s.%N)"
 """
 
@@ -150,20 +150,26 @@ def ssh_command(host: InventoryHost, accept_new: bool, timeout: float) -> list[s
     return [*command, host.host, "sh", "-s"]
 
 
-def tcp_reach(host: InventoryHost, timeout: float) -> Check:
-    try:
-        with socket.create_connection((host.host, host.port), timeout=timeout):
-            return Check("reach", "pass", f"{host.host}:{host.port} answers")
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, TimeoutError | socket.timeout):
-            reason = f"no answer within {timeout:g} s"
-        return Check(
-            "reach",
-            "fail",
-            f"{host.host}:{host.port}: {reason}",
-            "check the address, the network path and that sshd runs",
-        )
+_CONNECT_ERROR = re.compile(r"connect to host (\S+) port (\d+): (.+)")
+
+
+def reach_failure(probe: Probe) -> Check | None:
+    """A failed reach check when ssh could not open a TCP connection at all."""
+    if probe.rc != 255:
+        return None
+    for line in probe.stderr.splitlines():
+        found = _CONNECT_ERROR.search(line)
+        if found:
+            where, reason = f"{found.group(1)}:{found.group(2)}", found.group(3).strip()
+            return Check(
+                "reach", "fail", f"{where}: {reason}",
+                "check the address, the network path and that sshd runs",
+            )  # fmt: skip
+        if "Could not resolve hostname" in line:
+            return Check("reach", "fail", line.strip(), "fix ansible_host in the inventory")
+    if "no answer within" in probe.stderr:
+        return Check("reach", "fail", probe.stderr.strip(), "check the network path")
+    return None
 
 
 def fingerprint(host: InventoryHost, timeout: float) -> str:
@@ -392,12 +398,14 @@ def check_host(
     host: InventoryHost, defaults: dict[str, Any], accept_new: bool, timeout: float
 ) -> HostReport:
     report = HostReport(host.name, host.address)
-    reach = tcp_reach(host, timeout)
-    report.checks.append(reach)
-    if reach.status == "fail":
-        return report
     settings = settings_for(host, defaults)
     probe = probe_host(host, settings, accept_new, timeout)
+    # One connection per host: reachability comes from ssh's own answer.
+    unreachable = reach_failure(probe)
+    if unreachable is not None:
+        report.checks.append(unreachable)
+        return report
+    report.checks.append(Check("reach", "pass", f"{host.host}:{host.port} answers"))
     failed = connection_checks(host, probe, timeout)
     if failed is not None:
         report.checks.extend(failed)

@@ -8,6 +8,7 @@ from clusterai_runner.validate import (
     connection_checks,
     preflight_defaults,
     probe_checks,
+    reach_failure,
     settings_for,
 )
 
@@ -105,3 +106,13 @@ def test_ssh_failures_say_which_and_how_to_fix() -> None:
     assert denied is not None
     assert (denied[1].name, denied[1].detail) == ("auth", "the host refused admin with /keys/id")
     assert connection_checks(WORKER, probe(GOOD), 1) is None
+
+
+def test_reach_comes_from_sshs_own_answer() -> None:
+    refused = reach_failure(
+        probe("", 255, "ssh: connect to host 192.0.2.5 port 2222: Connection refused\r\n")
+    )
+    assert refused is not None
+    assert (refused.status, refused.detail) == ("fail", "192.0.2.5:2222: Connection refused")
+    assert reach_failure(probe("", 255, "admin@192.0.2.5: Permission denied (publickey).")) is None
+    assert reach_failure(probe(GOOD)) is None

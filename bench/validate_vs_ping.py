@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Bench: ``clusterai validate`` versus ``ansible all -m ping`` versus bare ``ssh true``.
+
+200 hosts on loopback, in one run, at the same parallelism (50 by default):
+
+1. a network namespace made for the bench (``ip netns add``, ``lo`` up), where one sshd
+   listens on 0.0.0.0 and so answers on every 127.x address (sshd refuses more than 16
+   listen addresses otherwise);
+2. an inventory of 200 hosts 127.1.0.1..200 (one control host, the rest workers), with
+   known_hosts holding the bench's host key for every address: host key checking stays
+   on;
+3. inside the namespace, timed: ``clusterai validate`` (all its checks), ``ansible all -m
+   ping`` with ``--forks`` equal to the parallelism and stock settings, and the floor, 200
+   bare ``ssh HOST true`` through ``xargs -P``.
+
+Prints the three times and the ratios. Not a test: timings never gate CI. Needs root,
+``ip`` and an OpenSSH server binary (``/usr/sbin/sshd``; on Debian install
+openssh-server with a policy-rc.d that keeps it from starting on the host). Everything
+it starts runs in its namespace and is stopped, by PID, at the end.
+
+    sudo .venv/bin/python bench/validate_vs_ping.py [--hosts 200] [--parallel 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SSHD = Path("/usr/sbin/sshd")
+CHECK_NAMES = ("reach", "host_key", "auth", "sudo", "python", "os", "memory", "disk", "gpu")
+CHECK_NAMES += ("ports", "clock")
+
+
+def sh(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=True)
+
+
+def timed(
+    namespace: str, command: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)
+) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode not in ok:
+        tail = (done.stdout + done.stderr)[-1500:]
+        sys.exit(f"error: bench: {command[0]} failed (rc {done.returncode}):\n{tail}")
+    return elapsed, done.stdout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=200)
+    parser.add_argument("--parallel", type=int, default=50)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("error: bench: needs root (it makes a network namespace)", file=sys.stderr)
+        return 2
+    if not SSHD.exists() or shutil.which("ip") is None:
+        print(
+            "error: bench: needs /usr/sbin/sshd and ip (apt-get install openssh-server"
+            " iproute2, with a policy-rc.d that keeps sshd from starting on the host)",
+            file=sys.stderr,
+        )
+        return 2
+    namespace = f"clusterai-bench-{os.getpid()}"
+    addresses = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(args.hosts)]
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(scratch / "host_key"))
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(scratch / "id"))
+        (scratch / "authorized_keys").write_text((scratch / "id.pub").read_text())
+        host_public = (scratch / "host_key.pub").read_text().split()[:2]
+        (scratch / "known_hosts").write_text(
+            "".join(f"{a} {' '.join(host_public)}\n" for a in addresses)
+        )
+        config = scratch / "sshd_config"
+        config.write_text(
+            f"ListenAddress 0.0.0.0\nPort 22\nHostKey {scratch / 'host_key'}\n"
+            f"AuthorizedKeysFile {scratch / 'authorized_keys'}\n"
+            f"PidFile {scratch / 'sshd.pid'}\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+            "UsePAM no\nStrictModes no\nMaxStartups 1000\nMaxSessions 1000\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+        os.chmod(scratch, 0o755)
+        inventory = scratch / "hosts.yml"
+        common = (
+            f"-o UserKnownHostsFile={scratch / 'known_hosts'} -o StrictHostKeyChecking=yes"
+            " -o IdentitiesOnly=yes"
+        )
+        lines = [
+            "all:",
+            "  vars:",
+            "    ansible_user: root",
+            f"    ansible_ssh_private_key_file: {scratch / 'id'}",
+            f"    ansible_ssh_common_args: '{common}'",
+            "    clusterai_inference_backend: llamacpp",
+            "    ansible_python_interpreter: /usr/bin/python3",
+            "  children:",
+            "    control:",
+            "      hosts:",
+            f"        h1: {{ansible_host: {addresses[0]}, clusterai_address: {addresses[0]}}}",
+            "    workers:",
+            "      hosts:",
+        ]
+        lines += [
+            f"        h{i + 1}: {{ansible_host: {a}, clusterai_address: {a}}}"
+            for i, a in enumerate(addresses)
+            if i
+        ]
+        inventory.write_text("\n".join(lines) + "\n")
+        stock = scratch / "stock.cfg"
+        stock.write_text("[defaults]\nhost_key_checking = True\n")
+        (scratch / "ssh_targets").write_text("\n".join(addresses) + "\n")
+
+        sh("ip", "netns", "add", namespace)
+        sshd: subprocess.Popen[str] | None = None
+        try:
+            sh("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+            os.makedirs("/run/sshd", exist_ok=True)
+            sshd = subprocess.Popen(
+                ["ip", "netns", "exec", namespace, str(SSHD), "-D", "-e", "-f", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            time.sleep(1.0)
+            if sshd.poll() is not None:
+                sys.exit("error: bench: sshd did not start in the namespace")
+            env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(stock)}
+            ssh_options = (
+                f"ssh -i {scratch / 'id'} -o BatchMode=yes {common} -o ControlMaster=no"
+                " root@{} true"
+            )
+            print(f"{args.hosts} hosts, parallelism {args.parallel}:", file=sys.stderr)
+            floor, _ = timed(
+                namespace,
+                [
+                    "sh",
+                    "-c",
+                    f"xargs -P {args.parallel} -I{{}} {ssh_options} < {scratch / 'ssh_targets'}",
+                ],
+                env,
+            )
+            print(f"  bare ssh true      {floor:7.1f} s", file=sys.stderr)
+            # The bench's hosts are this machine seen through sshd: its checks may fail
+            # (no systemd here, say; exit 3), but every host must have been reached and
+            # probed, so every check must have run.
+            ours, report = timed(
+                namespace,
+                [
+                    str(BIN / "clusterai"),
+                    "validate",
+                    "-i",
+                    str(inventory),
+                    "--parallel",
+                    str(args.parallel),
+                    "--json",
+                ],
+                env,
+                ok=(0, 3),
+            )
+            checked = json.loads(report)["hosts"]
+            complete = [h for h in checked if len(h["checks"]) == len(CHECK_NAMES)]
+            if len(complete) != args.hosts:
+                sys.exit(f"error: bench: validate probed {len(complete)} of {args.hosts} hosts")
+            print(f"  clusterai validate {ours:7.1f} s", file=sys.stderr)
+            ping, _ = timed(
+                namespace,
+                [
+                    str(BIN / "ansible"),
+                    "all",
+                    "-i",
+                    str(inventory),
+                    "-m",
+                    "ansible.builtin.ping",
+                    "--forks",
+                    str(args.parallel),
+                ],
+                env,
+            )
+        finally:
+            if sshd is not None:
+                sshd.terminate()
+                sshd.wait(timeout=10)
+            subprocess.run(["ip", "netns", "delete", namespace], check=False)
+    print(f"{args.hosts} loopback hosts, parallelism {args.parallel}, one run:")
+    print(f"  ansible all -m ping  {ping:7.1f} s")
+    print(f"  clusterai validate   {ours:7.1f} s   ({ping / ours:.1f}x faster than ping)")
+    print(f"  bare ssh HOST true   {floor:7.1f} s   (validate is {ours / floor:.2f}x the floor)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
