@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cluster import check_inventory, open_store, run_and_record
+from clusterai_runner.cluster import open_store, run_and_record
 from clusterai_runner.config import Settings
 from clusterai_runner.display import LiveView, recap_lines
 from clusterai_runner.errors import (
@@ -27,6 +27,7 @@ from clusterai_runner.errors import (
     RunFailed,
     UsageError,
 )
+from clusterai_runner.inventory import check_inventory
 from clusterai_runner.inventory import load as load_inventory
 from clusterai_runner.sandbox import DEFAULT_NAME, Sandboxes, SandboxStatus
 from clusterai_runner.validate import CHECKS, HostReport, validate

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
+from clusterai_runner.inventory import check_inventory
 from clusterai_runner.runner import RunOutcome, TaskEvent, run_playbook
 from clusterai_runner.store import Store, StoreError
 
@@ -24,18 +25,6 @@ def open_store(settings: Settings) -> Store:
         return Store.open(settings.store_url)
     except StoreError as exc:
         raise UsageError(exc.what, exc.why, exc.fix) from exc
-
-
-def check_inventory(path: Path) -> Path:
-    """An inventory path the CLI can hand to Ansible, or a usage error naming it."""
-    if not path.exists():
-        raise UsageError(f"inventory {path}", "does not exist", "give the path with -i")
-    if path.is_file():
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"inventory {path}", exc.strerror or "unreadable", "check it") from exc
-    return path.resolve()
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,8 @@ def _check_yaml(path: Path) -> None:
         raise UsageError(f"inventory {path}", f"not valid YAML: {exc}", "fix the file") from exc
 
 
-def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
-    """The hosts of the inventory at ``path`` (a file or directory), restricted to the
-    Ansible pattern ``limit``. Raises UsageError naming the file, host or pattern."""
+def check_inventory(path: Path) -> Path:
+    """An inventory path the CLI can hand to Ansible, or a usage error naming it."""
     if not path.exists():
         raise UsageError(f"inventory {path}", "does not exist", "give the path with -i")
     if path.is_file():
@@ -72,6 +71,14 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
             path.read_bytes()
         except OSError as exc:
             raise UsageError(f"inventory {path}", exc.strerror or "unreadable", "check it") from exc
+    return path.resolve()
+
+
+def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
+    """The hosts of the inventory at ``path`` (a file or directory), restricted to the
+    Ansible pattern ``limit``. Raises UsageError naming the file, host or pattern."""
+    check_inventory(path)
+    if path.is_file():
         _check_yaml(path)
 
     from ansible.errors import AnsibleError
