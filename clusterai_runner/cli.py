@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cluster import open_store, run_and_record
+from clusterai_runner.cluster import RunRecord, check_inventory_rules, open_store, run_and_record
 from clusterai_runner.config import Settings
 from clusterai_runner.display import LiveView, recap_lines
 from clusterai_runner.errors import (
@@ -30,6 +30,8 @@ from clusterai_runner.errors import (
 from clusterai_runner.inventory import check_inventory
 from clusterai_runner.inventory import load as load_inventory
 from clusterai_runner.sandbox import DEFAULT_NAME, Sandboxes, SandboxStatus
+from clusterai_runner.scale import new_hosts, scale_in, scale_in_targets, scale_out
+from clusterai_runner.status import HostStatus, cluster_status
 from clusterai_runner.validate import CHECKS, HostReport, validate
 
 EXIT_CODES = """\b
@@ -190,10 +192,12 @@ INVENTORY_OPTION = click.option(
     help="The inventory file or directory, as for ansible-playbook.",
 )
 
+LIMIT_OPTION = click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+
 
 @cli.command("up", epilog=EXIT_CODES)
 @INVENTORY_OPTION
-@click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+@LIMIT_OPTION
 @click.option("--tags", help="Only tasks with these tags (comma-separated).")
 @click.option("--check", is_flag=True, help="Show what would change; change nothing.")
 @click.pass_context
@@ -206,7 +210,9 @@ def up(
     per-host recap. The run and every task result are stored: see `clusterai runs`.
     """
     settings = _settings(ctx)
-    inventory = check_inventory(inventory)  # before the store is opened or created
+    # Every check runs before the store is opened or created.
+    targets = [h.name for h in load_inventory(inventory, limit)]
+    check_inventory_rules(inventory, targets if limit else None)
     store = open_store(settings)
     view = LiveView()
     try:
@@ -222,12 +228,17 @@ def up(
         )
     finally:
         view.finish()
+    _end_run(record, "clusterai up")
+
+
+def _end_run(record: RunRecord, again: str) -> None:
+    """Print a run's recap and turn a failed or canceled run into its exit code."""
     outcome = record.outcome
     for line in recap_lines(outcome.recap):
         click.echo(line)
     click.echo(f"run {record.id}: {outcome.status} (details: clusterai runs show {record.id})")
     if outcome.status == "canceled":
-        raise Interrupted(f"run {record.id}", "canceled by Ctrl-C", "run `clusterai up` again")
+        raise Interrupted(f"run {record.id}", "canceled by Ctrl-C", f"run `{again}` again")
     if outcome.status != "successful":
         failed = sorted(h for h, c in outcome.recap.items() if c["failed"] or c["unreachable"])
         where = ", ".join(failed) or f"the controller: {outcome.detail or 'see its log'}"
@@ -236,12 +247,136 @@ def up(
         )
 
 
+@cli.command("scale-out", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.argument("hosts", nargs=-1, required=True)
+@click.option(
+    "--group",
+    default="workers",
+    show_default=True,
+    help="The inventory group to add them to (workers or one of its subgroups).",
+)
+@click.option(
+    "--address",
+    "addresses",
+    multiple=True,
+    help="Each host's IP address or DNS name, once per host in the same order.",
+)
+@click.option("--user", help="SSH user (ansible_user) for the new hosts.")
+@click.option("--port", type=click.IntRange(1, 65535), help="SSH port (ansible_port).")
+@click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Record the new hosts' keys in known_hosts (changed keys still fail).",
+)
+@click.pass_context
+def scale_out_command(
+    ctx: click.Context,
+    inventory: Path,
+    hosts: tuple[str, ...],
+    group: str,
+    addresses: tuple[str, ...],
+    user: str | None,
+    port: int | None,
+    accept_new_host_keys: bool,
+) -> None:
+    """Add worker HOSTS to the cluster.
+
+    \b
+    1. adds them to the inventory: to the state store when -i is, or is a directory
+       holding, a clusterai_state.yml config of the dynamic inventory plugin; otherwise
+       to the YAML file that defines --group, edited in place (comments, order and
+       quoting kept);
+    2. checks the inventory and runs `clusterai validate` on them: on a failure the
+       inventory is put back as it was (exit 2 or 3);
+    3. runs playbooks/scale_out.yml on them and the control host only.
+    Hosts already in --group are converged again, so a failed scale-out heals on a re-run.
+    """
+    settings = _settings(ctx)
+    new = new_hosts(list(hosts), list(addresses), user, port)
+    inventory = check_inventory(inventory)
+    store = open_store(settings)
+    view = LiveView()
+
+    def show_validation(reports: list[HostReport]) -> None:
+        _print_validation(reports)
+
+    try:
+        result = scale_out(
+            settings,
+            store,
+            inventory,
+            group,
+            new,
+            accept_new_host_keys=accept_new_host_keys,
+            on_validated=show_validation,
+            on_event=view,
+        )
+    finally:
+        view.finish()
+    assert result.record is not None
+    _end_run(result.record, "clusterai scale-out " + " ".join(hosts))
+
+
+@cli.command("scale-in", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--drain-timeout",
+    type=click.IntRange(0, 86400),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for requests open on the inference servers before stopping them.",
+)
+@click.option("--wipe", is_flag=True, help="Also delete the hosts' models and Cluster AI files.")
+@click.pass_context
+def scale_in_command(
+    ctx: click.Context,
+    inventory: Path,
+    hosts: tuple[str, ...],
+    yes: bool,
+    drain_timeout: int,
+    wipe: bool,
+) -> None:
+    """Remove worker HOSTS from the cluster.
+
+    Takes them out of monitoring, waits up to --drain-timeout seconds for their open
+    requests, stops their services (playbooks/scale_in.yml), then deletes them from the
+    inventory file or the state store. A failed run leaves the inventory as it was.
+    """
+    settings = _settings(ctx)
+    names = list(hosts)
+    inventory = check_inventory(inventory)
+    store = open_store(settings)
+    scale_in_targets(inventory, store, names)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "scale-in", "no terminal to ask for confirmation", "add --yes to go ahead"
+            )
+        click.confirm(
+            f"Stop {', '.join(names)} and remove them from {inventory}?", abort=True, err=True
+        )
+    view = LiveView()
+    try:
+        result = scale_in(
+            settings, store, inventory, names, drain_timeout=drain_timeout, wipe=wipe, on_event=view
+        )
+    finally:
+        view.finish()
+    assert result.record is not None
+    _end_run(result.record, "clusterai scale-in " + " ".join(hosts))
+    where = ", ".join(str(p) for p in result.edited) or "the state store"
+    click.echo(f"removed {', '.join(names)} from {where}")
+
+
 SYMBOL = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
 
 
 @cli.command("validate", epilog=EXIT_CODES)
 @INVENTORY_OPTION
-@click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+@LIMIT_OPTION
 @click.option("--parallel", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option(
     "--timeout",
@@ -321,6 +456,81 @@ def _print_validation(reports: list[HostReport]) -> None:
             if c.status in ("warn", "fail"):
                 fix = f" ({c.fix})" if c.fix else ""
                 click.echo(f"{r.name}: {c.name}: {c.detail}{fix}")
+
+
+@cli.command("status", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@LIMIT_OPTION
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@JSON_OPTION
+@click.pass_context
+def status_command(
+    ctx: click.Context, inventory: Path, limit: str | None, timeout: float, as_json: bool
+) -> None:
+    """Each host now: SSH reachable, inference server health and loaded models, node
+    exporter, GPUs (from the GPU exporter) and the result of the last stored run.
+
+    \b
+    Asks every host at once over HTTP and TCP; no SSH session, nothing changes.
+    Exit 1 when any host is unhealthy.
+    --json prints {"hosts": [{"name", "kind", "address", "reachable", "inference":
+    "up"|"down"|"n/a", "backend", "models", "exporter": "up"|"down", "gpus": [{"name",
+    "utilization", "memory_used_bytes", "memory_total_bytes"}], "last_run": {"id",
+    "playbook", "result": "ok"|"failed", "changed"} or null, "problems", "healthy"}],
+    "summary": {"healthy", "unhealthy"}}
+    """
+    hosts = load_inventory(inventory, limit)
+    settings = _settings(ctx)
+    last_runs = open_store(settings).last_results() if _store_exists(settings) else {}
+    found = cluster_status(hosts, last_runs, timeout)
+    unhealthy = [s for s in found if not s.healthy]
+    if as_json:
+        summary = {"healthy": len(found) - len(unhealthy), "unhealthy": len(unhealthy)}
+        payload = {"hosts": [s.to_json() for s in found], "summary": summary}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        _print_status_table(found)
+    if unhealthy:
+        raise RunFailed(
+            "status",
+            f"{len(unhealthy)} of {len(found)} hosts unhealthy: "
+            + _names(s.name for s in unhealthy),
+            "see the problems listed; `clusterai up` converges them again",
+        )
+
+
+def _store_exists(settings: Settings) -> bool:
+    """Whether there is a store to read; `status` never creates one."""
+    return bool(settings.state_url) or (settings.state_dir / "state.db").exists()
+
+
+def _print_status_table(found: list[HostStatus]) -> None:
+    width = max(len(s.name) for s in found)
+    click.echo(
+        f"{'host':<{width}}  {'address':<15} {'ssh':<4} {'inference':<10} {'exporter':<9}"
+        f" {'gpus':<5} last run   models"
+    )
+    for s in found:
+        last = f"{s.last_run['id']} {s.last_run['result']}" if s.last_run else "-"
+        click.echo(
+            f"{s.name:<{width}}  {s.address:<15} {'up' if s.reachable else 'DOWN':<4}"
+            f" {s.inference:<10} {s.exporter:<9} {len(s.gpus):<5} {last:<10} "
+            f"{', '.join(s.models) or '-'}"
+        )
+    for s in found:
+        for gpu in s.gpus:
+            used, total = gpu.memory_used_bytes / 2**30, gpu.memory_total_bytes / 2**30
+            click.echo(
+                f"{s.name}: {gpu.name}: {gpu.utilization:.0%} busy, {used:.1f}/{total:.1f} GiB"
+            )
+        for problem in s.problems:
+            click.echo(f"{s.name}: {problem}")
 
 
 @cli.group(epilog=EXIT_CODES)

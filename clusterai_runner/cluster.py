@@ -6,12 +6,13 @@ happen, and the final recap.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from clusterai_runner.config import Settings
-from clusterai_runner.errors import UsageError
+from clusterai_runner.errors import Interrupted, UsageError
 from clusterai_runner.inventory import check_inventory
 from clusterai_runner.runner import RunOutcome, TaskEvent, run_playbook
 from clusterai_runner.store import Store, StoreError
@@ -71,3 +72,33 @@ def run_and_record(
         raise
     store.finish_run(run_id, outcome.status, outcome.rc, outcome.recap)
     return RunRecord(run_id, outcome)
+
+
+def check_inventory_rules(inventory: Path, targets: list[str] | None = None) -> None:
+    """Run the inventory checks every playbook starts with (playbooks/boilerplate.yml: the
+    validate_inventory role), without contacting a host or recording a run; their first
+    failure becomes a usage error. ``targets`` limits the host checks to those hosts."""
+    inventory = check_inventory(inventory)
+    failures: list[str] = []
+
+    def collect(event: TaskEvent) -> None:
+        if event.status == "failed" and not event.ignored and event.message:
+            failures.append(event.message)
+
+    extravars: dict[str, object] = {"clusterai_targets": ",".join(targets)} if targets else {}
+    with tempfile.TemporaryDirectory(prefix="clusterai-check-") as data_dir:
+        outcome = run_playbook(
+            "boilerplate.yml",
+            inventory,
+            Path(data_dir) / "run",
+            extravars=extravars,
+            on_event=collect,
+        )
+    if outcome.status == "canceled":
+        raise Interrupted("inventory check", "canceled by Ctrl-C", "nothing was changed")
+    if outcome.status == "successful":
+        return
+    message = failures[0] if failures else outcome.detail or "Ansible could not read it"
+    if message.startswith("inventory: "):
+        message = message[len("inventory: ") :]
+    raise UsageError(f"inventory {inventory}", message)

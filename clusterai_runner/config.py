@@ -14,6 +14,10 @@ from pathlib import Path
 
 from clusterai_runner.errors import UsageError
 
+# The Ansible content (playbooks/, roles/, plugins/, ansible.cfg) the CLI runs.
+REPO = Path(__file__).resolve().parent.parent
+ANSIBLE_CONFIG = REPO / "ansible.cfg"
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

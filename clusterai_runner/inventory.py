@@ -7,13 +7,18 @@ Ansible reports only as a warning.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from clusterai_runner.config import ANSIBLE_CONFIG
 from clusterai_runner.errors import UsageError
 
 
@@ -47,11 +52,40 @@ class InventoryHost:
         return found
 
 
+# The inventory variables the CLI reads: connection, Cluster AI's own, and the ports of
+# the services `clusterai status` asks.
+VARIABLE_PREFIXES = (
+    "ansible_",
+    "clusterai_",
+    "preflight_",
+    "llamacpp_server_",
+    "ollama_",
+    "node_exporter_",
+    "gpu_exporter_",
+)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML and
+    Ansible keep the last one without a word: a host listed twice loses its first vars)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _check_yaml(path: Path) -> None:
     if path.suffix not in (".yml", ".yaml"):
         return
     try:
-        yaml.safe_load(path.read_text())
+        yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -74,12 +108,34 @@ def check_inventory(path: Path) -> Path:
     return path.resolve()
 
 
+@contextlib.contextmanager
+def _ansible_warnings() -> Iterator[list[str]]:
+    """Collect what Ansible would print as warnings, instead of printing it: the CLI
+    reports problems as its own one line."""
+    from ansible.utils.display import Display
+
+    display = Display()
+    collected: list[str] = []
+
+    def collect(msg: str, *_args: Any, **_kwargs: Any) -> None:
+        collected.append(" ".join(str(msg).split()))
+
+    display.warning = collect
+    try:
+        yield collected
+    finally:
+        del display.warning
+
+
 def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
     """The hosts of the inventory at ``path`` (a file or directory), restricted to the
     Ansible pattern ``limit``. Raises UsageError naming the file, host or pattern."""
     check_inventory(path)
     if path.is_file():
         _check_yaml(path)
+    # Ansible reads its configuration once, at import: ours names plugins/inventory, where
+    # the clusterai_state plugin lives.
+    os.environ["ANSIBLE_CONFIG"] = str(ANSIBLE_CONFIG)
 
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -88,18 +144,20 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
     from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
-    try:
-        manager = InventoryManager(loader=loader, sources=[str(path)])
-    except AnsibleError as exc:
-        raise UsageError(f"inventory {path}", str(exc).splitlines()[0], "fix the file") from exc
+    with _ansible_warnings() as warnings:
+        try:
+            manager = InventoryManager(loader=loader, sources=[str(path)])
+        except AnsibleError as exc:
+            raise UsageError(f"inventory {path}", str(exc).splitlines()[0], "fix the file") from exc
+        pattern = limit or "all"
+        selected = manager.get_hosts(pattern=pattern) if manager.hosts else []
     if not manager.hosts:
+        reasons = [w for w in warnings if "implicit localhost" not in w]
         raise UsageError(
             f"inventory {path}",
-            "holds no hosts, or Ansible could not parse it",
+            f"holds no hosts ({reasons[0]})" if reasons else "holds no hosts",
             "check it with: ansible-inventory -i PATH --list",
         )
-    pattern = limit or "all"
-    selected = manager.get_hosts(pattern=pattern)
     if not selected:
         groups = ", ".join(sorted(manager.groups))
         raise UsageError(
@@ -120,9 +178,7 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
         templar = Templar(loader=loader, variables=raw)
         try:
             rendered = {
-                key: templar.template(raw[key])
-                for key in raw
-                if key.startswith(("ansible_", "clusterai_", "preflight_"))
+                key: templar.template(raw[key]) for key in raw if key.startswith(VARIABLE_PREFIXES)
             }
         except AnsibleError as exc:
             raise UsageError(
@@ -130,6 +186,37 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
             ) from exc
         hosts.append(_host(path, host.name, sorted(g.name for g in host.groups), rendered))
     return hosts
+
+
+def _check_key_file(where: str, key: str) -> None:
+    """The private key must be a readable file that ssh will use: ssh ignores a key of
+    its user's that others may read."""
+    path = os.path.expanduser(key)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise UsageError(
+            where,
+            f"ansible_ssh_private_key_file {key} does not exist or cannot be read",
+            "fix the path, or the file's owner and mode",
+        )
+    info = os.stat(path)
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        raise UsageError(
+            where,
+            f"ansible_ssh_private_key_file {key} has mode {info.st_mode & 0o777:04o}, "
+            "which ssh refuses as too open",
+            f"chmod 600 {key}",
+        )
+
+
+def _check_host_address(where: str, host: str) -> None:
+    """An ansible_host that looks like an IP address must be one."""
+    if host.replace(".", "").isdigit() or (":" in host and "." not in host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise UsageError(
+                where, f"ansible_host {host} is not a valid IP address", "fix the address"
+            ) from None
 
 
 def _host(path: Path, name: str, groups: list[str], v: dict[str, Any]) -> InventoryHost:
@@ -149,7 +236,10 @@ def _host(path: Path, name: str, groups: list[str], v: dict[str, Any]) -> Invent
     except ValueError as exc:
         raise UsageError(where, f"ansible_ssh_common_args: {exc}", "fix the quoting") from exc
     key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
+    if key:
+        _check_key_file(where, str(key))
     host = str(v.get("ansible_host") or name)
+    _check_host_address(where, host)
     return InventoryHost(
         name=name,
         groups=tuple(g for g in groups if g not in ("all", "ungrouped")),

@@ -20,9 +20,9 @@ from typing import Any
 
 import ansible_runner
 
-REPO = Path(__file__).resolve().parent.parent
+from clusterai_runner.config import ANSIBLE_CONFIG, REPO
+
 PLAYBOOKS = REPO / "playbooks"
-ANSIBLE_CONFIG = REPO / "ansible.cfg"
 # Keep the artifacts of this many runs per data directory.
 KEEP_ARTIFACTS = 20
 
@@ -72,6 +72,13 @@ def _path_with_ansible() -> str:
 
 
 def _message(result: dict[str, Any]) -> str:
+    # A loop's result says only "One or more items failed": the first failed item's
+    # message says what.
+    for item in result.get("results") or []:
+        if isinstance(item, dict) and item.get("failed"):
+            found = _message(item)
+            if found:
+                return found
     for key in ("msg", "stderr", "reason"):
         value = result.get(key)
         if value:

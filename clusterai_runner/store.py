@@ -44,6 +44,8 @@ hosts = sa.Table(
     sa.Column("address", sa.String(255), nullable=False),
     sa.Column("groups", sa.Text, nullable=False),  # JSON list
     sa.Column("added_at", sa.String(32), nullable=False),
+    # JSON object of connection variables (ansible_user, ansible_port, ...); version 2
+    sa.Column("vars", sa.Text, nullable=False, server_default="{}"),
 )
 
 runs = sa.Table(
@@ -94,8 +96,15 @@ def _create_v1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[hosts, runs, run_hosts, events])
 
 
+def _add_host_vars_v2(connection: Connection) -> None:
+    # A store created by this version already has the column: _create_v1 uses the
+    # current table definitions.
+    if "vars" not in {c["name"] for c in sa.inspect(connection).get_columns("hosts")}:
+        connection.execute(sa.text("ALTER TABLE hosts ADD COLUMN vars TEXT NOT NULL DEFAULT '{}'"))
+
+
 # MIGRATIONS[n] takes a store from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_host_vars_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -109,6 +118,16 @@ class Host:
     address: str
     groups: list[str]
     added_at: str
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "groups": self.groups,
+            "added_at": self.added_at,
+            "vars": self.variables,
+        }
 
 
 @dataclass(frozen=True)
@@ -212,12 +231,22 @@ class Store:
 
     # --- Hosts -------------------------------------------------------------------
 
-    def put_host(self, name: str, address: str, groups: list[str]) -> None:
+    def put_host(
+        self,
+        name: str,
+        address: str,
+        groups: list[str],
+        variables: dict[str, Any] | None = None,
+    ) -> None:
         with self._begin() as connection:
             connection.execute(hosts.delete().where(hosts.c.name == name))
             connection.execute(
                 hosts.insert().values(
-                    name=name, address=address, groups=json.dumps(groups), added_at=_now()
+                    name=name,
+                    address=address,
+                    groups=json.dumps(groups),
+                    added_at=_now(),
+                    vars=json.dumps(variables or {}, sort_keys=True),
                 )
             )
 
@@ -228,7 +257,10 @@ class Store:
     def hosts(self) -> list[Host]:
         with self._begin() as connection:
             rows = connection.execute(sa.select(hosts).order_by(hosts.c.name)).all()
-        return [Host(r.name, r.address, json.loads(r.groups), r.added_at) for r in rows]
+        return [
+            Host(r.name, r.address, json.loads(r.groups), r.added_at, json.loads(r.vars))
+            for r in rows
+        ]
 
     # --- Runs ----------------------------------------------------------------------
 
@@ -280,6 +312,27 @@ class Store:
         with self._begin() as connection:
             row = connection.execute(sa.select(runs).where(runs.c.id == run_id)).first()
             return self._run(connection, row) if row else None
+
+    def last_results(self) -> dict[str, tuple[int, str, dict[str, int]]]:
+        """Each host's latest finished run: (run id, playbook, that host's recap counters)."""
+        latest = (
+            sa.select(run_hosts.c.host, sa.func.max(run_hosts.c.run_id).label("run_id"))
+            .group_by(run_hosts.c.host)
+            .subquery()
+        )
+        query = (
+            sa.select(run_hosts, runs.c.playbook)
+            .join(
+                latest,
+                (run_hosts.c.host == latest.c.host) & (run_hosts.c.run_id == latest.c.run_id),
+            )
+            .join(runs, runs.c.id == run_hosts.c.run_id)
+        )
+        with self._begin() as connection:
+            rows = connection.execute(query).all()
+        return {
+            r.host: (r.run_id, r.playbook, {c: int(getattr(r, c)) for c in COUNTERS}) for r in rows
+        }
 
     def events(self, run_id: int, host: str | None = None) -> list[Event]:
         query = sa.select(events).where(events.c.run_id == run_id).order_by(events.c.id)

@@ -13,16 +13,15 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from clusterai_runner.config import REPO
 from clusterai_runner.inventory import InventoryHost
+from clusterai_runner.parallel import each_host
 
-REPO = Path(__file__).resolve().parent.parent
 PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
 MIN_PYTHON = (3, 8)
 SKEW_WARN_S = 2.0
@@ -423,12 +422,6 @@ def validate(
 ) -> list[HostReport]:
     """Check every host, ``parallel`` at a time; reports in inventory order."""
     defaults = preflight_defaults()
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(check_host, h, defaults, accept_new, timeout) for h in hosts]
-        reports = []
-        for future in futures:
-            report = future.result()
-            if on_done is not None:
-                on_done(report)
-            reports.append(report)
-    return reports
+    return each_host(
+        lambda h: check_host(h, defaults, accept_new, timeout), hosts, parallel, on_done
+    )

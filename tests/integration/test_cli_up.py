@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.helpers import booted_sandbox, run_cli
+from tests.helpers import CLUSTERAI, REPO, booted_sandbox, processes_mentioning, run_cli
 
 pytestmark = pytest.mark.sandbox
 
@@ -74,3 +80,176 @@ def test_an_unknown_run_is_one_line_and_exit_2() -> None:
     result = run_cli("runs", "show", "999999")
     assert result.code == 2
     assert result.stderr == "error: run 999999: no such run (see `clusterai runs list`)\n"
+
+
+def latest_run() -> dict[str, Any]:
+    runs = json.loads(run_cli("runs", "list", "--json", "--last", "1").stdout)
+    return dict(runs[0])
+
+
+def test_status_shows_each_hosts_health_models_and_last_run(
+    sandbox: dict[str, Any], converged: list[Any]
+) -> None:
+    result = run_cli("status", "-i", sandbox["inventory"], "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert report["summary"] == {"healthy": 2, "unhealthy": 0}
+    worker = hosts["worker1"]
+    assert (worker["reachable"], worker["inference"], worker["exporter"]) == (True, "up", "up")
+    assert worker["backend"] == "llamacpp"
+    assert any("smollm2" in m.lower() for m in worker["models"]), worker["models"]
+    assert worker["gpus"] == []  # no GPU exporter on a GPU-less host
+    assert worker["last_run"]["result"] == "ok"
+    assert hosts["ctl1"]["inference"] == "n/a"
+    table = run_cli("status", "-i", sandbox["inventory"])
+    assert table.stdout.splitlines()[0].split()[:4] == ["host", "address", "ssh", "inference"]
+
+
+def start_up(inventory: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(CLUSTERAI), "up", "-i", inventory],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_task(process: subprocess.Popen[str], number: int) -> list[str]:
+    """Read the live view until task ``number`` starts; the lines read so far."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith(f"[{number}] "):
+            return lines
+    raise AssertionError(f"the run ended before task {number}: {''.join(lines)}")
+
+
+def test_ctrl_c_cancels_the_run_and_stores_it_as_canceled(
+    sandbox: dict[str, Any], converged: list[Any]
+) -> None:
+    process = start_up(sandbox["inventory"])
+    wait_for_task(process, 5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1].startswith("error: run ")
+    assert "canceled by Ctrl-C" in stderr.splitlines()[-1]
+    assert latest_run()["status"] == "canceled"
+
+
+def kill_host(sandbox: dict[str, Any], name: str) -> None:
+    """Power a host off: SIGKILL its nspawn and its init, ending every process it has."""
+    root = Path(sandbox["directory"]) / "hosts" / name / "root"
+    for pid in processes_mentioning(root):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_host_killed_mid_run_fails_alone_and_a_rerun_heals_it(
+    sandbox: dict[str, Any], converged: list[Any]
+) -> None:
+    process = start_up(sandbox["inventory"])
+    wait_for_task(process, 8)
+    kill_host(sandbox, "worker1")
+    _, stderr = process.communicate(timeout=900)
+    assert process.returncode == 1, stderr[-3000:]
+    assert "failed on worker1" in stderr.splitlines()[-1]
+    run = latest_run()
+    assert run["status"] == "failed"
+    worker, control = run["recap"]["worker1"], run["recap"]["ctl1"]
+    assert worker["unreachable"] + worker["failed"] > 0, run["recap"]
+    assert control["unreachable"] == control["failed"] == 0, run["recap"]
+    # The control host ran to the end of the playbook: as many tasks as a full converge.
+    full = json.loads(run_cli("runs", "show", str(run["id"] - 2), "--json").stdout)["recap"]
+    assert control["ok"] == full["ctl1"]["ok"]
+
+    restarted = run_cli("sandbox", "up", "--hosts", "2", "--name", "cliup")
+    assert restarted.code == 0, restarted.stderr
+    healed = run_cli("up", "-i", sandbox["inventory"], timeout=1200)
+    assert healed.code == 0, healed.stderr[-3000:]
+    assert latest_run()["recap"]["worker1"]["failed"] == 0
+
+
+COMMENTED = """\
+# Hand-written notes that scale-out and scale-in must keep, byte for byte.
+"""
+
+
+def test_scale_out_then_scale_in_leaves_the_inventory_byte_identical(
+    sandbox: dict[str, Any], converged: list[Any], tmp_path: Path
+) -> None:
+    # The operator's own copy of the inventory, with comments of its own.
+    inventory = tmp_path / "hosts.yml"
+    text = Path(sandbox["inventory"]).read_text()
+    text = text.replace("    workers:\n", "    # Inference servers.\n    workers:\n")
+    inventory.write_text(COMMENTED + text + "# end of the inventory\n")
+    original = inventory.read_bytes()
+    grown = run_cli("sandbox", "up", "--hosts", "3", "--name", "cliup", "--json")
+    assert grown.code == 0, grown.stderr
+    address = next(
+        h["address"] for h in json.loads(grown.stdout)["hosts"] if h["name"] == "worker2"
+    )
+
+    added = run_cli(
+        "scale-out", "-i", str(inventory), "worker2", "--address", address, timeout=1200
+    )
+    assert added.code == 0, added.stdout + added.stderr[-3000:]
+    # worker1 is not contacted (localhost runs the checks that need no host).
+    assert set(latest_run()["recap"]) == {"localhost", "ctl1", "worker2"}
+    assert "worker2:\n" in inventory.read_text()
+    status = json.loads(run_cli("status", "-i", str(inventory), "--json").stdout)
+    assert {h["name"]: h["inference"] for h in status["hosts"]}["worker2"] == "up"
+
+    # A client holding a connection open: the drain waits for it, up to its timeout.
+    with socket.create_connection((address, 8080)):
+        removed = run_cli(
+            "scale-in", "-i", str(inventory), "worker2", "--yes", "--drain-timeout", "3"
+        )
+    assert removed.code == 0, removed.stdout + removed.stderr[-3000:]
+    assert removed.stdout.splitlines()[-1] == f"removed worker2 from {inventory}"
+    run = json.loads(run_cli("runs", "show", str(latest_run()["id"]), "--json").stdout)
+    messages = [e["message"] for e in run["events"] if e["host"] == "worker2"]
+    assert "1 requests still open after 3 s; stopping the server anyway" in messages
+    assert inventory.read_bytes() == original
+    assert set(latest_run()["recap"]) == {"localhost", "ctl1", "worker2"}
+
+
+def test_scale_out_into_the_state_store_then_in_again(
+    sandbox: dict[str, Any], converged: list[Any], tmp_path: Path
+) -> None:
+    # An inventory directory holding the static hosts and the state plugin's config:
+    # scale-out records the new host in the store and leaves hosts.yml alone.
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    # The sandbox's inventory without worker2 (an earlier test grew the sandbox).
+    static = yaml.safe_load(Path(sandbox["inventory"]).read_text())
+    static["all"]["children"]["workers"]["hosts"].pop("worker2", None)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(static, sort_keys=False))
+    (inventory / "clusterai_state.yml").write_text("plugin: clusterai_state\n")
+    before = (inventory / "hosts.yml").read_bytes()
+    grown = run_cli("sandbox", "up", "--hosts", "3", "--name", "cliup", "--json")
+    hosts = json.loads(grown.stdout)["hosts"]
+    address = next(h["address"] for h in hosts if h["name"] == "worker2")
+
+    added = run_cli(
+        "scale-out", "-i", str(inventory), "worker2", "--address", address, timeout=1200
+    )
+    assert added.code == 0, added.stdout + added.stderr[-3000:]
+    assert (inventory / "hosts.yml").read_bytes() == before
+    # Plain Ansible sees the recorded host through the plugin.
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory),
+         "--host", "worker2"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert address in listed.stdout
+
+    removed = run_cli("scale-in", "-i", str(inventory), "worker2", "--yes")
+    assert removed.code == 0, removed.stdout + removed.stderr[-3000:]
+    assert removed.stdout.splitlines()[-1] == "removed worker2 from the state store"
+    assert (inventory / "hosts.yml").read_bytes() == before
+    again = run_cli("status", "-i", str(inventory), "--json")
+    assert "worker2" not in {h["name"] for h in json.loads(again.stdout)["hosts"]}

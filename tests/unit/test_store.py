@@ -46,6 +46,53 @@ def test_hosts_are_put_and_removed(tmp_path: Path) -> None:
     assert store.remove_host("gpu3") is False
 
 
+def test_host_variables_round_trip(tmp_path: Path) -> None:
+    store = Store.open(url(tmp_path))
+    store.put_host("gpu3", "192.0.2.23", ["workers"], {"ansible_user": "ops", "ansible_port": 2222})
+    (host,) = store.hosts()
+    assert host.variables == {"ansible_port": 2222, "ansible_user": "ops"}
+    assert host.to_json()["vars"] == host.variables
+
+
+def test_a_version_1_store_is_migrated_keeping_its_hosts(tmp_path: Path) -> None:
+    # The version 1 schema of the hosts table, as clusterai 0.1 wrote it.
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("create table schema_version (version integer not null)")
+        db.execute("insert into schema_version values (1)")
+        db.execute(
+            "create table hosts (name varchar(255) primary key, address varchar(255) not null,"
+            " groups text not null, added_at varchar(32) not null)"
+        )
+        db.execute("insert into hosts values ('gpu3', '192.0.2.23', '[\"workers\"]', 'then')")
+        for table in ("runs (id integer primary key, playbook text not null, inventory text"
+                      " not null, limit_pattern text not null, started_at text not null,"
+                      " finished_at text, status text not null, rc integer)",
+                      "run_hosts (run_id integer, host text, ok integer, changed integer,"
+                      " unreachable integer, failed integer, skipped integer, rescued integer,"
+                      " ignored integer, primary key (run_id, host))",
+                      "events (id integer primary key, run_id integer not null, host text not"
+                      " null, task text not null, status text not null, message text not null,"
+                      " at text not null)"):  # fmt: skip
+            db.execute(f"create table {table}")
+    store = Store.open(url(tmp_path))
+    (host,) = store.hosts()
+    assert (host.name, host.groups, host.variables) == ("gpu3", ["workers"], {})
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("select version from schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_last_results_hold_each_hosts_latest_run(tmp_path: Path) -> None:
+    store = Store.open(url(tmp_path))
+    first = store.start_run("site.yml", "inv")
+    store.finish_run(first, "successful", 0, {"w1": {"ok": 3}, "w2": {"ok": 3}})
+    second = store.start_run("scale_out.yml", "inv")
+    store.finish_run(second, "failed", 2, {"w2": {"ok": 1, "unreachable": 1}})
+    results = store.last_results()
+    assert results["w1"][:2] == (first, "site.yml")
+    assert results["w2"][:2] == (second, "scale_out.yml")
+    assert results["w2"][2]["unreachable"] == 1
+
+
 def test_opening_twice_keeps_the_data_and_the_version(tmp_path: Path) -> None:
     Store.open(url(tmp_path)).start_run("site.yml", "inv")
     again = Store.open(url(tmp_path))

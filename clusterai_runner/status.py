@@ -1,0 +1,191 @@
+"""What each host is doing now: ``clusterai status``.
+
+Asks every host at once over plain HTTP and TCP, the way Prometheus would, with no SSH and
+no Ansible: is its SSH port open, does its inference server answer and which models it
+holds in memory, does its node exporter answer, what its GPU exporter says, and what the
+last stored run did to it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clusterai_runner.inventory import InventoryHost
+from clusterai_runner.parallel import each_host
+
+# Ports of Cluster AI's services unless the inventory sets the roles' variables.
+DEFAULT_PORTS = {
+    "llamacpp_server_port": 8080,
+    "ollama_port": 11434,
+    "node_exporter_port": 9100,
+    "gpu_exporter_port": 9835,
+}
+
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Gpu:
+    name: str
+    utilization: float  # 0..1
+    memory_used_bytes: float
+    memory_total_bytes: float
+
+
+@dataclass
+class HostStatus:
+    name: str
+    kind: str  # control, workers
+    address: str
+    reachable: bool
+    inference: str  # up, down, n/a
+    backend: str
+    models: list[str] = field(default_factory=list)
+    exporter: str = "down"  # up, down
+    gpus: list[Gpu] = field(default_factory=list)
+    last_run: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["healthy"] = self.healthy
+        return payload
+
+
+def _port(host: InventoryHost, variable: str) -> int:
+    return int(host.variables.get(variable, DEFAULT_PORTS[variable]))
+
+
+def _url(address: str, port: int, path: str) -> str:
+    literal = f"[{address}]" if ":" in address else address
+    return f"http://{literal}:{port}{path}"
+
+
+def _get(url: str, timeout: float) -> str | None:
+    """The body of a 200 answer, or None when the service does not answer well."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: bytes = response.read(4_000_000)
+            return body.decode("utf-8", "replace") if response.status == 200 else None
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def _tcp_open(address: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _models(backend: str, body: str | None) -> list[str]:
+    if body is None:
+        return []
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return []
+    if backend == "ollama":  # /api/ps: the models loaded in memory
+        return sorted(str(m.get("name", "")) for m in data.get("models") or [])
+    return sorted(str(m.get("id", "")) for m in data.get("data") or [])  # /v1/models
+
+
+def parse_gpus(metrics: str) -> list[Gpu]:
+    """GPUs from nvidia_gpu_exporter's metrics text."""
+    by_uuid: dict[str, dict[str, Any]] = {}
+    for line in metrics.splitlines():
+        if not line.startswith("nvidia_smi_") or "{" not in line:
+            continue
+        name, rest = line.split("{", 1)
+        labels_text, _, value_text = rest.rpartition("}")
+        labels = dict(LABEL.findall(labels_text))
+        uuid = labels.get("uuid", "")
+        try:
+            value = float(value_text.split()[0])
+        except (IndexError, ValueError):
+            continue
+        gpu = by_uuid.setdefault(uuid, {"name": "", "util": 0.0, "used": 0.0, "total": 0.0})
+        if name == "nvidia_smi_gpu_info":
+            gpu["name"] = labels.get("name", "")
+        elif name == "nvidia_smi_utilization_gpu_ratio":
+            gpu["util"] = value
+        elif name == "nvidia_smi_memory_used_bytes":
+            gpu["used"] = value
+        elif name == "nvidia_smi_memory_total_bytes":
+            gpu["total"] = value
+    return [Gpu(g["name"] or uuid, g["util"], g["used"], g["total"]) for uuid, g in by_uuid.items()]
+
+
+def host_status(host: InventoryHost, last_run: dict[str, Any] | None, timeout: float) -> HostStatus:
+    backend = str(host.variables.get("clusterai_inference_backend", ""))
+    status = HostStatus(
+        host.name,
+        host.kind,
+        host.address,
+        _tcp_open(host.host, host.port, timeout),
+        "n/a",
+        backend if host.kind == "workers" else "",
+        last_run=last_run,
+    )
+    if not status.reachable:
+        status.problems.append(f"SSH port {host.host}:{host.port} does not answer")
+    if host.kind == "workers":
+        if backend == "ollama":
+            port = _port(host, "ollama_port")
+            healthy = _get(_url(host.address, port, "/api/version"), timeout) is not None
+            models = _get(_url(host.address, port, "/api/ps"), timeout) if healthy else None
+        else:
+            # llama-cpp-python's server has no health route: its model list is the check.
+            port = _port(host, "llamacpp_server_port")
+            models = _get(_url(host.address, port, "/v1/models"), timeout)
+            healthy = models is not None
+        status.inference = "up" if healthy else "down"
+        status.models = _models(backend, models)
+        if not healthy:
+            status.problems.append(f"{backend or 'inference'} server on port {port} is down")
+    node = _get(_url(host.address, _port(host, "node_exporter_port"), "/metrics"), timeout)
+    status.exporter = "up" if node is not None else "down"
+    if node is None:
+        status.problems.append("node exporter is down")
+    gpu_metrics = _get(_url(host.address, _port(host, "gpu_exporter_port"), "/metrics"), timeout)
+    if gpu_metrics is not None:
+        status.gpus = parse_gpus(gpu_metrics)
+    if last_run is not None and last_run["result"] != "ok":
+        status.problems.append(f"last run {last_run['id']} ({last_run['playbook']}) failed here")
+    return status
+
+
+def cluster_status(
+    hosts: list[InventoryHost],
+    last_runs: dict[str, tuple[int, str, dict[str, int]]],
+    timeout: float = 3.0,
+    parallel: int = 50,
+    on_done: Callable[[HostStatus], None] | None = None,
+) -> list[HostStatus]:
+    """Every host's status, asked concurrently; in inventory order."""
+
+    def last(name: str) -> dict[str, Any] | None:
+        if name not in last_runs:
+            return None
+        run_id, playbook, counters = last_runs[name]
+        bad = counters.get("failed", 0) or counters.get("unreachable", 0)
+        return {
+            "id": run_id,
+            "playbook": playbook,
+            "result": "failed" if bad else "ok",
+            "changed": counters.get("changed", 0),
+        }
+
+    return each_host(lambda h: host_status(h, last(h.name), timeout), hosts, parallel, on_done)

@@ -1,0 +1,260 @@
+"""The bad-input corpus: each broken inventory, store or argument gets one line naming the
+file, line or field and the fix, exit 2, no traceback, and leaves the inventory and the
+state store exactly as they were.
+
+No host is needed: every case must be refused before anything connects. The inventories'
+addresses are loopback addresses nothing listens on.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from clusterai_runner.store import SCHEMA_VERSION, Store
+from tests.helpers import run_cli
+
+GOOD = """\
+# A valid inventory; each case breaks one thing in it.
+all:
+  vars:
+    clusterai_inference_backend: llamacpp
+  children:
+    control:
+      hosts:
+        ctl1:
+          ansible_host: 127.0.99.1
+          clusterai_address: 127.0.99.1
+    workers:
+      hosts:
+        w1:
+          ansible_host: 127.0.99.2
+          clusterai_address: 127.0.99.2
+"""
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]  # {inv} is the inventory's path, {dir} the case's directory
+    expected: list[str]  # substrings of the one error line
+    inventory: str | None = GOOD
+    edit: Callable[[str], str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    setup: Callable[[Path], None] | None = None
+    suffix: str = ".yml"
+
+
+def replace(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert old in text, old
+        return text.replace(old, new, 1)
+
+    return edit
+
+
+def newer_store(directory: Path) -> None:
+    with sqlite3.connect(directory / "state" / "state.db") as db:
+        db.execute("update schema_version set version = ?", (SCHEMA_VERSION + 1,))
+
+
+def foreign_store(directory: Path) -> None:
+    (directory / "state" / "state.db").unlink()
+    with sqlite3.connect(directory / "state" / "state.db") as db:
+        db.execute("create table accounts (id integer)")
+
+
+def open_key(directory: Path) -> None:
+    key = directory / "id_key"
+    key.write_text("a private key\n")
+    key.chmod(0o644)
+
+
+W1_ADDRESS = "          ansible_host: 127.0.99.2\n"
+
+CASES = [
+    # --- The inventory file itself ---------------------------------------------------
+    Case("yaml-indent", ["validate", "-i", "{inv}"], [":10: YAML syntax error"],
+         edit=replace("          clusterai_address: 127.0.99.1", "    clusterai_address: x: y")),
+    Case("yaml-tab", ["up", "-i", "{inv}"], ["YAML syntax error", "fix the file"],
+         edit=replace("    workers:\n", "    workers:\n\t\n")),
+    Case("yaml-unclosed-quote", ["validate", "-i", "{inv}"], ["YAML syntax error"],
+         edit=replace("clusterai_address: 127.0.99.2", 'clusterai_address: "127.0.99.2')),
+    Case("duplicate-host", ["validate", "-i", "{inv}"], [":16: ", "duplicate key 'w1'"],
+         edit=lambda t: t + "        w1:\n          ansible_host: 127.0.99.3\n"),
+    Case("duplicate-group", ["up", "-i", "{inv}"], ["duplicate key 'workers'"],
+         edit=lambda t: t + "    workers:\n      hosts:\n        w2:\n"),
+    Case("empty-file", ["validate", "-i", "{inv}"], ["holds no hosts"], inventory=""),
+    Case("missing-file", ["up", "-i", "{dir}/nope.yml"], ["nope.yml: does not exist"]),
+    Case("empty-directory", ["validate", "-i", "{dir}/empty"], ["holds no hosts"],
+         setup=lambda d: (d / "empty").mkdir()),
+    # --- Hosts and groups --------------------------------------------------------------
+    Case("host-in-control-and-workers", ["up", "-i", "{inv}"],
+         ["ctl1 in both 'control' and 'workers'", "put each host in one of them"],
+         edit=lambda t: t + "        ctl1:\n"),
+    Case("two-control-hosts", ["up", "-i", "{inv}"], ["group 'control' holds 2 hosts"],
+         edit=replace("    workers:\n", "        ctl2:\n          clusterai_address: 127.0.99.9\n"
+                      "    workers:\n")),
+    Case("no-workers-group", ["up", "-i", "{inv}"], ["group 'workers' is missing"],
+         edit=lambda t: t.replace("    workers:", "    others:")),
+    Case("missing-address", ["up", "-i", "{inv}"],
+         ["host w1: clusterai_address is not set"],
+         edit=replace("          clusterai_address: 127.0.99.2\n", "")),
+    Case("invalid-ip", ["up", "-i", "{inv}"],
+         ["host w1: clusterai_address 127.0.99.300 is not an IP address"],
+         edit=replace("clusterai_address: 127.0.99.2", "clusterai_address: 127.0.99.300")),
+    Case("address-is-a-name", ["up", "-i", "{inv}"],
+         ["clusterai_address gpu-one is not an IP address"],
+         edit=replace("clusterai_address: 127.0.99.2", "clusterai_address: gpu-one")),
+    Case("invalid-ansible-host", ["validate", "-i", "{inv}"],
+         ["host w1: ansible_host 127.0.99.256 is not a valid IP address"],
+         edit=replace("ansible_host: 127.0.99.2", "ansible_host: 127.0.99.256")),
+    Case("port-not-a-number", ["validate", "-i", "{inv}"],
+         ["host w1: ansible_port 'twenty-two' is not a port", "use 1 to 65535"],
+         edit=replace(W1_ADDRESS, W1_ADDRESS + "          ansible_port: twenty-two\n")),
+    Case("port-out-of-range", ["up", "-i", "{inv}"], ["ansible_port 70000 is not a port"],
+         edit=replace(W1_ADDRESS, W1_ADDRESS + "          ansible_port: 70000\n")),
+    Case("string-boolean", ["up", "-i", "{inv}"],
+         ['host w1: ollama_models_prune is "yes", not a bool'],
+         edit=replace(W1_ADDRESS, W1_ADDRESS + '          ollama_models_prune: "yes"\n')),
+    Case("string-port", ["up", "-i", "{inv}"],
+         ['llamacpp_server_port is "http", not an int'],
+         edit=replace(W1_ADDRESS, W1_ADDRESS + "          llamacpp_server_port: http\n")),
+    Case("unknown-backend", ["up", "-i", "{inv}"],
+         ["clusterai_inference_backend vllm is not one of llamacpp, ollama"],
+         edit=replace("backend: llamacpp", "backend: vllm")),
+    Case("removed-variable", ["up", "-i", "{inv}"],
+         ["gpu_count is not read by Cluster AI"],
+         edit=replace(W1_ADDRESS, W1_ADDRESS + "          gpu_count: 2\n")),
+    Case("key-file-too-open", ["validate", "-i", "{inv}"],
+         ["host w1: ansible_ssh_private_key_file", "id_key has mode 0644", "chmod 600"],
+         setup=open_key,
+         edit=replace(W1_ADDRESS, W1_ADDRESS + "          ansible_ssh_private_key_file: "
+                      "{dir}/id_key\n")),
+    Case("key-file-is-a-directory", ["validate", "-i", "{inv}"],
+         ["ansible_ssh_private_key_file", "does not exist or cannot be read"],
+         edit=replace("  vars:\n", "  vars:\n    ansible_ssh_private_key_file: {dir}\n")),
+    Case("missing-key-file", ["up", "-i", "{inv}"],
+         ["nokey does not exist or cannot be read"],
+         edit=replace("  vars:\n", "  vars:\n    ansible_ssh_private_key_file: /nokey\n")),
+    Case("unbalanced-ssh-args", ["validate", "-i", "{inv}"],
+         ["ansible_ssh_common_args: No closing quotation"],
+         edit=replace("  vars:\n", "  vars:\n    ansible_ssh_common_args: \"-o 'User=x\"\n")),
+    # --- --limit -----------------------------------------------------------------------
+    Case("unknown-limit-group", ["up", "-i", "{inv}", "--limit", "gpus"],
+         ["--limit gpus: matches no host", "groups: "]),
+    Case("unknown-limit-host", ["validate", "-i", "{inv}", "--limit", "w9"],
+         ["--limit w9: matches no host"]),
+    # --- The state store ---------------------------------------------------------------
+    Case("store-from-newer-clusterai", ["up", "-i", "{inv}"],
+         [f"schema version {SCHEMA_VERSION + 1} was written by a newer clusterai"],
+         setup=newer_store),
+    Case("store-of-another-program", ["runs", "list"], ["holds tables but no schema version"],
+         setup=foreign_store),
+    Case("store-url-unusable", ["runs", "list"], ["is not a usable database URL"],
+         env={"CLUSTERAI_STATE_URL": "nosuchdb://x"}),
+    Case("unknown-run", ["runs", "show", "424242"], ["run 424242: no such run"]),
+    Case("unknown-run-host", ["runs", "show", "1", "--host", "w9"], ["--host w9: not in run 1"]),
+    Case("bad-debug-setting", ["runs", "list"], ["CLUSTERAI_DEBUG"],
+         env={"CLUSTERAI_DEBUG": "perhaps"}),
+    # --- scale-out ---------------------------------------------------------------------
+    Case("scale-out-existing-control-host", ["scale-out", "-i", "{inv}", "ctl1"],
+         ["host ctl1: is already in the inventory, in control"]),
+    Case("scale-out-bad-name", ["scale-out", "-i", "{inv}", "gpu 3"],
+         ["host 'gpu 3': is not a valid inventory host name"]),
+    Case("scale-out-bad-address", ["scale-out", "-i", "{inv}", "w3", "--address", "127.0.0.999"],
+         ["--address 127.0.0.999: is not an IP address or host name"]),
+    Case("scale-out-address-count", ["scale-out", "-i", "{inv}", "w3", "w4", "--address",
+                                     "127.0.99.3"], ["--address: 1 addresses for 2 hosts"]),
+    Case("scale-out-unknown-group", ["scale-out", "-i", "{inv}", "w3", "--group", "gpus"],
+         ["--group gpus: no YAML file of inventory", "defines that group"]),
+    Case("scale-out-to-control", ["scale-out", "-i", "{inv}", "w3", "--group", "control"],
+         ["--group control: the cluster has one control host"]),
+    Case("scale-out-bad-user", ["scale-out", "-i", "{inv}", "w3", "--user", "Root User"],
+         ["--user Root User: is not a valid user name"]),
+    Case("scale-out-bad-port", ["scale-out", "-i", "{inv}", "w3", "--port", "0"],
+         ["Invalid value for '--port'"]),
+    Case("scale-out-twice-named", ["scale-out", "-i", "{inv}", "w3", "w3"],
+         ["a host is named twice"]),
+    Case("scale-out-ini-inventory", ["scale-out", "-i", "{inv}", "w3"],
+         ["only YAML inventories can be edited"], suffix=".ini",
+         inventory="[control]\nctl1 ansible_host=127.0.99.1 clusterai_address=127.0.99.1\n"
+                   "[workers]\nw1 ansible_host=127.0.99.2 clusterai_address=127.0.99.2\n"
+                   "[all:vars]\nclusterai_inference_backend=llamacpp\n"),
+    Case("scale-out-new-host-bad-address", ["scale-out", "-i", "{inv}", "w3"],
+         ["host w3: clusterai_address is not set"]),
+    # --- scale-in ----------------------------------------------------------------------
+    Case("scale-in-unknown-host", ["scale-in", "-i", "{inv}", "w9", "--yes"],
+         ["host w9: is not in inventory", "hosts: ctl1, w1"]),
+    Case("scale-in-control-host", ["scale-in", "-i", "{inv}", "ctl1", "--yes"],
+         ["host ctl1: is the control host"]),
+    Case("scale-in-without-yes", ["scale-in", "-i", "{inv}", "w1"],
+         ["no terminal to ask for confirmation", "add --yes"]),
+    Case("scale-in-bad-drain-timeout", ["scale-in", "-i", "{inv}", "w1", "--drain-timeout",
+                                        "-1"], ["Invalid value for '--drain-timeout'"]),
+    # --- Other arguments ---------------------------------------------------------------
+    Case("validate-zero-parallel", ["validate", "-i", "{inv}", "--parallel", "0"],
+         ["Invalid value for '--parallel'"]),
+    Case("unknown-option", ["up", "-i", "{inv}", "--fast"], ["No such option '--fast'"]),
+]  # fmt: skip
+
+
+def snapshot(directory: Path) -> dict[str, object]:
+    """Every file's bytes, except the store, which is compared by its rows (SQLite may
+    leave or remove its -wal and -shm files on a read)."""
+    found: dict[str, object] = {}
+    for path in sorted(directory.rglob("*")):
+        relative = str(path.relative_to(directory))
+        if path.name.endswith(("-wal", "-shm")) or path.is_dir():
+            continue
+        if path.name == "state.db":
+            with sqlite3.connect(path) as db:
+                found[relative] = list(db.iterdump())
+        else:
+            found[relative] = path.read_bytes()
+    return found
+
+
+@pytest.fixture
+def case_dir(tmp_path: Path) -> Path:
+    """A state store holding one finished run, as after a first `clusterai up`."""
+    (tmp_path / "state").mkdir()
+    store = Store.open(f"sqlite:///{tmp_path / 'state' / 'state.db'}")
+    run_id = store.start_run("site.yml", "hosts.yml")
+    store.finish_run(run_id, "successful", 0, {"ctl1": {"ok": 3}, "w1": {"ok": 3}})
+    store.close()
+    return tmp_path
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case: Case, case_dir: Path) -> None:
+    inventory = case_dir / f"hosts{case.suffix}"
+    if case.inventory is not None:
+        text = case.edit(case.inventory) if case.edit else case.inventory
+        inventory.write_text(text.replace("{dir}", str(case_dir)))
+    if case.setup is not None:
+        case.setup(case_dir)
+    before = snapshot(case_dir)
+    args = [a.replace("{inv}", str(inventory)).replace("{dir}", str(case_dir)) for a in case.args]
+    env = {"CLUSTERAI_STATE_DIR": str(case_dir / "state"), **case.env}
+    result = run_cli(*args, env=env, timeout=120)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.code == 2, (result.code, result.stderr)
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for expected in case.expected:
+        assert expected in line, line
+    assert snapshot(case_dir) == before
+    assert not os.path.exists(case_dir / "state" / "runs")  # no run was started

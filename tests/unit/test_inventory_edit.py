@@ -1,0 +1,97 @@
+"""Adding hosts to a YAML inventory and removing them again, line by line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clusterai_runner.errors import UsageError
+from clusterai_runner.inventory_edit import NewHost, add_hosts, hosts_in, remove_hosts
+
+SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "hosts.yml"
+NEW = [NewHost("gpu9", "192.0.2.90", "deploy", 2222), NewHost("gpu10", "2001:db8::10")]
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "hosts.yml"
+    shutil.copy(SAMPLE, path)
+    return path
+
+
+def group_hosts(path: Path, *keys: str) -> dict[str, object]:
+    node = yaml.safe_load(path.read_text())["all"]["children"]
+    for key in keys:
+        node = node[key]
+    return dict(node["hosts"])
+
+
+@pytest.mark.parametrize(
+    ("group", "keys"),
+    [
+        ("bare_metal", ("workers", "children", "bare_metal")),  # after the group's last host
+        ("workers", ("workers",)),  # a group with children only gets a `hosts:` block
+        ("desktop", ("workers", "children", "desktop")),
+        ("control", ("control",)),
+    ],
+)
+def test_add_then_remove_restores_the_file_byte_for_byte(
+    inventory: Path, group: str, keys: tuple[str, ...]
+) -> None:
+    original = inventory.read_bytes()
+    add_hosts(inventory, group, NEW)
+    added = group_hosts(inventory, *keys)
+    assert added["gpu9"] == {
+        "ansible_host": "192.0.2.90",
+        "clusterai_address": "192.0.2.90",
+        "ansible_user": "deploy",
+        "ansible_port": 2222,
+    }
+    assert added["gpu10"] == {"ansible_host": "2001:db8::10", "clusterai_address": "2001:db8::10"}
+    # Everything else is where it was, comments included.
+    assert (
+        "# Desktops with a consumer GPU: they keep their display manager." in inventory.read_text()
+    )
+    remove_hosts(inventory, ["gpu9", "gpu10"])
+    assert inventory.read_bytes() == original
+
+
+def test_an_empty_flow_group_gets_a_block_and_stays_equivalent(inventory: Path) -> None:
+    add_hosts(inventory, "cloud", [NewHost("i-1", "192.0.2.99")])
+    assert list(group_hosts(inventory, "workers", "children", "cloud")) == ["i-1"]
+    remove_hosts(inventory, ["i-1"])
+    # `hosts: {}` became an empty group; every other line is as it was.
+    workers = yaml.safe_load(inventory.read_text())["all"]["children"]["workers"]["children"]
+    assert workers["cloud"] is None
+    assert inventory.read_text() == SAMPLE.read_text().replace("\n          hosts: {}", "")
+
+
+def test_removing_a_hand_written_host_keeps_its_neighbours(inventory: Path) -> None:
+    remove_hosts(inventory, ["gpu1"])
+    assert list(group_hosts(inventory, "workers", "children", "bare_metal")) == ["gpu2"]
+    assert "gpu1" not in inventory.read_text()
+    assert "# Servers in a rack, on all the time." in inventory.read_text()
+
+
+def test_hosts_in_lists_every_block_of_hosts(inventory: Path) -> None:
+    assert hosts_in(inventory) == {inventory: {"ctl1", "gpu1", "gpu2", "studio1"}}
+
+
+def test_an_unknown_group_is_a_usage_error(inventory: Path) -> None:
+    before = inventory.read_bytes()
+    with pytest.raises(UsageError, match=r"no YAML file of inventory .* defines that group"):
+        add_hosts(inventory, "gpus", NEW)
+    assert inventory.read_bytes() == before
+
+
+def test_crlf_files_keep_their_line_endings(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yml"
+    path.write_bytes(b"all:\r\n  children:\r\n    workers:\r\n      hosts:\r\n        w1:\r\n")
+    original = path.read_bytes()
+    add_hosts(path, "workers", [NewHost("w2", "192.0.2.2")])
+    assert b"        w2:\r\n          ansible_host: 192.0.2.2\r\n" in path.read_bytes()
+    remove_hosts(path, ["w2"])
+    assert path.read_bytes() == original
