@@ -13,9 +13,12 @@
    ping`` with ``--forks`` equal to the parallelism and stock settings, and the floor, 200
    bare ``ssh HOST true`` through ``xargs -P``.
 
-Prints the three times and the ratios. Not a test: timings never gate CI. Needs root,
-``ip`` and an OpenSSH server binary (``/usr/sbin/sshd``; on Debian install
-openssh-server with a policy-rc.d that keeps it from starting on the host). Everything
+Prints the three times and the ratios, and for each the CPU time spent by its own
+processes (the clients: ssh, ansible's workers, clusterai), apart from sshd's, which
+here runs on the same two cores but on a real cluster runs on the hosts. Not a test:
+timings never gate CI. Needs root, ``ip`` and an OpenSSH server binary
+(``/usr/sbin/sshd``; on Debian install openssh-server with a policy-rc.d that keeps it
+from starting on the host). Everything
 it starts runs in its namespace and is stopped, by PID, at the end.
 
     sudo .venv/bin/python bench/validate_vs_ping.py [--hosts 200] [--parallel 50]
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,9 +48,17 @@ def sh(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(
     namespace: str, command: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)
-) -> tuple[float, str]:
+) -> tuple[float, float, str]:
+    """Wall time, CPU time of the command's own process tree, and its output. sshd is
+    reaped only at the end, so its CPU time is not in any command's."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
         ["ip", "netns", "exec", namespace, *command],
@@ -59,7 +71,7 @@ def timed(
     if done.returncode not in ok:
         tail = (done.stdout + done.stderr)[-1500:]
         sys.exit(f"error: bench: {command[0]} failed (rc {done.returncode}):\n{tail}")
-    return elapsed, done.stdout
+    return elapsed, _children_cpu() - cpu, done.stdout
 
 
 def main() -> int:
@@ -148,7 +160,7 @@ def main() -> int:
                 " root@{} true"
             )
             print(f"{args.hosts} hosts, parallelism {args.parallel}:", file=sys.stderr)
-            floor, _ = timed(
+            floor, floor_cpu, _ = timed(
                 namespace,
                 [
                     "sh",
@@ -161,7 +173,7 @@ def main() -> int:
             # The bench's hosts are this machine seen through sshd: its checks may fail
             # (no systemd here, say; exit 3), but every host must have been reached and
             # probed, so every check must have run.
-            ours, report = timed(
+            ours, ours_cpu, report = timed(
                 namespace,
                 [
                     str(BIN / "clusterai"),
@@ -180,7 +192,7 @@ def main() -> int:
             if len(complete) != args.hosts:
                 sys.exit(f"error: bench: validate probed {len(complete)} of {args.hosts} hosts")
             print(f"  clusterai validate {ours:7.1f} s", file=sys.stderr)
-            ping, _ = timed(
+            ping, ping_cpu, _ = timed(
                 namespace,
                 [
                     str(BIN / "ansible"),
@@ -200,9 +212,16 @@ def main() -> int:
                 sshd.wait(timeout=10)
             subprocess.run(["ip", "netns", "delete", namespace], check=False)
     print(f"{args.hosts} loopback hosts, parallelism {args.parallel}, one run:")
-    print(f"  ansible all -m ping  {ping:7.1f} s")
-    print(f"  clusterai validate   {ours:7.1f} s   ({ping / ours:.1f}x faster than ping)")
-    print(f"  bare ssh HOST true   {floor:7.1f} s   (validate is {ours / floor:.2f}x the floor)")
+    print(f"  ansible all -m ping  {ping:7.1f} s   client CPU {ping_cpu:7.1f} s")
+    print(
+        f"  clusterai validate   {ours:7.1f} s   client CPU {ours_cpu:7.1f} s"
+        f"   ({ping / ours:.1f}x faster than ping; {ping_cpu / ours_cpu:.1f}x less client CPU)"
+    )
+    print(
+        f"  bare ssh HOST true   {floor:7.1f} s   client CPU {floor_cpu:7.1f} s"
+        f"   (validate is {ours / floor:.2f}x the floor)"
+    )
+    print(f"  ping / floor = {ping / floor:.1f}x: the most any validate could gain over ping here")
     return 0
 
 
