@@ -55,8 +55,8 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict.
 unit: venv  ## Unit tests and facts-free playbook tests; no root needed.
 	$(BIN)/pytest tests/unit tests/playbooks
 
-integration: system-deps venv  ## Integration tests on real sandbox hosts (root).
-	$(BIN)/pytest tests/integration
+integration: system-deps venv  ## Integration tests: sandbox hosts (root), the gateway over llama.cpp.
+	$(BIN)/pytest tests/integration tests/gateway
 
 molecule: system-deps venv  ## The Molecule scenario on sandbox hosts.
 	$(BIN)/molecule test --all

@@ -533,6 +533,54 @@ def _print_status_table(found: list[HostStatus]) -> None:
             click.echo(f"{s.name}: {problem}")
 
 
+@cli.command("gateway", epilog=EXIT_CODES)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The gateway's YAML configuration (backends, aliases, queue, health).",
+)
+@click.option("--listen", help="HOST:PORT to listen on [127.0.0.1:8000].")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    help="A backend URL, e.g. http://192.0.2.21:8080 or ollama=http://192.0.2.22:11434.",
+)
+def gateway_command(
+    config_path: Path | None, listen: str | None, backends: tuple[str, ...]
+) -> None:
+    """One OpenAI- and Ollama-compatible endpoint over every backend.
+
+    \b
+    OpenAI API: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models.
+    Ollama API: POST /api/chat, /api/generate, /api/embed; GET /api/tags, /api/ps,
+    /api/version. Also GET /healthz, and with CLUSTERAI_GATEWAY_ADMIN_KEY set the admin
+    routes GET /admin/backends and POST /admin/backends/NAME/drain|undrain.
+    Runs until Ctrl-C or SIGTERM. API keys are not built yet, so it listens on loopback
+    addresses only.
+    """
+    import ipaddress
+    import logging
+
+    from clusterai_runner.gateway.app import serve
+    from clusterai_runner.gateway.config import load
+
+    config = load(config_path, backends, listen)
+    try:
+        loopback = ipaddress.ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = config.host == "localhost"
+    if not loopback:
+        raise UsageError(
+            f"--listen {config.host}",
+            "the gateway has no API keys yet, so it listens on loopback addresses only",
+            "use 127.0.0.1 and put an authenticating proxy in front",
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(config, ready=lambda url: click.echo(f"gateway listening on {url}", err=True))
+
+
 @cli.group(epilog=EXIT_CODES)
 def runs() -> None:
     """Past playbook runs, from the state store."""

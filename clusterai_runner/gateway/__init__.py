@@ -1,0 +1,1 @@
+"""The gateway: one OpenAI- and Ollama-compatible endpoint over every backend."""

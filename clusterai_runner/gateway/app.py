@@ -1,0 +1,430 @@
+"""The gateway's HTTP server: the OpenAI and Ollama APIs over every backend.
+
+The request path is plain asyncio and aiohttp: no Ansible, no state-store access. Each
+request gets a backend from the pool (see pool.py); a backend whose connection fails before
+the first byte of its answer is marked and the request goes to the next one. Streams are
+passed through as they come (server-sent events for the OpenAI API, NDJSON for Ollama's),
+translated when an Ollama request goes to a backend that speaks only the OpenAI API. A
+stream cut by its backend ends with an error event in the caller's format, never a hang.
+
+Client mistakes are 4xx with an error body in the caller's API format; a failing backend
+is a 502 or 503 whose body does not name it (the log does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from clusterai_runner import __version__
+from clusterai_runner.gateway import translate
+from clusterai_runner.gateway.config import GatewayConfig
+from clusterai_runner.gateway.pool import Busy, Lease, NoBackend, NoSuchModel, Pool
+
+log = logging.getLogger("clusterai.gateway")
+
+ADMIN_KEY_ENV = "CLUSTERAI_GATEWAY_ADMIN_KEY"
+POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+# Failures before a backend's first byte: the request goes to another backend.
+RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+# Failures in the middle of a backend's answer: the caller gets an error event.
+CUT = (aiohttp.ClientError, asyncio.TimeoutError)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class StreamCut(Exception):
+    """The backend failed mid-stream; the caller got an error event and ``response`` ends."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("stream cut")
+        self.response = response
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.headers: dict[str, str] = {}
+
+
+def _is_ollama(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_response(request: web.Request, error: ApiError) -> web.Response:
+    if _is_ollama(request):
+        body: dict[str, Any] = {"error": error.message}
+    else:
+        body = {"error": {"message": error.message, "type": error.kind, "param": None,
+                          "code": None}}  # fmt: skip
+    return web.json_response(body, status=error.status, headers=error.headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(request, error)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[POOL].config.max_body_bytes
+        return error_response(request, ApiError(413, f"the body is over {limit} bytes"))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            message = exc.reason if exc.status != 405 else f"{request.method} is not allowed here"
+            return error_response(request, ApiError(exc.status, message))
+        raise
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # over client_max_size: 413, from the middleware
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, "model is required and must be a string")
+    return model
+
+
+def _check_openai(path: str, body: dict[str, Any]) -> bool:
+    """Check the fields the gateway relies on; returns whether the answer streams."""
+    if path.endswith("/chat/completions"):
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ApiError(400, "messages is required and must be a non-empty list")
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+            raise ApiError(400, "each message must be an object with a role")
+    elif path.endswith("/completions"):
+        if not isinstance(body.get("prompt"), str | list):
+            raise ApiError(400, "prompt is required and must be a string or a list")
+    elif path.endswith("/embeddings") and not isinstance(body.get("input"), str | list):
+        raise ApiError(400, "input is required and must be a string or a list")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream must be true or false")
+    return stream
+
+
+async def _lease(pool: Pool, model: str, tried: list[str]) -> Lease:
+    try:
+        return await pool.acquire(model, tried)
+    except NoSuchModel:
+        raise ApiError(404, f"model {model!r} not found", "not_found_error") from None
+    except Busy:
+        error = ApiError(429, f"every backend serving {model!r} is busy; retry later",
+                         "rate_limit_error")  # fmt: skip
+        error.headers["Retry-After"] = "1"
+        raise error from None
+    except NoBackend:
+        raise ApiError(503, f"no healthy backend serves {model!r} now", "server_error") from None
+
+
+@contextlib.asynccontextmanager
+async def _backend_call(
+    request: web.Request, model: str, path_for: Callable[[Lease], tuple[str, dict[str, Any]]]
+) -> AsyncIterator[tuple[Lease, aiohttp.ClientResponse]]:
+    """A backend's answer (headers received) to the request; the next backend when one
+    fails before its first byte. The lease is released when the caller is done."""
+    pool, session = request.app[POOL], request.app[SESSION]
+    tried: list[str] = []
+    while True:
+        lease = await _lease(pool, model, tried)
+        path, payload = path_for(lease)
+        backend = lease.backend
+        try:
+            response = await session.post(
+                backend.config.url + path, json=payload, headers=backend.headers()
+            )
+        except RETRYABLE as exc:
+            log.warning("backend %s failed before answering: %s", backend.name, exc)
+            await pool.release(lease, False, f"{type(exc).__name__}: {exc}")
+            tried.append(backend.name)
+            continue
+        ok = False
+        try:
+            yield lease, response
+            ok = response.status < 500
+        except StreamCut:
+            raise
+        except BaseException:
+            ok = response.status < 500
+            raise
+        finally:
+            response.release()
+            await pool.release(lease, ok, "" if ok else f"HTTP {response.status} or cut stream")
+        return
+
+
+def _backend_failed(lease: Lease, status: int) -> ApiError:
+    log.warning("backend %s answered %s", lease.backend.name, status)
+    return ApiError(502, f"the backend serving this model failed (HTTP {status})", "server_error")
+
+
+async def _pass_through(
+    request: web.Request, response: aiohttp.ClientResponse, stream: bool, lease: Lease
+) -> web.StreamResponse:
+    if response.status >= 500:
+        raise _backend_failed(lease, response.status)
+    if not stream or response.status != 200:
+        body = await response.read()
+        return web.Response(
+            body=body, status=response.status, content_type=response.content_type or None
+        )
+    out = web.StreamResponse(headers={"Content-Type": response.headers.get(
+        "Content-Type", "text/event-stream"), "Cache-Control": "no-cache"})  # fmt: skip
+    await out.prepare(request)
+    try:
+        async for piece in response.content.iter_any():
+            await out.write(piece)
+    except CUT as exc:
+        await _cut(request, out, lease, exc)
+    await out.write_eof()
+    return out
+
+
+async def _cut(
+    request: web.Request, out: web.StreamResponse, lease: Lease, exc: BaseException
+) -> None:
+    log.warning("backend %s cut a stream: %s", lease.backend.name, exc)
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await out.write(_stream_error(request, "the backend serving this stream failed"))
+        await out.write_eof()
+    raise StreamCut(out) from exc
+
+
+def _stream_error(request: web.Request, message: str) -> bytes:
+    if _is_ollama(request):
+        return (json.dumps({"error": message}) + "\n").encode()
+    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def openai_route(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions, /v1/completions, /v1/embeddings."""
+    body = await _body(request)
+    model = _model(body)
+    stream = _check_openai(request.path, body)
+
+    def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
+        return request.path, {**body, "model": lease.model}
+
+    try:
+        async with _backend_call(request, model, path_for) as (lease, response):
+            return await _pass_through(request, response, stream, lease)
+    except StreamCut as cut:
+        return cut.response
+
+
+OLLAMA_ROUTES = {
+    "/api/chat": ("/v1/chat/completions", translate.chat_request, translate.chat_answer),
+    "/api/generate": ("/v1/completions", translate.generate_request, translate.generate_answer),
+}
+
+
+async def ollama_route(request: web.Request) -> web.StreamResponse:
+    """POST /api/chat, /api/generate, /api/embed: as they are to Ollama backends, and
+    translated for backends that speak the OpenAI API."""
+    body = await _body(request)
+    model = _model(body)
+    try:
+        # Check the request once, before any backend is chosen.
+        if request.path == "/api/embed":
+            translate.embed_request(body, model)
+            stream = False
+        else:
+            OLLAMA_ROUTES[request.path][1](body, model)
+            stream = translate.streaming(body)
+    except translate.BadRequest as exc:
+        raise ApiError(400, str(exc)) from None
+
+    def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
+        if lease.backend.config.api == "ollama":
+            return request.path, {**body, "model": lease.model}
+        if request.path == "/api/embed":
+            return "/v1/embeddings", translate.embed_request(body, lease.model)
+        path, convert, _ = OLLAMA_ROUTES[request.path]
+        return path, convert(body, lease.model)
+
+    started = time.monotonic()
+    try:
+        async with _backend_call(request, model, path_for) as (lease, response):
+            if lease.backend.config.api == "ollama":
+                return await _pass_through(request, response, stream, lease)
+            if response.status >= 500:
+                raise _backend_failed(lease, response.status)
+            if response.status != 200:
+                detail = await response.text()
+                raise ApiError(response.status, f"the backend refused the request: {detail[:500]}")
+            if request.path == "/api/embed":
+                return web.json_response(translate.embed_answer(await response.json(), model))
+            if not stream:
+                answer = OLLAMA_ROUTES[request.path][2](await response.json(), model, started)
+                return web.json_response(answer)
+            kind = "chat" if request.path == "/api/chat" else "generate"
+            return await _translate_stream(request, response, lease, kind, model)
+    except StreamCut as cut:
+        return cut.response
+
+
+async def _translate_stream(
+    request: web.Request, response: aiohttp.ClientResponse, lease: Lease, kind: str, model: str
+) -> web.StreamResponse:
+    out = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await out.prepare(request)
+    translator = translate.StreamTranslator(kind, model)
+    try:
+        async for raw in response.content:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            converted = translator.chunk(json.loads(data))
+            if converted is not None:
+                await out.write((json.dumps(converted) + "\n").encode())
+    except (*CUT, ValueError) as exc:
+        await _cut(request, out, lease, exc)
+    await out.write((json.dumps(translator.last()) + "\n").encode())
+    await out.write_eof()
+    return out
+
+
+async def openai_models(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "clusterai"}
+            for m in pool.public_models()]  # fmt: skip
+    return web.json_response({"object": "list", "data": data})
+
+
+async def ollama_tags(request: web.Request) -> web.Response:
+    models = [{"name": m, "model": m} for m in request.app[POOL].public_models()]
+    return web.json_response({"models": models})
+
+
+async def ollama_ps(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    loaded = sorted({m for b in pool.backends if b.healthy for m in b.loaded})
+    return web.json_response({"models": [{"name": m, "model": m} for m in loaded]})
+
+
+async def ollama_version(_request: web.Request) -> web.Response:
+    return web.json_response({"version": __version__})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    healthy = [b.name for b in pool.backends if b.healthy and not b.draining]
+    status = 200 if healthy else 503
+    return web.json_response(
+        {"status": "ok" if healthy else "no healthy backend", "healthy": healthy}, status=status
+    )
+
+
+def _require_admin(request: web.Request) -> None:
+    key = os.environ.get(ADMIN_KEY_ENV, "")
+    if not key:
+        raise ApiError(403, f"admin routes are off: start the gateway with {ADMIN_KEY_ENV} set",
+                       "permission_error")  # fmt: skip
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise ApiError(401, "admin routes need the admin key as a Bearer token",
+                       "authentication_error")  # fmt: skip
+
+
+async def admin_backends(request: web.Request) -> web.Response:
+    _require_admin(request)
+    pool = request.app[POOL]
+    return web.json_response({"backends": [b.to_json() for b in pool.backends],
+                              "waiting": pool.waiting})  # fmt: skip
+
+
+async def admin_drain(request: web.Request) -> web.Response:
+    """POST /admin/backends/{name}/drain {"wait_s": 30}: no new requests go there; answers
+    when its requests in flight have finished, or when wait_s has passed."""
+    _require_admin(request)
+    pool = request.app[POOL]
+    name = request.match_info["name"]
+    body = await _body(request) if request.can_read_body else {}
+    wait = body.get("wait_s", 30)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 86400:
+        raise ApiError(400, "wait_s must be a number of seconds from 0 to 86400")
+    draining = not request.path.endswith("/undrain")
+    backend = await pool.set_draining(name, draining)
+    if backend is None:
+        raise ApiError(404, f"no backend named {name!r}", "not_found_error")
+    idle = await pool.idle(backend, float(wait)) if draining else True
+    return web.json_response({"backend": backend.to_json(), "idle": idle})
+
+
+def make_app(config: GatewayConfig) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes)
+    pool = Pool(config)
+    app[POOL] = pool
+    app.router.add_post("/v1/chat/completions", openai_route)
+    app.router.add_post("/v1/completions", openai_route)
+    app.router.add_post("/v1/embeddings", openai_route)
+    app.router.add_get("/v1/models", openai_models)
+    app.router.add_post("/api/chat", ollama_route)
+    app.router.add_post("/api/generate", ollama_route)
+    app.router.add_post("/api/embed", ollama_route)
+    app.router.add_get("/api/tags", ollama_tags)
+    app.router.add_get("/api/ps", ollama_ps)
+    app.router.add_get("/api/version", ollama_version)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/admin/backends", admin_backends)
+    app.router.add_post("/admin/backends/{name}/drain", admin_drain)
+    app.router.add_post("/admin/backends/{name}/undrain", admin_drain)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            app[SESSION] = session
+            await pool.probe_all(session)
+            watcher = asyncio.create_task(pool.watch(session))
+            yield
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def serve(config: GatewayConfig, ready: Callable[[str], None] | None = None) -> None:
+    """Run the gateway until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        runner = web.AppRunner(make_app(config), access_log=None, handle_signals=True)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        if ready is not None:
+            ready(f"http://{config.host}:{config.port}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+        asyncio.run(main())

@@ -1,0 +1,200 @@
+"""The gateway's configuration file: where it listens, its backends and model aliases.
+
+    listen: 127.0.0.1:8000
+    backends:
+      - name: worker1
+        url: http://192.0.2.21:8080        # a llama.cpp server: speaks the OpenAI API
+        api: openai
+        max_concurrency: 4
+      - name: gpu2
+        url: http://192.0.2.22:11434       # an Ollama server
+        api: ollama
+      - name: hosted
+        url: https://api.example.com/v1     # any OpenAI-compatible provider
+        api: openai
+        api_key_env: HOSTED_API_KEY        # the key comes from the environment, never the file
+        fallback: true                     # used only when no worker can take the request
+    aliases:
+      chat: [smollm2, qwen2.5:0.5b]        # one public name, the backend models behind it
+    queue: {size: 256, timeout_s: 30}
+    health: {interval_s: 5, eject_after: 3}
+
+Errors name the file and the field and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from clusterai_runner.errors import UsageError
+
+APIS = ("openai", "ollama")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    url: str  # without a trailing slash; for api openai, the part before /v1
+    api: str  # openai or ollama
+    max_concurrency: int = 4
+    api_key: str | None = field(default=None, repr=False)
+    fallback: bool = False
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backends: tuple[BackendConfig, ...] = ()
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    queue_size: int = 256
+    queue_timeout_s: float = 30.0
+    health_interval_s: float = 5.0
+    eject_after: int = 3
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+def _where(path: Path | str, key: str) -> str:
+    return f"gateway config {path}: {key}"
+
+
+def _int(path: Path | str, key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(_where(path, key), f"{value!r} is not a number from {low} to {high}")
+    return value
+
+
+def _number(path: Path | str, key: str, value: Any, low: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+        raise UsageError(_where(path, key), f"{value!r} is not a number of at least {low}")
+    return float(value)
+
+
+def parse_listen(where: str, value: str) -> tuple[str, int]:
+    host, _, port = str(value).rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(where, f"{value!r} is not HOST:PORT", "e.g. 127.0.0.1:8000")
+    return host, int(port)
+
+
+def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str]) -> BackendConfig:
+    key = f"backends[{index}]"
+    if not isinstance(raw, dict):
+        raise UsageError(_where(path, key), "is not a mapping", "give name, url and api")
+    unknown = set(raw) - {"name", "url", "api", "max_concurrency", "api_key_env", "fallback"}
+    if unknown:
+        raise UsageError(
+            _where(path, f"{key}.{sorted(unknown)[0]}"),
+            "is not a backend setting",
+            "use name, url, api, max_concurrency, api_key_env, fallback",
+        )
+    name = str(raw.get("name", ""))
+    if not NAME.match(name):
+        raise UsageError(_where(path, f"{key}.name"), f"{name!r} is not a valid name")
+    url = str(raw.get("url", "")).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            _where(path, f"{key}.url"), f"{url!r} is not an http(s) URL", "e.g. http://host:8080"
+        )
+    api = str(raw.get("api", "openai"))
+    if api not in APIS:
+        raise UsageError(_where(path, f"{key}.api"), f"{api!r} is not one of {', '.join(APIS)}")
+    if api == "openai" and url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    api_key = None
+    if "api_key_env" in raw:
+        variable = str(raw["api_key_env"])
+        api_key = env.get(variable)
+        if not api_key:
+            raise UsageError(
+                _where(path, f"{key}.api_key_env"),
+                f"the environment variable {variable} is not set",
+                "export it before starting the gateway",
+            )
+    concurrency = _int(path, f"{key}.max_concurrency", raw.get("max_concurrency", 4), 1, 4096)
+    fallback = raw.get("fallback", False)
+    if not isinstance(fallback, bool):
+        raise UsageError(_where(path, f"{key}.fallback"), f"{fallback!r} is not true or false")
+    return BackendConfig(name, url, api, concurrency, api_key, fallback)
+
+
+def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
+         env: dict[str, str] | None = None) -> GatewayConfig:  # fmt: skip
+    """The configuration in ``path`` (when given), plus backends given as URLs on the
+    command line (``api=url`` or a bare URL for the OpenAI API)."""
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise UsageError(f"gateway config {path}", exc.strerror or "unreadable") from exc
+        except yaml.MarkedYAMLError as exc:
+            line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+            raise UsageError(f"gateway config {path}:{line}", f"YAML error: {exc.problem}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UsageError(f"gateway config {path}", "is not a mapping")
+        raw = loaded or {}
+    source: Path | str = path or "(command line)"
+    known = {"listen", "backends", "aliases", "queue", "health", "max_body_bytes"}
+    unknown = set(raw) - known
+    if unknown:
+        raise UsageError(
+            _where(source, sorted(unknown)[0]),
+            "is not a setting",
+            f"use {', '.join(sorted(known))}",
+        )
+    host, port = parse_listen(
+        _where(source, "listen"), listen or raw.get("listen", "127.0.0.1:8000")
+    )
+    entries = raw.get("backends") or []
+    if not isinstance(entries, list):
+        raise UsageError(_where(source, "backends"), "is not a list")
+    backends = [_backend(source, i, b, env) for i, b in enumerate(entries)]
+    for i, text in enumerate(extra_backends):
+        api, _, url = text.rpartition("=")
+        entry = {"name": f"backend{len(backends) + 1}", "url": url, "api": api or "openai"}
+        backends.append(_backend("(command line)", i, entry, env))
+    names = [b.name for b in backends]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})[0]
+        raise UsageError(_where(source, "backends"), f"the name {twice!r} is used twice")
+    if not backends:
+        raise UsageError(
+            "gateway", "no backends", "list them in the config file or give --backend URL"
+        )
+    aliases_raw = raw.get("aliases") or {}
+    if not isinstance(aliases_raw, dict):
+        raise UsageError(_where(source, "aliases"), "is not a mapping of name to model list")
+    aliases = {}
+    for alias, targets in aliases_raw.items():
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not targets:
+            raise UsageError(_where(source, f"aliases.{alias}"), "is not a list of model names")
+        aliases[str(alias)] = tuple(str(t) for t in targets)
+    queue = raw.get("queue") or {}
+    health = raw.get("health") or {}
+    return GatewayConfig(
+        host=host,
+        port=port,
+        backends=tuple(backends),
+        aliases=aliases,
+        queue_size=_int(source, "queue.size", queue.get("size", 256), 0, 1_000_000),
+        queue_timeout_s=_number(source, "queue.timeout_s", queue.get("timeout_s", 30), 0),
+        health_interval_s=_number(source, "health.interval_s", health.get("interval_s", 5), 0.1),
+        eject_after=_int(source, "health.eject_after", health.get("eject_after", 3), 1, 1000),
+        max_body_bytes=_int(
+            source, "max_body_bytes", raw.get("max_body_bytes", 4 * 1024 * 1024), 1024, 2**31
+        ),
+    )

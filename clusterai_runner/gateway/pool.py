@@ -1,0 +1,271 @@
+"""The backends behind the gateway and the choice of one for each request.
+
+A backend can take a request when it is healthy, not draining, has the model and is below
+its concurrency limit. Among those the gateway prefers one that already holds the model in
+memory (Ollama's ``/api/ps``; a llama.cpp server holds its one model), then the one with
+the fewest requests outstanding for its size. When none can take it, the request waits in
+a bounded queue; a full queue, or a wait past the timeout, is a 429. Fallback backends
+(hosted providers) are used only when no other backend has the model or capacity.
+
+Health means "a request sent here would succeed": a backend is ejected after
+``eject_after`` failures in a row, whether its model list failed to come or requests got
+5xx answers fast, and it returns after its next good probe. A probe that times out while
+the backend has requests in flight, or has just answered one well, counts for nothing:
+it is busy, not sick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
+
+
+class NoSuchModel(Exception):
+    """No backend serves this model (404)."""
+
+
+class Busy(Exception):
+    """Every backend with the model is at its limit and the queue is full or timed out (429)."""
+
+
+class NoBackend(Exception):
+    """Backends serve the model but none of them is healthy (503)."""
+
+
+@dataclass
+class Backend:
+    config: BackendConfig
+    models: set[str] = field(default_factory=set)
+    loaded: set[str] = field(default_factory=set)
+    outstanding: int = 0
+    healthy: bool = False
+    failures: int = 0  # in a row
+    draining: bool = False
+    requests: int = 0
+    last_error: str = ""
+    probed_at: float = 0.0
+    succeeded_at: float = 0.0  # when a request last got a good answer here
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.config.url,
+            "api": self.config.api,
+            "healthy": self.healthy,
+            "draining": self.draining,
+            "outstanding": self.outstanding,
+            "max_concurrency": self.config.max_concurrency,
+            "models": sorted(self.models),
+            "loaded": sorted(self.loaded),
+            "requests": self.requests,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "fallback": self.config.fallback,
+        }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A backend taken for one request, and the backend's own name for the model."""
+
+    backend: Backend
+    model: str
+
+
+class Pool:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.backends = [Backend(b) for b in config.backends]
+        self.waiting = 0
+        self._changed = asyncio.Condition()
+
+    # --- Models ------------------------------------------------------------------------
+
+    def backend_models(self, model: str) -> list[str]:
+        """The backend model names a public name stands for."""
+        return list(self.config.aliases.get(model, (model,)))
+
+    def public_models(self) -> list[str]:
+        names = {m for b in self.backends for m in b.models} | set(self.config.aliases)
+        return sorted(names)
+
+    def backend(self, name: str) -> Backend | None:
+        return next((b for b in self.backends if b.name == name), None)
+
+    # --- Choosing ------------------------------------------------------------------------
+
+    def _candidates(self, model: str, exclude: Iterable[str]) -> list[Lease]:
+        wanted = self.backend_models(model)
+        skipped = set(exclude)
+        found = []
+        for backend in self.backends:
+            if backend.name in skipped:
+                continue
+            for name in wanted:
+                if name in backend.models:
+                    found.append(Lease(backend, name))
+                    break
+        return found
+
+    def _pick(self, candidates: list[Lease]) -> Lease | None:
+        free = [
+            c
+            for c in candidates
+            if c.backend.healthy
+            and not c.backend.draining
+            and c.backend.outstanding < c.backend.config.max_concurrency
+        ]
+        if not free:
+            return None
+
+        def preference(lease: Lease) -> tuple[bool, bool, float, int]:
+            b = lease.backend
+            return (
+                b.config.fallback,
+                lease.model not in b.loaded,
+                b.outstanding / b.config.max_concurrency,
+                b.outstanding,
+            )
+
+        return min(free, key=preference)
+
+    async def acquire(self, model: str, exclude: Iterable[str] = ()) -> Lease:
+        """A backend for ``model``, waiting in the queue when all are busy."""
+        excluded = list(exclude)
+        if not self._candidates(model, ()):
+            raise NoSuchModel(model)
+        deadline = time.monotonic() + self.config.queue_timeout_s
+        async with self._changed:
+            while True:
+                candidates = self._candidates(model, excluded)
+                lease = self._pick(candidates)
+                if lease is not None:
+                    lease.backend.outstanding += 1
+                    lease.backend.requests += 1
+                    return lease
+                usable = [c for c in candidates if c.backend.healthy and not c.backend.draining]
+                if not usable:
+                    raise NoBackend(model)
+                remaining = deadline - time.monotonic()
+                if self.waiting >= self.config.queue_size or remaining <= 0:
+                    raise Busy(model)
+                self.waiting += 1
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    raise Busy(model) from None
+                finally:
+                    self.waiting -= 1
+
+    async def release(self, lease: Lease, ok: bool, error: str = "") -> None:
+        backend = lease.backend
+        async with self._changed:
+            backend.outstanding -= 1
+            self._record(backend, ok, error)
+            self._changed.notify_all()
+
+    def _record(self, backend: Backend, ok: bool, error: str) -> None:
+        if ok:
+            backend.failures = 0
+            backend.succeeded_at = time.monotonic()
+            return
+        backend.failures += 1
+        backend.last_error = error
+        if backend.failures >= self.config.eject_after:
+            backend.healthy = False
+
+    async def set_draining(self, name: str, draining: bool) -> Backend | None:
+        backend = self.backend(name)
+        if backend is None:
+            return None
+        async with self._changed:
+            backend.draining = draining
+            self._changed.notify_all()
+        return backend
+
+    async def idle(self, backend: Backend, timeout: float) -> bool:
+        """Wait until ``backend`` has no request outstanding; False on timeout."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while backend.outstanding:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    return False
+            return True
+
+    # --- Discovery and health ----------------------------------------------------------
+
+    async def probe(self, session: aiohttp.ClientSession, backend: Backend) -> None:
+        """Refresh a backend's models (and loaded models); its health follows."""
+        timeout = aiohttp.ClientTimeout(total=max(2.0, self.config.health_interval_s))
+        try:
+            if backend.config.api == "ollama":
+                tags = await _get_json(session, backend, "/api/tags", timeout)
+                running = await _get_json(session, backend, "/api/ps", timeout)
+                models = {str(m.get("name") or m.get("model")) for m in tags.get("models") or []}
+                loaded = {str(m.get("name") or m.get("model")) for m in running.get("models") or []}
+            else:
+                listed = await _get_json(session, backend, "/v1/models", timeout)
+                models = {str(m.get("id")) for m in listed.get("data") or []}
+                # A llama.cpp server holds its one model in memory all the time.
+                loaded = set(models) if len(models) == 1 and not backend.config.fallback else set()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            recent = time.monotonic() - backend.succeeded_at < 3 * self.config.health_interval_s
+            if isinstance(exc, TimeoutError) and (backend.outstanding or recent):
+                # Slow to list its models while it works on requests (llama.cpp's server
+                # answers /v1/models only between completions): busy, not sick. A request
+                # that fails there still counts.
+                return
+            async with self._changed:
+                backend.probed_at = time.monotonic()
+                self._record(backend, False, f"probe: {type(exc).__name__}: {exc}")
+                self._changed.notify_all()
+            return
+        async with self._changed:
+            backend.models, backend.loaded = models, loaded
+            backend.probed_at = time.monotonic()
+            backend.failures = 0
+            backend.healthy = True
+            self._changed.notify_all()
+
+    async def probe_all(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(self.probe(session, b) for b in self.backends))
+
+    async def watch(self, session: aiohttp.ClientSession) -> None:
+        """Probe every backend every ``health_interval_s``, forever."""
+        while True:
+            await self.probe_all(session)
+            await asyncio.sleep(self.config.health_interval_s)
+
+
+async def _get_json(
+    session: aiohttp.ClientSession, backend: Backend, path: str, timeout: aiohttp.ClientTimeout
+) -> dict[str, Any]:
+    async with session.get(
+        backend.config.url + path, headers=backend.headers(), timeout=timeout
+    ) as response:
+        if response.status != 200:
+            raise ValueError(f"{path} answered {response.status}")
+        data = await response.json(content_type=None)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} did not answer a JSON object")
+        return data

@@ -1,0 +1,220 @@
+"""The gateway in front of two real llama.cpp servers, driven by the official clients."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import ollama
+import openai
+import pytest
+
+from tests.gateway.conftest import Gateway, Server, start_gateway, start_server, stop
+
+CHAT = [{"role": "user", "content": "Say hello."}]
+
+
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    """Status and body of a POST, whatever the status; the connection is always closed."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def openai_client(gateway: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_chat_stream_and_models(gateway: Gateway) -> None:
+    with openai_client(gateway) as client:
+        check_openai_client(client)
+
+
+def check_openai_client(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == ["smollm2"]
+    answer = client.chat.completions.create(
+        model="smollm2",
+        messages=CHAT,
+        max_tokens=8,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    assert answer.choices[0].message.content
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    pieces = [
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model="smollm2",
+            messages=CHAT,
+            max_tokens=8,
+            temperature=0,
+            stream=True,  # type: ignore[arg-type]
+        )
+        if chunk.choices
+    ]
+    assert len(pieces) > 1 and "".join(pieces)
+    text = client.completions.create(model="smollm2", prompt="Once upon", max_tokens=4)
+    assert text.choices[0].text
+
+
+def test_ollama_client_chat_generate_stream_and_tags(gateway: Gateway) -> None:
+    with ollama.Client(host=gateway.url) as client:
+        check_ollama_client(client)
+
+
+def check_ollama_client(client: ollama.Client) -> None:
+    assert [m.model for m in client.list().models] == ["smollm2"]
+    answer = client.chat(model="smollm2", messages=CHAT, options={"num_predict": 8})
+    assert answer.message.content and answer.done
+    assert answer.eval_count and answer.eval_count > 0
+    streamed = list(
+        client.chat(model="smollm2", messages=CHAT, stream=True, options={"num_predict": 8})
+    )
+    assert streamed[-1].done and len(streamed) > 2
+    assert "".join(part.message.content or "" for part in streamed)
+    generated = client.generate(model="smollm2", prompt="Once upon", options={"num_predict": 4})
+    assert generated.response and generated.done
+    parts = list(client.generate(model="smollm2", prompt="Once", stream=True,
+                                 options={"num_predict": 4}))  # fmt: skip
+    assert parts[-1].done and "".join(p.response for p in parts)
+    assert client.ps().models[0].model == "smollm2"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "expected"),
+    [
+        ("/v1/chat/completions", b"{not json", 400, "not valid JSON"),
+        ("/v1/chat/completions", b"[1, 2]", 400, "must be a JSON object"),
+        ("/v1/chat/completions", b'{"messages": []}', 400, "model is required"),
+        ("/v1/chat/completions", b'{"model": "smollm2"}', 400, "messages is required"),
+        ("/v1/chat/completions", b'{"model": "nope", "messages": [{"role": "user"}]}', 404,
+         "model 'nope' not found"),
+        ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "user"}], '
+         b'"stream": "yes"}', 400, "stream must be true or false"),
+        ("/api/chat", b'{"model": "smollm2", "messages": "hi"}', 400, "messages must be"),
+        ("/api/generate", b'{"model": 7}', 400, "model is required"),
+        ("/api/chat", b"{", 400, "not valid JSON"),
+    ],
+)  # fmt: skip
+def test_client_mistakes_are_4xx_in_the_callers_format(
+    gateway: Gateway, path: str, body: bytes, status: int, expected: str
+) -> None:
+    code, answer = post(gateway.url + path, body)
+    assert code == status
+    error = json.loads(answer)["error"]
+    message = error if path.startswith("/api/") else error["message"]
+    assert expected in message
+
+
+def test_a_body_over_the_limit_is_413(gateway: Gateway) -> None:
+    body = b'{"model": "smollm2", "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    code, answer = post(gateway.url + "/v1/chat/completions", body)
+    assert code == 413
+    assert "is over" in json.loads(answer)["error"]["message"]
+
+
+def test_drain_under_load_fails_nothing_and_sends_the_backend_nothing_new(
+    gateway: Gateway, servers: list[Server]
+) -> None:
+    with openai_client(gateway) as client:
+        drain_under_load(gateway, servers, client)
+
+
+def drain_under_load(gateway: Gateway, servers: list[Server], client: openai.OpenAI) -> None:
+    failures: list[str] = []
+    done = threading.Event()
+    counts = {"ok": 0}
+    lock = threading.Lock()
+
+    def load() -> None:
+        while not done.is_set():
+            try:
+                client.chat.completions.create(
+                    model="smollm2",
+                    messages=CHAT,
+                    max_tokens=2,  # type: ignore[arg-type]
+                )
+                with lock:
+                    counts["ok"] += 1
+            except Exception as exc:  # every failure is a finding
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(10)
+        drained = servers[0]
+        answer = gateway.admin("POST", f"/admin/backends/{drained.name}/drain", {"wait_s": 60})
+        assert answer["idle"] is True and answer["backend"]["draining"] is True
+        seen_by_gateway = gateway.backend(drained.name)["requests"]
+        seen_by_server = drained.requests_seen()
+        time.sleep(20)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    try:
+        assert failures == []
+        assert counts["ok"] > 40
+        assert gateway.backend(drained.name)["requests"] == seen_by_gateway
+        assert drained.requests_seen() == seen_by_server
+        assert servers[1].requests_seen() > 0
+    finally:
+        gateway.admin("POST", f"/admin/backends/{drained.name}/undrain")
+
+
+def test_a_killed_backend_ends_its_stream_with_an_error_and_new_requests_go_elsewhere(
+    llama_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pair = [start_server(*llama_assets, name, tmp_path) for name in ("doomed", "survivor")]
+    gateway = start_gateway(pair, tmp_path)
+    try:
+        with openai_client(gateway) as client:
+            kill_mid_stream(gateway, pair, client)
+    finally:
+        stop(gateway.process)
+        for server in pair:
+            stop(server.process)
+
+
+def kill_mid_stream(gateway: Gateway, pair: list[Server], client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Write a long story about a cat."}],
+        max_tokens=400,
+        stream=True,
+    )
+    first = next(iter(stream))
+    assert first.choices
+    serving = [b for b in gateway.admin("GET", "/admin/backends")["backends"]
+               if b["outstanding"] == 1]  # fmt: skip
+    assert len(serving) == 1
+    victim = next(s for s in pair if s.name == serving[0]["name"])
+    other = next(s for s in pair if s is not victim)
+    started = time.monotonic()
+    victim.kill()
+    with pytest.raises(openai.APIError, match="the backend serving this stream failed"):
+        for _chunk in stream:
+            pass
+    assert time.monotonic() - started < 30  # an error, not a hang
+    before = other.requests_seen()
+    for _ in range(5):
+        answer = client.chat.completions.create(
+            model="smollm2",
+            messages=CHAT,
+            max_tokens=2,  # type: ignore[arg-type]
+        )
+        assert answer.choices[0].message.content is not None
+    assert other.requests_seen() == before + 5
+    health: dict[str, Any] = gateway.backend(victim.name)
+    assert health["healthy"] is False

@@ -1,0 +1,183 @@
+"""The gateway's pure parts: its configuration, the choice of a backend, the translation
+of Ollama's API to OpenAI's."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from clusterai_runner.errors import UsageError
+from clusterai_runner.gateway import translate
+from clusterai_runner.gateway.config import BackendConfig, GatewayConfig, load
+from clusterai_runner.gateway.pool import Busy, NoBackend, NoSuchModel, Pool
+
+
+def pool_of(*backends: BackendConfig, **settings: object) -> Pool:
+    pool = Pool(GatewayConfig(backends=backends, **settings))  # type: ignore[arg-type]
+    for backend in pool.backends:
+        backend.healthy = True
+        backend.models = {"smollm2"}
+    return pool
+
+
+def test_the_least_loaded_backend_holding_the_model_wins() -> None:
+    async def scenario() -> None:
+        pool = pool_of(BackendConfig("a", "http://a", "openai", 2),
+                       BackendConfig("b", "http://b", "openai", 2))  # fmt: skip
+        pool.backends[1].loaded = {"smollm2"}
+        leases = [await pool.acquire("smollm2") for _ in range(3)]
+        # Loaded in memory beats idle until it is full; then the least loaded.
+        assert [lease.backend.name for lease in leases] == ["b", "b", "a"]
+        for lease in leases:
+            await pool.release(lease, True)
+        assert [b.outstanding for b in pool.backends] == [0, 0]
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_is_busy_and_release_wakes_a_waiter() -> None:
+    async def scenario() -> None:
+        pool = pool_of(BackendConfig("a", "http://a", "openai", 1), queue_size=1,
+                       queue_timeout_s=5.0)  # fmt: skip
+        held = await pool.acquire("smollm2")
+        waiter = asyncio.create_task(pool.acquire("smollm2"))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Busy):  # the one queue slot is taken
+            await pool.acquire("smollm2")
+        await pool.release(held, True)
+        lease = await asyncio.wait_for(waiter, 1)
+        assert lease.backend.name == "a"
+
+    asyncio.run(scenario())
+
+
+def test_fallbacks_serve_only_when_no_worker_can() -> None:
+    async def scenario() -> None:
+        pool = pool_of(BackendConfig("hosted", "http://h", "openai", 9, None, True),
+                       BackendConfig("w", "http://w", "openai", 1))  # fmt: skip
+        assert (await pool.acquire("smollm2")).backend.name == "w"
+        assert (await pool.acquire("smollm2")).backend.name == "hosted"
+
+    asyncio.run(scenario())
+
+
+def test_unknown_models_drained_and_ejected_backends() -> None:
+    async def scenario() -> None:
+        pool = pool_of(BackendConfig("a", "http://a", "openai", 1), eject_after=2)
+        with pytest.raises(NoSuchModel):
+            await pool.acquire("llama3")
+        await pool.set_draining("a", True)
+        with pytest.raises(NoBackend):
+            await pool.acquire("smollm2")
+        await pool.set_draining("a", False)
+        for _ in range(2):
+            await pool.release(await pool.acquire("smollm2"), False, "HTTP 500")
+        assert pool.backends[0].healthy is False
+        with pytest.raises(NoBackend):
+            await pool.acquire("smollm2")
+
+    asyncio.run(scenario())
+
+
+def test_aliases_map_a_public_name_to_backend_models() -> None:
+    async def scenario() -> None:
+        pool = pool_of(
+            BackendConfig("a", "http://a", "openai", 1), aliases={"chat": ("x", "smollm2")}
+        )
+        lease = await pool.acquire("chat")
+        assert lease.model == "smollm2"
+        assert pool.public_models() == ["chat", "smollm2"]
+
+    asyncio.run(scenario())
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yml"
+    path.write_text(text)
+    return path
+
+
+def test_a_config_file_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+listen: 127.0.0.1:9000
+backends:
+  - {name: w1, url: "http://127.0.0.1:8080/v1", max_concurrency: 2}
+  - {name: o1, url: "http://127.0.0.1:11434", api: ollama}
+  - {name: hosted, url: "https://api.example.com/v1", api_key_env: HOSTED_KEY, fallback: true}
+aliases: {chat: smollm2}
+""")  # fmt: skip
+    config = load(path, env={"HOSTED_KEY": "secret"})
+    assert (config.host, config.port) == ("127.0.0.1", 9000)
+    assert [b.url for b in config.backends] == [
+        "http://127.0.0.1:8080", "http://127.0.0.1:11434", "https://api.example.com",
+    ]  # fmt: skip
+    assert config.backends[2].api_key == "secret" and "secret" not in repr(config.backends[2])
+    assert config.aliases == {"chat": ("smollm2",)}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("backends: [{name: a, url: 'ftp://x'}]", "backends[0].url: 'ftp://x' is not an http"),
+        ("backends: [{name: a, url: 'http://x', api: grpc}]", "backends[0].api: 'grpc' is not"),
+        ("backends: [{name: a, url: 'http://x', max_concurrency: 0}]", "max_concurrency: 0 is not"),
+        ("backends: [{name: a, url: 'http://x', api_key_env: NOPE}]", "NOPE is not set"),
+        ("backends: [{name: a, url: 'http://x', key: k}]", "backends[0].key: is not a backend"),
+        ("backends: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]", "'a' is used twice"),
+        ("listen: nowhere\nbackends: [{name: a, url: 'http://x'}]", "listen: 'nowhere' is not"),
+        ("backend: []", "backend: is not a setting"),
+        ("backends: []", "gateway: no backends"),
+        ("backends: [\n", "gateway.yml:2: YAML error"),
+    ],
+)  # fmt: skip
+def test_config_mistakes_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        load(write(tmp_path, text), env={})
+    assert expected in str(raised.value)
+
+
+def test_ollama_chat_becomes_an_openai_request_and_back() -> None:
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "hi"}],
+        "options": {"num_predict": 5, "temperature": 0, "seed": 7},
+        "stream": False,
+    }
+    request = translate.chat_request(body, "smollm2")
+    assert request == {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
+                       "stream": False, "max_tokens": 5, "temperature": 0, "seed": 7}  # fmt: skip
+    answer = {"choices": [{"message": {"role": "assistant", "content": "Hello"},
+                           "finish_reason": "length"}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": 5}}  # fmt: skip
+    converted = translate.chat_answer(answer, "chat", 0.0)
+    assert converted["message"] == {"role": "assistant", "content": "Hello"}
+    assert (converted["done"], converted["done_reason"]) == (True, "length")
+    assert (converted["prompt_eval_count"], converted["eval_count"]) == (9, 5)
+
+
+def test_a_stream_is_translated_piece_by_piece() -> None:
+    stream = translate.StreamTranslator("generate", "smollm2")
+    assert stream.chunk({"choices": [{"text": "Once"}]})["response"] == "Once"
+    assert stream.chunk({"choices": [{"text": "", "finish_reason": "stop"}]}) is None
+    stream.chunk({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+    last = stream.last()
+    assert (last["done"], last["done_reason"], last["eval_count"]) == (True, "stop", 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"messages": []}, "messages must be a non-empty list"),
+        ({"messages": [{"content": "x"}]}, "messages[0] must be an object with a role"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string"),
+        ({"messages": [{"role": "user"}], "stream": "no"}, "stream must be true or false"),
+        ({"messages": [{"role": "user"}], "options": []}, "options must be an object"),
+    ],
+)
+def test_bad_ollama_requests_name_the_field(body: dict[str, object], expected: str) -> None:
+    with pytest.raises(
+        translate.BadRequest, match=expected.replace("[", r"\[").replace("]", r"\]")
+    ):
+        translate.chat_request(body, "m")
