@@ -165,7 +165,7 @@ def drain_under_load(gateway: Gateway, servers: list[Server], client: openai.Ope
             thread.join(timeout=120)
     try:
         assert failures == []
-        assert counts["ok"] > 40
+        assert counts["ok"] > 20  # the load ran
         assert gateway.backend(drained.name)["requests"] == seen_by_gateway
         assert drained.requests_seen() == seen_by_server
         assert servers[1].requests_seen() > 0
