@@ -560,6 +560,7 @@ def gateway_command(
     Runs until Ctrl-C or SIGTERM. API keys are not built yet, so it listens on loopback
     addresses only.
     """
+    import dataclasses
     import ipaddress
     import logging
 
@@ -567,6 +568,10 @@ def gateway_command(
     from clusterai_runner.gateway.config import load
 
     config = load(config_path, backends, listen)
+    if config.cache_enabled and config.cache_path is None:
+        state_dir = Settings.from_env().state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.replace(config, cache_path=str(state_dir / "gateway-cache.db"))
     try:
         loopback = ipaddress.ip_address(config.host).is_loopback
     except ValueError:

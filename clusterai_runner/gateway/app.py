@@ -28,6 +28,7 @@ from aiohttp import web
 
 from clusterai_runner import __version__
 from clusterai_runner.gateway import translate
+from clusterai_runner.gateway.cache import AnswerCache, cache_key, deterministic
 from clusterai_runner.gateway.config import GatewayConfig
 from clusterai_runner.gateway.pool import Busy, Lease, NoBackend, NoSuchModel, Pool
 
@@ -36,6 +37,7 @@ log = logging.getLogger("clusterai.gateway")
 ADMIN_KEY_ENV = "CLUSTERAI_GATEWAY_ADMIN_KEY"
 POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+CACHE: web.AppKey[AnswerCache | None] = web.AppKey("cache")
 # Failures before a backend's first byte: the request goes to another backend.
 RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 # Failures in the middle of a backend's answer: the caller gets an error event.
@@ -85,6 +87,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = exc.reason if exc.status != 405 else f"{request.method} is not allowed here"
             return error_response(request, ApiError(exc.status, message))
         raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(
+            request, ApiError(500, "internal error in the gateway", "server_error")
+        )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -105,19 +112,81 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+def _texts(value: Any, empty_ok: bool) -> bool:
+    """A string, or a non-empty list of strings (none empty unless ``empty_ok``)."""
+    items = [value] if isinstance(value, str) else value
+    return (
+        isinstance(items, list)
+        and bool(items)
+        and all(isinstance(t, str) and (empty_ok or t) for t in items)
+    )
+
+
+def _check_message(where: str, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise ApiError(400, f"{where} must be an object")
+    if message.get("role") not in ROLES:
+        raise ApiError(400, f"{where}.role must be one of {', '.join(ROLES)}")
+    content = message.get("content")
+    if message["role"] == "assistant":
+        if content is not None and not isinstance(content, str | list):
+            raise ApiError(400, f"{where}.content must be a string, a list of parts or null")
+    elif not isinstance(content, str | list):
+        raise ApiError(400, f"{where}.content is required: a string or a list of parts")
+
+
+# The OpenAI API's sampling parameters and their ranges (None: unbounded). A backend may
+# answer a value out of range with a 500 (llama-cpp-python does): the gateway says 400.
+NUMBERS: dict[str, tuple[type | tuple[type, ...], float | None, float | None]] = {
+    "max_tokens": (int, 1, None),
+    "max_completion_tokens": (int, 1, None),
+    "n": (int, 1, 128),
+    "seed": (int, None, None),
+    "top_logprobs": (int, 0, 20),
+    "temperature": ((int, float), 0, 2),
+    "top_p": ((int, float), 0, 1),
+    "presence_penalty": ((int, float), -2, 2),
+    "frequency_penalty": ((int, float), -2, 2),
+}
+
+
+def _check_parameters(body: dict[str, Any]) -> None:
+    for name, (kinds, low, high) in NUMBERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        typed = isinstance(value, kinds) and not isinstance(value, bool)
+        in_range = typed and (low is None or value >= low) and (high is None or value <= high)
+        if not in_range:
+            kind = "an integer" if kinds is int else "a number"
+            bounds = f" from {low}" if low is not None else ""
+            bounds += f" to {high}" if high is not None else (" up" if low is not None else "")
+            raise ApiError(400, f"{name} must be {kind}{bounds}")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str)
+        or (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(x, str) for x in stop))
+    ):
+        raise ApiError(400, "stop must be a string or a list of up to 4 strings")
+
+
 def _check_openai(path: str, body: dict[str, Any]) -> bool:
     """Check the fields the gateway relies on; returns whether the answer streams."""
+    _check_parameters(body)
     if path.endswith("/chat/completions"):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, "messages is required and must be a non-empty list")
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise ApiError(400, "each message must be an object with a role")
+        for index, message in enumerate(messages):
+            _check_message(f"messages[{index}]", message)
     elif path.endswith("/completions"):
-        if not isinstance(body.get("prompt"), str | list):
-            raise ApiError(400, "prompt is required and must be a string or a list")
-    elif path.endswith("/embeddings") and not isinstance(body.get("input"), str | list):
-        raise ApiError(400, "input is required and must be a string or a list")
+        if not _texts(body.get("prompt"), empty_ok=False):
+            raise ApiError(400, "prompt is required: a non-empty string or list of them")
+    elif path.endswith("/embeddings") and not _texts(body.get("input"), empty_ok=False):
+        raise ApiError(400, "input is required: a non-empty string or list of non-empty strings")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false")
@@ -136,6 +205,14 @@ async def _lease(pool: Pool, model: str, tried: list[str]) -> Lease:
         raise error from None
     except NoBackend:
         raise ApiError(503, f"no healthy backend serves {model!r} now", "server_error") from None
+
+
+async def _lease_check(pool: Pool, model: str) -> None:
+    """The errors a request for ``model`` would get, without taking a backend."""
+    if not pool.backend_models(model) or not any(
+        name in b.models for b in pool.backends for name in pool.backend_models(model)
+    ):
+        raise ApiError(404, f"model {model!r} not found", "not_found_error")
 
 
 @contextlib.asynccontextmanager
@@ -179,25 +256,67 @@ def _backend_failed(lease: Lease, status: int) -> ApiError:
     return ApiError(502, f"the backend serving this model failed (HTTP {status})", "server_error")
 
 
+class Recorder:
+    """What was sent to the caller, for the cache: kept only when the answer completes."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+        self.pieces: list[bytes] = []
+        self.content_type = ""
+
+    def add(self, piece: bytes) -> None:
+        if self.key is not None:
+            self.pieces.append(piece)
+
+    def keep(self, request: web.Request) -> None:
+        cache = request.app[CACHE]
+        if cache is not None and self.key is not None:
+            cache.put(self.key, self.content_type, b"".join(self.pieces))
+
+
+def _headers(recorder: Recorder, content_type: str) -> dict[str, str]:
+    recorder.content_type = content_type
+    headers = {"Content-Type": content_type}
+    if recorder.key is not None:
+        headers["X-Cache"] = "miss"
+    return headers
+
+
 async def _pass_through(
-    request: web.Request, response: aiohttp.ClientResponse, stream: bool, lease: Lease
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    stream: bool,
+    lease: Lease,
+    recorder: Recorder,
 ) -> web.StreamResponse:
     if response.status >= 500:
         raise _backend_failed(lease, response.status)
+    content_type = response.headers.get("Content-Type", "application/json")
     if not stream or response.status != 200:
         body = await response.read()
-        return web.Response(
-            body=body, status=response.status, content_type=response.content_type or None
+        if request.path == "/v1/embeddings" and response.status == 200:
+            try:
+                body = json.dumps(translate.pooled(json.loads(body))).encode()
+            except ValueError:
+                raise _backend_failed(lease, 200) from None
+        answer = web.Response(
+            body=body, status=response.status, headers=_headers(recorder, content_type)
         )
-    out = web.StreamResponse(headers={"Content-Type": response.headers.get(
-        "Content-Type", "text/event-stream"), "Cache-Control": "no-cache"})  # fmt: skip
+        if response.status == 200:
+            recorder.add(body)
+            recorder.keep(request)
+        return answer
+    out = web.StreamResponse(headers={**_headers(recorder, content_type),
+                                      "Cache-Control": "no-cache"})  # fmt: skip
     await out.prepare(request)
     try:
         async for piece in response.content.iter_any():
             await out.write(piece)
+            recorder.add(piece)
     except CUT as exc:
         await _cut(request, out, lease, exc)
     await out.write_eof()
+    recorder.keep(request)
     return out
 
 
@@ -218,18 +337,39 @@ def _stream_error(request: web.Request, message: str) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
+def _cache_lookup(
+    request: web.Request, body: dict[str, Any], model: str, stream: bool
+) -> tuple[web.StreamResponse | None, Recorder]:
+    """A cached answer (as a Response to prepare), or a recorder for the answer to come."""
+    cache = request.app[CACHE]
+    control = request.headers.get("Cache-Control", "")
+    if cache is None or not deterministic(body) or "no-cache" in control or "no-store" in control:
+        return None, Recorder(None)
+    key = cache_key(request.path, request.app[POOL].backend_models(model), body)
+    hit = cache.get(key)
+    if hit is None:
+        return None, Recorder(key)
+    headers = {"Content-Type": hit.content_type, "X-Cache": "hit"}
+    if stream:
+        headers["Cache-Control"] = "no-cache"
+    return web.Response(body=hit.body, headers=headers), Recorder(None)
+
+
 async def openai_route(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions, /v1/completions, /v1/embeddings."""
     body = await _body(request)
     model = _model(body)
     stream = _check_openai(request.path, body)
+    cached, recorder = _cache_lookup(request, body, model, stream)
+    if cached is not None:
+        return cached
 
     def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
         return request.path, {**body, "model": lease.model}
 
     try:
         async with _backend_call(request, model, path_for) as (lease, response):
-            return await _pass_through(request, response, stream, lease)
+            return await _pass_through(request, response, stream, lease, recorder)
     except StreamCut as cut:
         return cut.response
 
@@ -251,10 +391,19 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
             translate.embed_request(body, model)
             stream = False
         else:
-            OLLAMA_ROUTES[request.path][1](body, model)
+            _check_parameters(OLLAMA_ROUTES[request.path][1](body, model))
             stream = translate.streaming(body)
     except translate.BadRequest as exc:
         raise ApiError(400, str(exc)) from None
+    if request.path == "/api/generate" and not body.get("prompt") and not body.get("system"):
+        # Ollama's way to load a model: an empty prompt answers at once, empty.
+        await _lease_check(request.app[POOL], model)
+        answer = {"model": model, "created_at": translate.now(), "response": "", "done": True,
+                  "done_reason": "load"}  # fmt: skip
+        return web.json_response(answer)
+    cached, recorder = _cache_lookup(request, body, model, stream)
+    if cached is not None:
+        return cached
 
     def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
         if lease.backend.config.api == "ollama":
@@ -268,28 +417,43 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
     try:
         async with _backend_call(request, model, path_for) as (lease, response):
             if lease.backend.config.api == "ollama":
-                return await _pass_through(request, response, stream, lease)
+                return await _pass_through(request, response, stream, lease, recorder)
             if response.status >= 500:
                 raise _backend_failed(lease, response.status)
             if response.status != 200:
                 detail = await response.text()
                 raise ApiError(response.status, f"the backend refused the request: {detail[:500]}")
             if request.path == "/api/embed":
-                return web.json_response(translate.embed_answer(await response.json(), model))
-            if not stream:
+                answer = translate.embed_answer(await response.json(), model)
+            elif not stream:
                 answer = OLLAMA_ROUTES[request.path][2](await response.json(), model, started)
-                return web.json_response(answer)
-            kind = "chat" if request.path == "/api/chat" else "generate"
-            return await _translate_stream(request, response, lease, kind, model)
+            else:
+                kind = "chat" if request.path == "/api/chat" else "generate"
+                return await _translate_stream(request, response, lease, kind, model, recorder)
+            encoded = json.dumps(answer).encode()
+            recorder.add(encoded)
+            recorder.keep(request)
+            return web.Response(body=encoded, headers=_headers(recorder, "application/json"))
     except StreamCut as cut:
         return cut.response
 
 
 async def _translate_stream(
-    request: web.Request, response: aiohttp.ClientResponse, lease: Lease, kind: str, model: str
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    lease: Lease,
+    kind: str,
+    model: str,
+    recorder: Recorder,
 ) -> web.StreamResponse:
-    out = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    out = web.StreamResponse(headers=_headers(recorder, "application/x-ndjson"))
     await out.prepare(request)
+
+    async def send(line: dict[str, Any]) -> None:
+        piece = (json.dumps(line) + "\n").encode()
+        await out.write(piece)
+        recorder.add(piece)
+
     translator = translate.StreamTranslator(kind, model)
     try:
         async for raw in response.content:
@@ -301,11 +465,12 @@ async def _translate_stream(
                 break
             converted = translator.chunk(json.loads(data))
             if converted is not None:
-                await out.write((json.dumps(converted) + "\n").encode())
+                await send(converted)
     except (*CUT, ValueError) as exc:
         await _cut(request, out, lease, exc)
-    await out.write((json.dumps(translator.last()) + "\n").encode())
+    await send(translator.last())
     await out.write_eof()
+    recorder.keep(request)
     return out
 
 
@@ -354,8 +519,10 @@ def _require_admin(request: web.Request) -> None:
 async def admin_backends(request: web.Request) -> web.Response:
     _require_admin(request)
     pool = request.app[POOL]
+    cache = request.app[CACHE]
+    hits = {"hits": cache.hits, "misses": cache.misses} if cache is not None else None
     return web.json_response({"backends": [b.to_json() for b in pool.backends],
-                              "waiting": pool.waiting})  # fmt: skip
+                              "waiting": pool.waiting, "cache": hits})  # fmt: skip
 
 
 async def admin_drain(request: web.Request) -> web.Response:
@@ -380,6 +547,11 @@ def make_app(config: GatewayConfig) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes)
     pool = Pool(config)
     app[POOL] = pool
+    app[CACHE] = (
+        AnswerCache(config.cache_path or ":memory:", config.cache_ttl_s, config.cache_max_entries)
+        if config.cache_enabled
+        else None
+    )
     app.router.add_post("/v1/chat/completions", openai_route)
     app.router.add_post("/v1/completions", openai_route)
     app.router.add_post("/v1/embeddings", openai_route)
@@ -406,6 +578,9 @@ def make_app(config: GatewayConfig) -> web.Application:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            cache = app[CACHE]
+            if cache is not None:
+                cache.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

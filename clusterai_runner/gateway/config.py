@@ -18,6 +18,7 @@
       chat: [smollm2, qwen2.5:0.5b]        # one public name, the backend models behind it
     queue: {size: 256, timeout_s: 30}
     health: {interval_s: 5, eject_after: 3}
+    cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000}
 
 Errors name the file and the field and say how to fix it.
 """
@@ -60,6 +61,10 @@ class GatewayConfig:
     health_interval_s: float = 5.0
     eject_after: int = 3
     max_body_bytes: int = 4 * 1024 * 1024
+    cache_enabled: bool = True
+    cache_path: str | None = None  # None: the caller's default (the state directory)
+    cache_ttl_s: float = 3600.0
+    cache_max_entries: int = 10000
 
 
 def _where(path: Path | str, key: str) -> str:
@@ -146,7 +151,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
             raise UsageError(f"gateway config {path}", "is not a mapping")
         raw = loaded or {}
     source: Path | str = path or "(command line)"
-    known = {"listen", "backends", "aliases", "queue", "health", "max_body_bytes"}
+    known = {"listen", "backends", "aliases", "queue", "health", "max_body_bytes", "cache"}
     unknown = set(raw) - known
     if unknown:
         raise UsageError(
@@ -185,6 +190,13 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         aliases[str(alias)] = tuple(str(t) for t in targets)
     queue = raw.get("queue") or {}
     health = raw.get("health") or {}
+    cache = raw.get("cache") or {}
+    for name, section in (("queue", queue), ("health", health), ("cache", cache)):
+        if not isinstance(section, dict):
+            raise UsageError(_where(source, name), "is not a mapping")
+    enabled = cache.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise UsageError(_where(source, "cache.enabled"), f"{enabled!r} is not true or false")
     return GatewayConfig(
         host=host,
         port=port,
@@ -196,5 +208,11 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         eject_after=_int(source, "health.eject_after", health.get("eject_after", 3), 1, 1000),
         max_body_bytes=_int(
             source, "max_body_bytes", raw.get("max_body_bytes", 4 * 1024 * 1024), 1024, 2**31
+        ),
+        cache_enabled=enabled,
+        cache_path=str(cache["path"]) if cache.get("path") else None,
+        cache_ttl_s=_number(source, "cache.ttl_s", cache.get("ttl_s", 3600), 0),
+        cache_max_entries=_int(
+            source, "cache.max_entries", cache.get("max_entries", 10000), 1, 10**8
         ),
     )

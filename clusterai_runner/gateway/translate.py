@@ -25,6 +25,9 @@ OPTIONS = {
 }
 
 
+ROLES = ("system", "user", "assistant", "tool")
+
+
 class BadRequest(ValueError):
     """The request cannot be served as given (400); the message names the field."""
 
@@ -57,8 +60,8 @@ def chat_request(body: dict[str, Any], model: str) -> dict[str, Any]:
         raise BadRequest("messages must be a non-empty list")
     converted = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(f"messages[{index}] must be an object with a role")
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise BadRequest(f"messages[{index}] must be an object with a role: {', '.join(ROLES)}")
         content = message.get("content", "")
         if not isinstance(content, str):
             raise BadRequest(f"messages[{index}].content must be a string")
@@ -85,8 +88,8 @@ def embed_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     text = body.get("input", body.get("prompt"))
     if isinstance(text, str):
         text = [text]
-    if not isinstance(text, list) or not text or not all(isinstance(t, str) for t in text):
-        raise BadRequest("input must be a string or a non-empty list of strings")
+    if not isinstance(text, list) or not text or not all(isinstance(t, str) and t for t in text):
+        raise BadRequest("input must be a non-empty string or list of non-empty strings")
     return {"model": model, "input": text}
 
 
@@ -135,7 +138,7 @@ def generate_answer(answer: dict[str, Any], public: str, started: float) -> dict
 
 
 def embed_answer(answer: dict[str, Any], public: str) -> dict[str, Any]:
-    rows = sorted(answer.get("data") or [], key=lambda r: r.get("index", 0))
+    rows = sorted(pooled(answer).get("data") or [], key=lambda r: r.get("index", 0))
     return {
         "model": public,
         "embeddings": [r.get("embedding") for r in rows],
@@ -187,3 +190,15 @@ class StreamTranslator:
         if self.usage["eval_count"] == 0:
             line["eval_count"] = self.pieces
         return line
+
+
+def pooled(answer: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI embeddings answer with one vector per input: a backend that returns one
+    vector per token (llama-cpp-python's server for a model without pooling) gets its
+    vectors averaged, as Ollama and hosted APIs do."""
+    for row in answer.get("data") or []:
+        vectors = row.get("embedding") if isinstance(row, dict) else None
+        if isinstance(vectors, list) and vectors and isinstance(vectors[0], list):
+            width = len(vectors[0])
+            row["embedding"] = [sum(v[i] for v in vectors) / len(vectors) for i in range(width)]
+    return answer

@@ -126,7 +126,8 @@ def start_server(python: Path, model: Path, name: str, directory: Path) -> Serve
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(python), "-m", "llama_cpp.server", "--model", str(model), "--model_alias",
-             "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+             "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+             "--embedding", "true"],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = Server(name, f"http://127.0.0.1:{port}", process, log)
@@ -146,6 +147,7 @@ def start_gateway(servers: list[Server], directory: Path, **settings: Any) -> Ga
             {"name": s.name, "url": s.url, "api": "openai", "max_concurrency": 4} for s in servers
         ],
         "health": {"interval_s": 1, "eject_after": 2},
+        "cache": {"path": str(directory / f"cache-{port}.db")},
         **settings,
     }
     path = directory / f"gateway-{port}.json"

@@ -19,16 +19,24 @@ from tests.gateway.conftest import Gateway, Server, start_gateway, start_server,
 CHAT = [{"role": "user", "content": "Say hello."}]
 
 
-def post(url: str, body: bytes) -> tuple[int, bytes]:
-    """Status and body of a POST, whatever the status; the connection is always closed."""
+def post_full(
+    url: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a POST."""
     parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=60)
     try:
-        connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        connection.request("POST", parts.path, body, sent)
         response = connection.getresponse()
-        return response.status, response.read()
+        return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    status, _, answer = post_full(url, body)
+    return status, answer
 
 
 def openai_client(gateway: Gateway) -> openai.OpenAI:
@@ -64,6 +72,10 @@ def check_openai_client(client: openai.OpenAI) -> None:
     assert len(pieces) > 1 and "".join(pieces)
     text = client.completions.create(model="smollm2", prompt="Once upon", max_tokens=4)
     assert text.choices[0].text
+    vectors = client.embeddings.create(model="smollm2", input=["cat", "a longer sentence"])
+    assert len(vectors.data) == 2
+    assert len(vectors.data[0].embedding) == len(vectors.data[1].embedding) > 100
+    assert all(isinstance(x, float) for x in vectors.data[0].embedding)
 
 
 def test_ollama_client_chat_generate_stream_and_tags(gateway: Gateway) -> None:
@@ -87,6 +99,8 @@ def check_ollama_client(client: ollama.Client) -> None:
                                  options={"num_predict": 4}))  # fmt: skip
     assert parts[-1].done and "".join(p.response for p in parts)
     assert client.ps().models[0].model == "smollm2"
+    embedded = client.embed(model="smollm2", input=["cat", "dog"])
+    assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) > 100
 
 
 @pytest.mark.parametrize(
@@ -96,10 +110,13 @@ def check_ollama_client(client: ollama.Client) -> None:
         ("/v1/chat/completions", b"[1, 2]", 400, "must be a JSON object"),
         ("/v1/chat/completions", b'{"messages": []}', 400, "model is required"),
         ("/v1/chat/completions", b'{"model": "smollm2"}', 400, "messages is required"),
-        ("/v1/chat/completions", b'{"model": "nope", "messages": [{"role": "user"}]}', 404,
-         "model 'nope' not found"),
-        ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "user"}], '
-         b'"stream": "yes"}', 400, "stream must be true or false"),
+        ("/v1/chat/completions", b'{"model": "nope", "messages": [{"role": "user", "content":'
+         b' "hi"}]}', 404, "model 'nope' not found"),
+        ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "user", '
+         b'"content": "hi"}], "stream": "yes"}', 400, "stream must be true or false"),
+        ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "robot", '
+         b'"content": "hi"}]}', 400, "messages[0].role must be one of"),
+        ("/v1/embeddings", b'{"model": "smollm2", "input": ""}', 400, "input is required"),
         ("/api/chat", b'{"model": "smollm2", "messages": "hi"}', 400, "messages must be"),
         ("/api/generate", b'{"model": 7}', 400, "model is required"),
         ("/api/chat", b"{", 400, "not valid JSON"),
@@ -218,3 +235,41 @@ def kill_mid_stream(gateway: Gateway, pair: list[Server], client: openai.OpenAI)
     assert other.requests_seen() == before + 5
     health: dict[str, Any] = gateway.backend(victim.name)
     assert health["healthy"] is False
+
+
+def test_a_deterministic_request_is_answered_again_from_the_cache_without_a_backend(
+    llama_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    server = start_server(*llama_assets, "cached", tmp_path)
+    gateway = start_gateway([server], tmp_path)
+    try:
+        chat = b'{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}],' \
+               b' "max_tokens": 6, "temperature": 0}'  # fmt: skip
+        # Same request, other key order and spacing: the same cache entry.
+        again = b'{"temperature":0,"max_tokens":6,"messages":[{"content":"Hi","role":"user"}],' \
+                b'"model":"smollm2"}'  # fmt: skip
+        stream = b'{"model": "smollm2", "prompt": "Once", "options": {"seed": 3,' \
+                 b' "num_predict": 6}}'  # fmt: skip
+        first = post_full(gateway.url + "/v1/chat/completions", chat)
+        first_stream = post_full(gateway.url + "/api/generate", stream)
+        assert first[1]["X-Cache"] == "miss" and first_stream[1]["X-Cache"] == "miss"
+        assert first_stream[2].count(b"\n") > 2  # a stream of lines
+        stop(server.process)  # no backend from here on
+        for path, body, expected in (
+            ("/v1/chat/completions", chat, first),
+            ("/v1/chat/completions", again, first),
+            ("/api/generate", stream, first_stream),
+        ):
+            status, headers, answer = post_full(gateway.url + path, body)
+            assert (status, headers["X-Cache"]) == (200, "hit"), answer
+            assert answer == expected[2]  # byte for byte
+        # Not deterministic, or opted out: not from the cache, so no backend answers.
+        status, _, _ = post_full(gateway.url + "/v1/chat/completions", chat.replace(
+            b'"temperature": 0', b'"temperature": 0.7'))  # fmt: skip
+        assert status == 503
+        status, _, _ = post_full(gateway.url + "/v1/chat/completions", chat,
+                                 {"Cache-Control": "no-cache"})  # fmt: skip
+        assert status == 503
+    finally:
+        stop(gateway.process)
+        stop(server.process)

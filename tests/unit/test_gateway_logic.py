@@ -170,7 +170,10 @@ def test_a_stream_is_translated_piece_by_piece() -> None:
     ("body", "expected"),
     [
         ({"messages": []}, "messages must be a non-empty list"),
-        ({"messages": [{"content": "x"}]}, "messages[0] must be an object with a role"),
+        (
+            {"messages": [{"content": "x"}]},
+            "messages[0] must be an object with a role: system, user, assistant, tool",
+        ),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string"),
         ({"messages": [{"role": "user"}], "stream": "no"}, "stream must be true or false"),
         ({"messages": [{"role": "user"}], "options": []}, "options must be an object"),
