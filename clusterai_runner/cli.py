@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 a run failed, 2 usage or configuration error, 3 preflight fa
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from clusterai_runner.inventory import load as load_inventory
 from clusterai_runner.sandbox import DEFAULT_NAME, Sandboxes, SandboxStatus
 from clusterai_runner.scale import new_hosts, scale_in, scale_in_targets, scale_out
 from clusterai_runner.status import HostStatus, cluster_status
+from clusterai_runner.store import StoreError
 from clusterai_runner.validate import CHECKS, HostReport, validate
 
 EXIT_CODES = """\b
@@ -533,12 +535,12 @@ def _print_status_table(found: list[HostStatus]) -> None:
             click.echo(f"{s.name}: {problem}")
 
 
-@cli.command("gateway", epilog=EXIT_CODES)
+@cli.group("gateway", epilog=EXIT_CODES, invoke_without_command=True)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The gateway's YAML configuration (backends, aliases, queue, health).",
+    help="The gateway's YAML configuration (backends, aliases, queue, health, cache, auth).",
 )
 @click.option("--listen", help="HOST:PORT to listen on [127.0.0.1:8000].")
 @click.option(
@@ -547,19 +549,23 @@ def _print_status_table(found: list[HostStatus]) -> None:
     multiple=True,
     help="A backend URL, e.g. http://192.0.2.21:8080 or ollama=http://192.0.2.22:11434.",
 )
+@click.pass_context
 def gateway_command(
-    config_path: Path | None, listen: str | None, backends: tuple[str, ...]
+    ctx: click.Context, config_path: Path | None, listen: str | None, backends: tuple[str, ...]
 ) -> None:
     """One OpenAI- and Ollama-compatible endpoint over every backend.
 
     \b
     OpenAI API: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models.
     Ollama API: POST /api/chat, /api/generate, /api/embed; GET /api/tags, /api/ps,
-    /api/version. Also GET /healthz, and with CLUSTERAI_GATEWAY_ADMIN_KEY set the admin
-    routes GET /admin/backends and POST /admin/backends/NAME/drain|undrain.
-    Runs until Ctrl-C or SIGTERM. API keys are not built yet, so it listens on loopback
-    addresses only.
+    /api/version. Every API route needs an API key (Authorization: Bearer KEY; see
+    `clusterai gateway keys`) unless the config says auth: {enabled: false}, which is
+    allowed on loopback addresses only. GET /healthz; admin routes (an --admin key, or
+    CLUSTERAI_GATEWAY_ADMIN_KEY): GET /admin/backends, POST /admin/backends/NAME/drain
+    and /undrain. Usage records go to the state store. Runs until Ctrl-C or SIGTERM.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import dataclasses
     import ipaddress
     import logging
@@ -567,23 +573,89 @@ def gateway_command(
     from clusterai_runner.gateway.app import serve
     from clusterai_runner.gateway.config import load
 
+    settings = _settings(ctx)
     config = load(config_path, backends, listen)
     if config.cache_enabled and config.cache_path is None:
-        state_dir = Settings.from_env().state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
-        config = dataclasses.replace(config, cache_path=str(state_dir / "gateway-cache.db"))
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        cache = str(settings.state_dir / "gateway-cache.db")
+        config = dataclasses.replace(config, cache_path=cache)
     try:
         loopback = ipaddress.ip_address(config.host).is_loopback
     except ValueError:
         loopback = config.host == "localhost"
-    if not loopback:
+    if not config.auth_enabled and not loopback:
         raise UsageError(
             f"--listen {config.host}",
-            "the gateway has no API keys yet, so it listens on loopback addresses only",
-            "use 127.0.0.1 and put an authenticating proxy in front",
+            "auth is off, which is allowed on loopback addresses only",
+            "turn auth on (the default) and create keys with `clusterai gateway keys create`",
+        )
+    store = open_store(settings)
+    if config.auth_enabled and not store.list_keys(include_revoked=False):
+        click.echo(
+            "warning: no API keys yet: every request will get a 401 until you run "
+            "`clusterai gateway keys create NAME`",
+            err=True,
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve(config, ready=lambda url: click.echo(f"gateway listening on {url}", err=True))
+    serve(config, store, ready=lambda url: click.echo(f"gateway listening on {url}", err=True))
+
+
+@gateway_command.group("keys", epilog=EXIT_CODES)
+def gateway_keys() -> None:
+    """The gateway's API keys, kept hashed in the state store."""
+
+
+@gateway_keys.command("create", epilog=EXIT_CODES)
+@click.argument("name")
+@click.option("--rpm", type=click.IntRange(1), help="Requests per minute allowed.")
+@click.option("--tpm", type=click.IntRange(1), help="Tokens per minute allowed.")
+@click.option("--admin", is_flag=True, help="Also allowed on the admin routes.")
+@click.pass_context
+def gateway_keys_create(
+    ctx: click.Context, name: str, rpm: int | None, tpm: int | None, admin: bool
+) -> None:
+    """Create a key and print it, once: only its hash is kept."""
+    from clusterai_runner.gateway.keys import create_key
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise UsageError(f"key name {name!r}", "is not valid", "use letters, digits, . _ -")
+    try:
+        key = create_key(open_store(_settings(ctx)), name, admin, rpm, tpm)
+    except StoreError as exc:
+        raise UsageError(exc.what, exc.why, exc.fix) from exc
+    click.echo(key)
+    click.echo(f"key {name} created; it is shown only now", err=True)
+
+
+@gateway_keys.command("list", epilog=EXIT_CODES)
+@JSON_OPTION
+@click.pass_context
+def gateway_keys_list(ctx: click.Context, as_json: bool) -> None:
+    """Every key: name, prefix, limits, created and revoked times (never the key)."""
+    keys = open_store(_settings(ctx)).list_keys()
+    if as_json:
+        click.echo(json.dumps([k.to_json() for k in keys], indent=2))
+        return
+    if not keys:
+        click.echo("no keys; create one with `clusterai gateway keys create NAME`")
+    for k in keys:
+        state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+        limits = f"rpm={k.rpm or '-'} tpm={k.tpm or '-'}"
+        click.echo(
+            f"{k.name:<20} cai_{k.prefix}_…  {limits:<22} {'admin ' if k.admin else ''}{state}"
+        )
+
+
+@gateway_keys.command("revoke", epilog=EXIT_CODES)
+@click.argument("name")
+@click.pass_context
+def gateway_keys_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke a key; running gateways refuse it within their auth.refresh_s."""
+    if not open_store(_settings(ctx)).revoke_key(name):
+        raise UsageError(
+            f"key {name}", "no active key of that name", "see `clusterai gateway keys list`"
+        )
+    click.echo(f"key {name} revoked")
 
 
 @cli.group(epilog=EXIT_CODES)

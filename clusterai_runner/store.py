@@ -1,4 +1,5 @@
-"""The state store: hosts, runs and each run's per-host task events.
+"""The state store: hosts, runs and each run's per-host task events, the gateway's API
+keys (hashed) and usage records.
 
 The bottom layer of the package: it imports nothing else of ours. SQLite by default (a
 file under the state directory, in WAL mode so readers never wait for the CLI's
@@ -89,6 +90,38 @@ events = sa.Table(
     sa.Column("at", sa.String(32), nullable=False),
 )
 
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    # SHA-256 of the whole key: keys are long random strings, so a fast hash is enough.
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("rpm", sa.Integer),  # requests per minute; NULL: no limit
+    sa.Column("tpm", sa.Integer),  # tokens per minute; NULL: no limit
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("revoked_at", sa.String(32)),
+)
+
+usage_records = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False, index=True),
+    sa.Column("key_id", sa.Integer),  # NULL when the gateway runs without keys
+    sa.Column("route", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("backend", sa.String(255), nullable=False, default=""),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("completion_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("cache_hit", sa.Boolean, nullable=False, default=False),
+)
+
 COUNTERS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
 
@@ -103,8 +136,16 @@ def _add_host_vars_v2(connection: Connection) -> None:
         connection.execute(sa.text("ALTER TABLE hosts ADD COLUMN vars TEXT NOT NULL DEFAULT '{}'"))
 
 
+def _create_gateway_tables_v3(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[api_keys, usage_records])
+
+
 # MIGRATIONS[n] takes a store from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_host_vars_v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _create_v1,
+    _add_host_vars_v2,
+    _create_gateway_tables_v3,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -163,6 +204,36 @@ class Run:
             "rc": self.rc,
             "recap": self.recap,
         }
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    prefix: str
+    hash: str
+    admin: bool
+    rpm: int | None
+    tpm: int | None
+    created_at: str
+    revoked_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prefix": self.prefix,
+            "admin": self.admin,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+USAGE_FIELDS = (
+    "at", "key_id", "route", "model", "backend", "status", "prompt_tokens",
+    "completion_tokens", "latency_ms", "ttft_ms", "cache_hit",
+)  # fmt: skip
 
 
 class Store:
@@ -261,6 +332,56 @@ class Store:
             Host(r.name, r.address, json.loads(r.groups), r.added_at, json.loads(r.vars))
             for r in rows
         ]
+
+    # --- API keys and usage --------------------------------------------------------
+
+    def add_key(
+        self, name: str, prefix: str, digest: str, admin: bool, rpm: int | None, tpm: int | None
+    ) -> None:
+        with self._begin() as connection:
+            taken = connection.execute(
+                sa.select(api_keys.c.id).where(api_keys.c.name == name)
+            ).first()
+            if taken is not None:
+                raise StoreError(f"key {name}", "a key of that name exists", "pick another name")
+            connection.execute(
+                api_keys.insert().values(
+                    name=name, prefix=prefix, hash=digest, admin=admin, rpm=rpm, tpm=tpm,
+                    created_at=_now(),
+                )
+            )  # fmt: skip
+
+    def revoke_key(self, name: str) -> bool:
+        with self._begin() as connection:
+            result = connection.execute(
+                api_keys.update()
+                .where((api_keys.c.name == name) & api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=_now())
+            )
+            return result.rowcount > 0
+
+    def list_keys(self, include_revoked: bool = True) -> list[ApiKey]:
+        query = sa.select(api_keys).order_by(api_keys.c.id)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self._begin() as connection:
+            rows = connection.execute(query).all()
+        return [ApiKey(**r._mapping) for r in rows]
+
+    def add_usage(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        with self._begin() as connection:
+            connection.execute(
+                usage_records.insert(), [{f: r.get(f) for f in USAGE_FIELDS} for r in records]
+            )
+
+    def usage(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._begin() as connection:
+            rows = connection.execute(
+                sa.select(usage_records).order_by(usage_records.c.id.desc()).limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
 
     # --- Runs ----------------------------------------------------------------------
 

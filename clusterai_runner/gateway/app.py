@@ -30,7 +30,9 @@ from clusterai_runner import __version__
 from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.cache import AnswerCache, cache_key, deterministic
 from clusterai_runner.gateway.config import GatewayConfig
+from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter, tokens_of
 from clusterai_runner.gateway.pool import Busy, Lease, NoBackend, NoSuchModel, Pool
+from clusterai_runner.store import ApiKey, Store
 
 log = logging.getLogger("clusterai.gateway")
 
@@ -38,6 +40,9 @@ ADMIN_KEY_ENV = "CLUSTERAI_GATEWAY_ADMIN_KEY"
 POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
 CACHE: web.AppKey[AnswerCache | None] = web.AppKey("cache")
+KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
+LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
+USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 # Failures before a backend's first byte: the request goes to another backend.
 RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 # Failures in the middle of a backend's answer: the caller gets an error event.
@@ -92,6 +97,83 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(
             request, ApiError(500, "internal error in the gateway", "server_error")
         )
+
+
+def _bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+
+
+def _authenticate(request: web.Request) -> ApiKey | None:
+    keys = request.app[KEYS]
+    if keys is None:
+        return None
+    key = keys.find(_bearer(request))
+    if key is None:
+        raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY)",
+                       "authentication_error")  # fmt: skip
+    return key
+
+
+@web.middleware
+async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API keys and limits on the API routes, the admin key on the admin routes, and a
+    usage record for every model request."""
+    if request.path.startswith("/admin/"):
+        _require_admin(request)
+        return await handler(request)
+    if not request.path.startswith(("/v1/", "/api/")):
+        return await handler(request)
+    key = _authenticate(request)
+    if request.method != "POST":
+        return await handler(request)
+    if key is not None:
+        limit = request.app[LIMITER].admit(key)
+        if limit is not None:
+            error = ApiError(429, f"this key's limit of {limit} is reached", "rate_limit_error")
+            error.headers["Retry-After"] = "60"
+            raise error
+    info: dict[str, Any] = {
+        "model": "", "backend": "", "prompt_tokens": 0, "completion_tokens": 0,
+        "ttft_ms": None, "cache_hit": False,
+    }  # fmt: skip
+    request["usage"] = info
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as error:
+        status = error.status
+        raise
+    finally:
+        if key is not None:
+            request.app[LIMITER].spent(key, info["prompt_tokens"] + info["completion_tokens"])
+        writer = request.app[USAGE]
+        if writer is not None and info["model"]:
+            writer.add({**info, "key_id": key.id if key else None, "route": request.path,
+                        "status": status,
+                        "latency_ms": (time.monotonic() - started) * 1000})  # fmt: skip
+
+
+def _note(request: web.Request, **values: Any) -> None:
+    """Add to the request's usage record."""
+    info = request.get("usage")
+    if info is not None:
+        info.update(values)
+
+
+def _note_tokens(request: web.Request, body: bytes) -> None:
+    """The token counts in an answer's JSON, or in the last stream line that has them."""
+    for line in reversed(body.strip().splitlines()[-3:]):
+        text = line.removeprefix(b"data:").strip()
+        if not text.startswith(b"{"):
+            continue
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            prompt, completion = tokens_of(json.loads(text))
+            if prompt or completion:
+                _note(request, prompt_tokens=prompt, completion_tokens=completion)
+                return
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -227,6 +309,7 @@ async def _backend_call(
         lease = await _lease(pool, model, tried)
         path, payload = path_for(lease)
         backend = lease.backend
+        _note(request, backend=backend.name)
         try:
             response = await session.post(
                 backend.config.url + path, json=payload, headers=backend.headers()
@@ -303,19 +386,25 @@ async def _pass_through(
             body=body, status=response.status, headers=_headers(recorder, content_type)
         )
         if response.status == 200:
+            _note_tokens(request, body)
             recorder.add(body)
             recorder.keep(request)
         return answer
     out = web.StreamResponse(headers={**_headers(recorder, content_type),
                                       "Cache-Control": "no-cache"})  # fmt: skip
     await out.prepare(request)
+    started, tail = time.monotonic(), b""
     try:
         async for piece in response.content.iter_any():
+            if not tail:
+                _note(request, ttft_ms=(time.monotonic() - started) * 1000)
             await out.write(piece)
             recorder.add(piece)
+            tail = (tail + piece)[-4096:]
     except CUT as exc:
         await _cut(request, out, lease, exc)
     await out.write_eof()
+    _note_tokens(request, tail.replace(b"data: [DONE]", b""))
     recorder.keep(request)
     return out
 
@@ -341,6 +430,7 @@ def _cache_lookup(
     request: web.Request, body: dict[str, Any], model: str, stream: bool
 ) -> tuple[web.StreamResponse | None, Recorder]:
     """A cached answer (as a Response to prepare), or a recorder for the answer to come."""
+    _note(request, model=model)
     cache = request.app[CACHE]
     control = request.headers.get("Cache-Control", "")
     if cache is None or not deterministic(body) or "no-cache" in control or "no-store" in control:
@@ -349,6 +439,8 @@ def _cache_lookup(
     hit = cache.get(key)
     if hit is None:
         return None, Recorder(key)
+    _note(request, cache_hit=True)
+    _note_tokens(request, hit.body)
     headers = {"Content-Type": hit.content_type, "X-Cache": "hit"}
     if stream:
         headers["Cache-Control"] = "no-cache"
@@ -431,6 +523,7 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
                 kind = "chat" if request.path == "/api/chat" else "generate"
                 return await _translate_stream(request, response, lease, kind, model, recorder)
             encoded = json.dumps(answer).encode()
+            _note_tokens(request, encoded)
             recorder.add(encoded)
             recorder.keep(request)
             return web.Response(body=encoded, headers=_headers(recorder, "application/json"))
@@ -449,7 +542,11 @@ async def _translate_stream(
     out = web.StreamResponse(headers=_headers(recorder, "application/x-ndjson"))
     await out.prepare(request)
 
+    started = time.monotonic()
+
     async def send(line: dict[str, Any]) -> None:
+        if translator.pieces == 1 and not line.get("done"):
+            _note(request, ttft_ms=(time.monotonic() - started) * 1000)
         piece = (json.dumps(line) + "\n").encode()
         await out.write(piece)
         recorder.add(piece)
@@ -468,7 +565,9 @@ async def _translate_stream(
                 await send(converted)
     except (*CUT, ValueError) as exc:
         await _cut(request, out, lease, exc)
-    await send(translator.last())
+    last = translator.last()
+    _note(request, prompt_tokens=last["prompt_eval_count"], completion_tokens=last["eval_count"])
+    await send(last)
     await out.write_eof()
     recorder.keep(request)
     return out
@@ -506,29 +605,35 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _require_admin(request: web.Request) -> None:
-    key = os.environ.get(ADMIN_KEY_ENV, "")
-    if not key:
-        raise ApiError(403, f"admin routes are off: start the gateway with {ADMIN_KEY_ENV} set",
+    """An admin key: CLUSTERAI_GATEWAY_ADMIN_KEY, or an API key created with --admin."""
+    given = _bearer(request)
+    env_key = os.environ.get(ADMIN_KEY_ENV, "")
+    if env_key and hmac.compare_digest(given.encode(), env_key.encode()):
+        return
+    keys = request.app[KEYS]
+    key = keys.find(given) if keys is not None else None
+    if key is not None and key.admin:
+        return
+    if not env_key and keys is None:
+        raise ApiError(403, f"admin routes are off: set {ADMIN_KEY_ENV} or turn on auth",
                        "permission_error")  # fmt: skip
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), key.encode()):
-        raise ApiError(401, "admin routes need the admin key as a Bearer token",
-                       "authentication_error")  # fmt: skip
+    raise ApiError(401, "admin routes need an admin key as a Bearer token",
+                   "authentication_error")  # fmt: skip
 
 
 async def admin_backends(request: web.Request) -> web.Response:
-    _require_admin(request)
     pool = request.app[POOL]
-    cache = request.app[CACHE]
+    cache, writer = request.app[CACHE], request.app[USAGE]
     hits = {"hits": cache.hits, "misses": cache.misses} if cache is not None else None
+    written = writer.written if writer is not None else None
     return web.json_response({"backends": [b.to_json() for b in pool.backends],
-                              "waiting": pool.waiting, "cache": hits})  # fmt: skip
+                              "waiting": pool.waiting, "cache": hits,
+                              "usage_records_written": written})  # fmt: skip
 
 
 async def admin_drain(request: web.Request) -> web.Response:
     """POST /admin/backends/{name}/drain {"wait_s": 30}: no new requests go there; answers
     when its requests in flight have finished, or when wait_s has passed."""
-    _require_admin(request)
     pool = request.app[POOL]
     name = request.match_info["name"]
     body = await _body(request) if request.can_read_body else {}
@@ -543,10 +648,17 @@ async def admin_drain(request: web.Request) -> web.Response:
     return web.json_response({"backend": backend.to_json(), "idle": idle})
 
 
-def make_app(config: GatewayConfig) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes)
+def make_app(config: GatewayConfig, store: Store | None = None) -> web.Application:
+    """The gateway's application. ``store`` (the state store) holds the API keys and takes
+    the usage records; without it there are neither, and auth must be off."""
+    if config.auth_enabled and store is None:
+        raise ValueError("auth needs the state store")
+    app = web.Application(middlewares=[errors, gatekeeper], client_max_size=config.max_body_bytes)
     pool = Pool(config)
     app[POOL] = pool
+    app[KEYS] = KeyRing(store) if config.auth_enabled and store is not None else None
+    app[LIMITER] = Limiter()
+    app[USAGE] = UsageWriter(store) if store is not None else None
     app[CACHE] = (
         AnswerCache(config.cache_path or ":memory:", config.cache_ttl_s, config.cache_max_entries)
         if config.cache_enabled
@@ -573,11 +685,19 @@ def make_app(config: GatewayConfig) -> web.Application:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             app[SESSION] = session
             await pool.probe_all(session)
-            watcher = asyncio.create_task(pool.watch(session))
+            tasks = [asyncio.create_task(pool.watch(session))]
+            keys, writer = app[KEYS], app[USAGE]
+            if keys is not None:
+                await keys.reload()
+                tasks.append(asyncio.create_task(keys.watch(config.auth_refresh_s)))
+            if writer is not None:
+                tasks.append(asyncio.create_task(writer.run()))
             yield
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             cache = app[CACHE]
             if cache is not None:
                 cache.close()
@@ -586,11 +706,13 @@ def make_app(config: GatewayConfig) -> web.Application:
     return app
 
 
-def serve(config: GatewayConfig, ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    config: GatewayConfig, store: Store | None, ready: Callable[[str], None] | None = None
+) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
 
     async def main() -> None:
-        runner = web.AppRunner(make_app(config), access_log=None, handle_signals=True)
+        runner = web.AppRunner(make_app(config, store), access_log=None, handle_signals=True)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         await site.start()

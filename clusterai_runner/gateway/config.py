@@ -19,6 +19,7 @@
     queue: {size: 256, timeout_s: 30}
     health: {interval_s: 5, eject_after: 3}
     cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000}
+    auth: {enabled: true, refresh_s: 5}  # keys: `clusterai gateway keys create NAME`
 
 Errors name the file and the field and say how to fix it.
 """
@@ -65,6 +66,8 @@ class GatewayConfig:
     cache_path: str | None = None  # None: the caller's default (the state directory)
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 10000
+    auth_enabled: bool = True
+    auth_refresh_s: float = 5.0
 
 
 def _where(path: Path | str, key: str) -> str:
@@ -151,7 +154,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
             raise UsageError(f"gateway config {path}", "is not a mapping")
         raw = loaded or {}
     source: Path | str = path or "(command line)"
-    known = {"listen", "backends", "aliases", "queue", "health", "max_body_bytes", "cache"}
+    known = {"listen", "backends", "aliases", "queue", "health", "max_body_bytes", "cache", "auth"}
     unknown = set(raw) - known
     if unknown:
         raise UsageError(
@@ -191,12 +194,16 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     queue = raw.get("queue") or {}
     health = raw.get("health") or {}
     cache = raw.get("cache") or {}
-    for name, section in (("queue", queue), ("health", health), ("cache", cache)):
+    auth = raw.get("auth") or {}
+    for name, section in (("queue", queue), ("health", health), ("cache", cache), ("auth", auth)):
         if not isinstance(section, dict):
             raise UsageError(_where(source, name), "is not a mapping")
     enabled = cache.get("enabled", True)
     if not isinstance(enabled, bool):
         raise UsageError(_where(source, "cache.enabled"), f"{enabled!r} is not true or false")
+    auth_enabled = auth.get("enabled", True)
+    if not isinstance(auth_enabled, bool):
+        raise UsageError(_where(source, "auth.enabled"), f"{auth_enabled!r} is not true or false")
     return GatewayConfig(
         host=host,
         port=port,
@@ -215,4 +222,6 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         cache_max_entries=_int(
             source, "cache.max_entries", cache.get("max_entries", 10000), 1, 10**8
         ),
+        auth_enabled=auth_enabled,
+        auth_refresh_s=_number(source, "auth.refresh_s", auth.get("refresh_s", 5), 0.1),
     )

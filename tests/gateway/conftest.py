@@ -139,7 +139,10 @@ def start_server(python: Path, model: Path, name: str, directory: Path) -> Serve
     return server
 
 
-def start_gateway(servers: list[Server], directory: Path, **settings: Any) -> Gateway:
+def start_gateway(
+    servers: list[Server], directory: Path, state_dir: Path | None = None, **settings: Any
+) -> Gateway:
+    """``clusterai gateway`` over ``servers``; its state store is in ``state_dir``."""
     port = free_port()
     config = {
         "listen": f"127.0.0.1:{port}",
@@ -148,12 +151,17 @@ def start_gateway(servers: list[Server], directory: Path, **settings: Any) -> Ga
         ],
         "health": {"interval_s": 1, "eject_after": 2},
         "cache": {"path": str(directory / f"cache-{port}.db")},
+        "auth": {"enabled": False},
         **settings,
     }
     path = directory / f"gateway-{port}.json"
     path.write_text(json.dumps(config))
     log = directory / f"gateway-{port}.log"
-    env = {**os.environ, "CLUSTERAI_GATEWAY_ADMIN_KEY": ADMIN_KEY}
+    env = {
+        **os.environ,
+        "CLUSTERAI_GATEWAY_ADMIN_KEY": ADMIN_KEY,
+        "CLUSTERAI_STATE_DIR": str(state_dir or directory / "state"),
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(CLUSTERAI), "gateway", "--config", str(path)], stdout=out,

@@ -127,3 +127,38 @@ def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
 def test_a_bad_url_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="is not a usable database URL"):
         Store.open("nosuchdb://x")
+
+
+def test_api_keys_are_kept_hashed_and_revoked_by_name(tmp_path: Path) -> None:
+    store = Store.open(url(tmp_path))
+    store.add_key("app", "ab12cd34", "f" * 64, False, 60, None)
+    with pytest.raises(StoreError, match="a key of that name exists"):
+        store.add_key("app", "00000000", "e" * 64, False, None, None)
+    (key,) = store.list_keys()
+    assert (key.name, key.prefix, key.hash, key.rpm, key.tpm) == (
+        "app",
+        "ab12cd34",
+        "f" * 64,
+        60,
+        None,
+    )
+    assert "hash" not in key.to_json()
+    assert store.revoke_key("app") is True
+    assert store.revoke_key("app") is False
+    assert store.list_keys(include_revoked=False) == []
+
+
+def test_usage_records_round_trip(tmp_path: Path) -> None:
+    store = Store.open(url(tmp_path))
+    store.add_usage([
+        {"at": "t1", "key_id": 1, "route": "/v1/chat/completions", "model": "m", "backend": "b",
+         "status": 200, "prompt_tokens": 3, "completion_tokens": 5, "latency_ms": 12.5,
+         "ttft_ms": None, "cache_hit": False},
+        {"at": "t2", "key_id": None, "route": "/api/chat", "model": "m", "backend": "",
+         "status": 200, "prompt_tokens": 0, "completion_tokens": 0, "latency_ms": 0.4,
+         "ttft_ms": None, "cache_hit": True},
+    ])  # fmt: skip
+    newest, oldest = store.usage()
+    assert (newest["route"], newest["cache_hit"], oldest["completion_tokens"]) == (
+        "/api/chat", True, 5,
+    )  # fmt: skip
