@@ -31,6 +31,7 @@ from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.cache import AnswerCache, cache_key, deterministic
 from clusterai_runner.gateway.config import GatewayConfig
 from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter, tokens_of
+from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.pool import Busy, Lease, NoBackend, NoSuchModel, Pool
 from clusterai_runner.store import ApiKey, Store
 
@@ -43,6 +44,7 @@ CACHE: web.AppKey[AnswerCache | None] = web.AppKey("cache")
 KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # Failures before a backend's first byte: the request goes to another backend.
 RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 # Failures in the middle of a backend's answer: the caller gets an error event.
@@ -147,13 +149,17 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
         status = error.status
         raise
     finally:
+        elapsed = time.monotonic() - started
+        request.app[METRICS].observe(
+            request.path, status, elapsed, info["prompt_tokens"], info["completion_tokens"]
+        )
         if key is not None:
             request.app[LIMITER].spent(key, info["prompt_tokens"] + info["completion_tokens"])
         writer = request.app[USAGE]
         if writer is not None and info["model"]:
             writer.add({**info, "key_id": key.id if key else None, "route": request.path,
                         "status": status,
-                        "latency_ms": (time.monotonic() - started) * 1000})  # fmt: skip
+                        "latency_ms": elapsed * 1000})  # fmt: skip
 
 
 def _note(request: web.Request, **values: Any) -> None:
@@ -595,6 +601,14 @@ async def ollama_version(_request: web.Request) -> web.Response:
     return web.json_response({"version": __version__})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    cache = request.app[CACHE]
+    counts = (cache.hits, cache.misses) if cache is not None else None
+    text = request.app[METRICS].render(request.app[POOL], counts)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})  # fmt: skip
+
+
 async def healthz(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     healthy = [b.name for b in pool.backends if b.healthy and not b.draining]
@@ -659,6 +673,7 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
     app[KEYS] = KeyRing(store) if config.auth_enabled and store is not None else None
     app[LIMITER] = Limiter()
     app[USAGE] = UsageWriter(store) if store is not None else None
+    app[METRICS] = Metrics()
     app[CACHE] = (
         AnswerCache(config.cache_path or ":memory:", config.cache_ttl_s, config.cache_max_entries)
         if config.cache_enabled
@@ -675,6 +690,7 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
     app.router.add_get("/api/ps", ollama_ps)
     app.router.add_get("/api/version", ollama_version)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/backends", admin_backends)
     app.router.add_post("/admin/backends/{name}/drain", admin_drain)
     app.router.add_post("/admin/backends/{name}/undrain", admin_drain)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,14 @@ def test_a_deterministic_request_is_answered_again_from_the_cache_without_a_back
     finally:
         stop(gateway.process)
         stop(server.process)
+
+
+def test_metrics_show_requests_backends_and_the_cache(gateway: Gateway) -> None:
+    post(gateway.url + "/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role":'
+         b' "user", "content": "Hi"}], "max_tokens": 2}')  # fmt: skip
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    assert 'clusterai_gateway_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert 'clusterai_gateway_backend_up{backend="llama1"} 1' in text
+    assert 'clusterai_gateway_cache_lookups_total{result="miss"}' in text
+    assert "clusterai_gateway_request_duration_seconds_bucket" in text

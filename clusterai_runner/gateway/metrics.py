@@ -1,0 +1,105 @@
+"""The gateway's Prometheus metrics, in the text exposition format."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from clusterai_runner.gateway.pool import Pool
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def _labels(**values: Any) -> str:
+    inner = ",".join(
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in values.items()
+    )
+    return "{" + inner + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.duration_buckets: Counter[tuple[str, float]] = Counter()
+        self.duration_sum: dict[str, float] = {}
+        self.duration_count: Counter[str] = Counter()
+        self.tokens: Counter[tuple[str, str]] = Counter()
+
+    def observe(
+        self, route: str, status: int, seconds: float, prompt: int, completion: int
+    ) -> None:
+        self.requests[(route, status)] += 1
+        self.duration_sum[route] = self.duration_sum.get(route, 0.0) + seconds
+        self.duration_count[route] += 1
+        for bound in BUCKETS:
+            if seconds <= bound:
+                self.duration_buckets[(route, bound)] += 1
+        self.tokens[(route, "prompt")] += prompt
+        self.tokens[(route, "completion")] += completion
+
+    def render(self, pool: Pool, cache: tuple[int, int] | None) -> str:
+        lines = [
+            "# HELP clusterai_gateway_requests_total Model requests by route and HTTP status.",
+            "# TYPE clusterai_gateway_requests_total counter",
+        ]
+        for (route, status), count in sorted(self.requests.items()):
+            lines.append(
+                f"clusterai_gateway_requests_total{_labels(route=route, status=status)} {count}"
+            )
+        lines += [
+            "# HELP clusterai_gateway_request_duration_seconds Time to the whole answer.",
+            "# TYPE clusterai_gateway_request_duration_seconds histogram",
+        ]
+        for route in sorted(self.duration_count):
+            for bound in BUCKETS:
+                count = self.duration_buckets[(route, bound)]
+                lines.append(
+                    "clusterai_gateway_request_duration_seconds_bucket"
+                    f"{_labels(route=route, le=bound)} {count}"
+                )
+            total = self.duration_count[route]
+            lines.append(
+                "clusterai_gateway_request_duration_seconds_bucket"
+                f"{_labels(route=route, le='+Inf')} {total}"
+            )
+            lines.append(
+                "clusterai_gateway_request_duration_seconds_sum"
+                f"{_labels(route=route)} {self.duration_sum[route]}"
+            )
+            lines.append(
+                f"clusterai_gateway_request_duration_seconds_count{_labels(route=route)} {total}"
+            )
+        lines += [
+            "# HELP clusterai_gateway_tokens_total Tokens in answered requests.",
+            "# TYPE clusterai_gateway_tokens_total counter",
+        ]
+        for (route, kind), count in sorted(self.tokens.items()):
+            lines.append(f"clusterai_gateway_tokens_total{_labels(route=route, kind=kind)} {count}")
+        gauges = {
+            "clusterai_gateway_backend_up": ("1 when the backend takes new requests.", "gauge"),
+            "clusterai_gateway_backend_outstanding": ("Requests in flight.", "gauge"),
+            "clusterai_gateway_backend_requests_total": ("Requests sent.", "counter"),
+        }
+        for name, (text, kind) in gauges.items():
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            for b in pool.backends:
+                value = {
+                    "clusterai_gateway_backend_up": int(b.healthy and not b.draining),
+                    "clusterai_gateway_backend_outstanding": b.outstanding,
+                    "clusterai_gateway_backend_requests_total": b.requests,
+                }[name]
+                lines.append(f"{name}{_labels(backend=b.name)} {value}")
+        lines += [
+            "# HELP clusterai_gateway_queue_waiting Requests waiting for a backend.",
+            "# TYPE clusterai_gateway_queue_waiting gauge",
+            f"clusterai_gateway_queue_waiting {pool.waiting}",
+        ]
+        if cache is not None:
+            lines += [
+                "# HELP clusterai_gateway_cache_lookups_total Answer cache lookups by result.",
+                "# TYPE clusterai_gateway_cache_lookups_total counter",
+                f'clusterai_gateway_cache_lookups_total{{result="hit"}} {cache[0]}',
+                f'clusterai_gateway_cache_lookups_total{{result="miss"}} {cache[1]}',
+            ]
+        return "\n".join(lines) + "\n"
