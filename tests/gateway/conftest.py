@@ -88,22 +88,23 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log: P
     raise AssertionError(f"{url} did not answer in {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def llama_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A Python environment with llama-cpp-python's server, and the SmolLM2 model."""
+def llama_server_assets(scratch: Path) -> tuple[Path, Path]:
+    """A Python environment with llama-cpp-python's server, and the SmolLM2 model: built by
+    the llamacpp_server role's controller tasks (cached), the environment made once."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_STRATEGY": "linear",
     }
-    assets = tmp_path_factory.mktemp("assets") / "assets.json"
+    assets = scratch / "assets.json"
     done = subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e",
          f"ansible_python_interpreter={sys.executable}", "-e", f"assets_file={assets}",
          str(REPO / "tests" / "gateway" / "controller_cache.yml")],
         capture_output=True, text=True, env=env, timeout=1800, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])
     found = json.loads(assets.read_text())
     wheelhouse, model = Path(found["wheelhouse"]), Path(found["model"])
     venv = wheelhouse.with_name(wheelhouse.name + "-server-venv")
@@ -118,6 +119,11 @@ def llama_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         )  # fmt: skip
         partial.rename(venv)
     return python, model
+
+
+@pytest.fixture(scope="session")
+def llama_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return llama_server_assets(tmp_path_factory.mktemp("assets"))
 
 
 def start_server(python: Path, model: Path, name: str, directory: Path) -> Server:
