@@ -549,20 +549,33 @@ def _print_status_table(found: list[HostStatus]) -> None:
     multiple=True,
     help="A backend URL, e.g. http://192.0.2.21:8080 or ollama=http://192.0.2.22:11434.",
 )
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(path_type=Path),
+    help="Also serve through every worker of this inventory (its inference server).",
+)
 @click.pass_context
 def gateway_command(
-    ctx: click.Context, config_path: Path | None, listen: str | None, backends: tuple[str, ...]
+    ctx: click.Context,
+    config_path: Path | None,
+    listen: str | None,
+    backends: tuple[str, ...],
+    inventory: Path | None,
 ) -> None:
     """One OpenAI- and Ollama-compatible endpoint over every backend.
 
     \b
     OpenAI API: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models.
     Ollama API: POST /api/chat, /api/generate, /api/embed; GET /api/tags, /api/ps,
-    /api/version. Every API route needs an API key (Authorization: Bearer KEY; see
+    /api/version. Backends: the config file's, --backend URLs, and with -i every worker
+    of the inventory (llama.cpp or Ollama, by clusterai_inference_backend).
+    Every API route needs an API key (Authorization: Bearer KEY; see
     `clusterai gateway keys`) unless the config says auth: {enabled: false}, which is
-    allowed on loopback addresses only. GET /healthz; admin routes (an --admin key, or
-    CLUSTERAI_GATEWAY_ADMIN_KEY): GET /admin/backends, POST /admin/backends/NAME/drain
-    and /undrain. Usage records go to the state store. Runs until Ctrl-C or SIGTERM.
+    allowed on loopback addresses only. GET /healthz, /metrics; admin routes (an --admin
+    key, or CLUSTERAI_GATEWAY_ADMIN_KEY): GET /admin/backends, POST
+    /admin/backends/NAME/drain and /undrain. Usage records go to the state store.
+    Runs until Ctrl-C or SIGTERM.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -572,9 +585,11 @@ def gateway_command(
 
     from clusterai_runner.gateway.app import serve
     from clusterai_runner.gateway.config import load
+    from clusterai_runner.gateway.workers import worker_backends
 
     settings = _settings(ctx)
-    config = load(config_path, backends, listen)
+    workers = worker_backends(load_inventory(inventory)) if inventory is not None else []
+    config = load(config_path, backends, listen, workers=workers)
     if config.cache_enabled and config.cache_path is None:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         cache = str(settings.state_dir / "gateway-cache.db")

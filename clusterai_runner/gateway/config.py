@@ -137,9 +137,11 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str]) -> Bac
 
 
 def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
-         env: dict[str, str] | None = None) -> GatewayConfig:  # fmt: skip
-    """The configuration in ``path`` (when given), plus backends given as URLs on the
-    command line (``api=url`` or a bare URL for the OpenAI API)."""
+         env: dict[str, str] | None = None,
+         workers: list[dict[str, str]] | None = None) -> GatewayConfig:  # fmt: skip
+    """The configuration in ``path`` (when given), plus the cluster's ``workers`` (entries
+    of name, url and api, from the inventory) and backends given as URLs on the command
+    line (``api=url`` or a bare URL for the OpenAI API)."""
     env = dict(os.environ if env is None else env)
     raw: dict[str, Any] = {}
     if path is not None:
@@ -169,6 +171,8 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     if not isinstance(entries, list):
         raise UsageError(_where(source, "backends"), "is not a list")
     backends = [_backend(source, i, b, env) for i, b in enumerate(entries)]
+    for i, entry in enumerate(workers or []):
+        backends.append(_backend("(inventory)", i, entry, env))
     for i, text in enumerate(extra_backends):
         api, _, url = text.rpartition("=")
         entry = {"name": f"backend{len(backends) + 1}", "url": url, "api": api or "openai"}

@@ -184,3 +184,28 @@ def test_bad_ollama_requests_name_the_field(body: dict[str, object], expected: s
         translate.BadRequest, match=expected.replace("[", r"\[").replace("]", r"\]")
     ):
         translate.chat_request(body, "m")
+
+
+def test_the_inventorys_workers_become_backends(tmp_path: Path) -> None:
+    from clusterai_runner.gateway.workers import worker_backends
+    from clusterai_runner.inventory import load as load_inventory
+
+    inventory = write(tmp_path, """\
+all:
+  children:
+    control:
+      hosts:
+        ctl1: {ansible_host: 192.0.2.10, clusterai_address: 192.0.2.10}
+    workers:
+      hosts:
+        w1: {ansible_host: 192.0.2.21, clusterai_address: 192.0.2.21,
+             clusterai_inference_backend: llamacpp, llamacpp_server_port: 8081}
+        w2: {ansible_host: 192.0.2.22, clusterai_address: "2001:db8::22",
+             clusterai_inference_backend: ollama}
+""")  # fmt: skip
+    assert worker_backends(load_inventory(inventory)) == [
+        {"name": "w1", "url": "http://192.0.2.21:8081", "api": "openai"},
+        {"name": "w2", "url": "http://[2001:db8::22]:11434", "api": "ollama"},
+    ]
+    config = load(None, workers=worker_backends(load_inventory(inventory)), env={})
+    assert [(b.name, b.api) for b in config.backends] == [("w1", "openai"), ("w2", "ollama")]
