@@ -28,7 +28,7 @@ from aiohttp import web
 
 from clusterai_runner import __version__
 from clusterai_runner.gateway import translate
-from clusterai_runner.gateway.cache import AnswerCache, cache_key, deterministic
+from clusterai_runner.gateway.cache import AnswerCache, RedisCache, cache_key, deterministic
 from clusterai_runner.gateway.config import GatewayConfig
 from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter, tokens_of
 from clusterai_runner.gateway.metrics import Metrics
@@ -40,7 +40,7 @@ log = logging.getLogger("clusterai.gateway")
 ADMIN_KEY_ENV = "CLUSTERAI_GATEWAY_ADMIN_KEY"
 POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
-CACHE: web.AppKey[AnswerCache | None] = web.AppKey("cache")
+CACHE: web.AppKey[AnswerCache | RedisCache | None] = web.AppKey("cache")
 KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
@@ -674,11 +674,13 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
     app[LIMITER] = Limiter()
     app[USAGE] = UsageWriter(store) if store is not None else None
     app[METRICS] = Metrics()
-    app[CACHE] = (
-        AnswerCache(config.cache_path or ":memory:", config.cache_ttl_s, config.cache_max_entries)
-        if config.cache_enabled
-        else None
-    )
+    cache: AnswerCache | RedisCache | None = None
+    if config.cache_enabled and config.cache_redis_url:
+        cache = RedisCache(config.cache_redis_url, config.cache_ttl_s)
+    elif config.cache_enabled:
+        path = config.cache_path or ":memory:"
+        cache = AnswerCache(path, config.cache_ttl_s, config.cache_max_entries)
+    app[CACHE] = cache
     app.router.add_post("/v1/chat/completions", openai_route)
     app.router.add_post("/v1/completions", openai_route)
     app.router.add_post("/v1/embeddings", openai_route)

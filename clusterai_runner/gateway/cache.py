@@ -8,18 +8,24 @@ as the caller got them, streamed or not: a cached stream is replayed as a stream
 complete 200 answers are kept, for ``ttl_s`` seconds, at most ``max_entries`` of them.
 A caller opts out with ``Cache-Control: no-cache`` (or ``no-store``).
 
-SQLite (WAL) by default: a file several gateway processes on one host can share.
+SQLite (WAL) by default: a file several gateway processes on one host can share. With
+``cache.redis_url``, Redis instead, so gateway replicas on several hosts share answers;
+entries expire after ``ttl_s`` there too, and Redis's own memory policy bounds their number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("clusterai.gateway")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,44 @@ def cache_key(route: str, models: list[str], body: dict[str, Any]) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RedisCache:
+    """The same cache in Redis (``redis://host:port/db``)."""
+
+    PREFIX = "clusterai:answer:"
+
+    def __init__(self, url: str, ttl_s: float) -> None:
+        import redis
+
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._errors = (redis.RedisError,)
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> Cached | None:
+        found: list[Any] = [None, None]
+        with contextlib.suppress(*self._errors):  # an unreachable cache is a miss
+            found = list(self._redis.hmget(self.PREFIX + key, ["type", "body"]))
+        kind, body = found
+        if not isinstance(kind, bytes) or not isinstance(body, bytes):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return Cached(kind.decode(), body)
+
+    def put(self, key: str, content_type: str, body: bytes) -> None:
+        name = self.PREFIX + key
+        try:
+            with self._redis.pipeline() as pipe:
+                pipe.hset(name, mapping={"type": content_type, "body": body})
+                pipe.pexpire(name, self.ttl_ms)
+                pipe.execute()
+        except self._errors:
+            log.warning("the Redis cache is unreachable; the answer is not kept")
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 class AnswerCache:

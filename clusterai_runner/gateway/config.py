@@ -19,6 +19,7 @@
     queue: {size: 256, timeout_s: 30}
     health: {interval_s: 5, eject_after: 3}
     cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000}
+    # or, shared by every gateway replica: cache: {redis_url: redis://192.0.2.10:6379/0}
     auth: {enabled: true, refresh_s: 5}  # keys: `clusterai gateway keys create NAME`
 
 Errors name the file and the field and say how to fix it.
@@ -66,6 +67,7 @@ class GatewayConfig:
     cache_path: str | None = None  # None: the caller's default (the state directory)
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 10000
+    cache_redis_url: str | None = None
     auth_enabled: bool = True
     auth_refresh_s: float = 5.0
 
@@ -134,6 +136,18 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str]) -> Bac
     if not isinstance(fallback, bool):
         raise UsageError(_where(path, f"{key}.fallback"), f"{fallback!r} is not true or false")
     return BackendConfig(name, url, api, concurrency, api_key, fallback)
+
+
+def _redis_url(source: Path | str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise UsageError(
+            _where(source, "cache.redis_url"),
+            f"{value!r} is not a Redis URL",
+            "e.g. redis://host:6379/0",
+        )
+    return value
 
 
 def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
@@ -226,6 +240,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         cache_max_entries=_int(
             source, "cache.max_entries", cache.get("max_entries", 10000), 1, 10**8
         ),
+        cache_redis_url=_redis_url(source, cache.get("redis_url")),
         auth_enabled=auth_enabled,
         auth_refresh_s=_number(source, "auth.refresh_s", auth.get("refresh_s", 5), 0.1),
     )

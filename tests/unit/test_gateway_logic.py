@@ -128,6 +128,8 @@ aliases: {chat: smollm2}
         ("backends: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]", "'a' is used twice"),
         ("listen: nowhere\nbackends: [{name: a, url: 'http://x'}]", "listen: 'nowhere' is not"),
         ("backend: []", "backend: is not a setting"),
+        ("cache: {redis_url: 'http://x'}\nbackends: [{name: a, url: 'http://x'}]",
+         "cache.redis_url: 'http://x' is not a Redis URL"),
         ("backends: []", "gateway: no backends"),
         ("backends: [\n", "gateway.yml:2: YAML error"),
     ],
