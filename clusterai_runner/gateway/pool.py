@@ -5,7 +5,8 @@ its concurrency limit. Among those the gateway prefers one that already holds th
 memory (Ollama's ``/api/ps``; a llama.cpp server holds its one model), then the one with
 the fewest requests outstanding for its size. When none can take it, the request waits in
 a bounded queue; a full queue, or a wait past the timeout, is a 429. Fallback backends
-(hosted providers) are used only when no other backend has the model or capacity.
+(hosted providers) are used only when no other backend has the model or capacity, the
+first one listed first.
 
 Health means "a request sent here would succeed": a backend is ejected after
 ``eject_after`` failures in a row, whether its model list failed to come or requests got
@@ -133,10 +134,11 @@ class Pool:
         if not free:
             return None
 
-        def preference(lease: Lease) -> tuple[bool, bool, float, int]:
+        def preference(lease: Lease) -> tuple[bool, int, bool, float, int]:
             b = lease.backend
             return (
                 b.config.fallback,
+                self.backends.index(b) if b.config.fallback else 0,  # fallbacks in order
                 lease.model not in b.loaded,
                 b.outstanding / b.config.max_concurrency,
                 b.outstanding,

@@ -53,12 +53,13 @@ def test_a_full_queue_is_busy_and_release_wakes_a_waiter() -> None:
     asyncio.run(scenario())
 
 
-def test_fallbacks_serve_only_when_no_worker_can() -> None:
+def test_fallbacks_serve_only_when_no_worker_can_in_their_order() -> None:
     async def scenario() -> None:
-        pool = pool_of(BackendConfig("hosted", "http://h", "openai", 9, None, True),
-                       BackendConfig("w", "http://w", "openai", 1))  # fmt: skip
-        assert (await pool.acquire("smollm2")).backend.name == "w"
-        assert (await pool.acquire("smollm2")).backend.name == "hosted"
+        pool = pool_of(BackendConfig("hosted", "http://h", "openai", 1, None, True),
+                       BackendConfig("w", "http://w", "openai", 1),
+                       BackendConfig("backup", "http://b", "openai", 9, None, True))  # fmt: skip
+        names = [(await pool.acquire("smollm2")).backend.name for _ in range(3)]
+        assert names == ["w", "hosted", "backup"]
 
     asyncio.run(scenario())
 
