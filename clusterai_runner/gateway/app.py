@@ -295,14 +295,6 @@ async def _lease(pool: Pool, model: str, tried: list[str]) -> Lease:
         raise ApiError(503, f"no healthy backend serves {model!r} now", "server_error") from None
 
 
-async def _lease_check(pool: Pool, model: str) -> None:
-    """The errors a request for ``model`` would get, without taking a backend."""
-    if not pool.backend_models(model) or not any(
-        name in b.models for b in pool.backends for name in pool.backend_models(model)
-    ):
-        raise ApiError(404, f"model {model!r} not found", "not_found_error")
-
-
 @contextlib.asynccontextmanager
 async def _backend_call(
     request: web.Request, model: str, path_for: Callable[[Lease], tuple[str, dict[str, Any]]]
@@ -495,7 +487,8 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, str(exc)) from None
     if request.path == "/api/generate" and not body.get("prompt") and not body.get("system"):
         # Ollama's way to load a model: an empty prompt answers at once, empty.
-        await _lease_check(request.app[POOL], model)
+        if not request.app[POOL].serves(model):
+            raise ApiError(404, f"model {model!r} not found", "not_found_error")
         answer = {"model": model, "created_at": translate.now(), "response": "", "done": True,
                   "done_reason": "load"}  # fmt: skip
         return web.json_response(answer)

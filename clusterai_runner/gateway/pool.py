@@ -123,6 +123,10 @@ class Pool:
                     break
         return found
 
+    def serves(self, model: str) -> bool:
+        """Whether any backend, healthy or not, lists ``model`` (or what it stands for)."""
+        return bool(self._candidates(model, ()))
+
     def _pick(self, candidates: list[Lease]) -> Lease | None:
         free = [
             c
@@ -149,7 +153,7 @@ class Pool:
     async def acquire(self, model: str, exclude: Iterable[str] = ()) -> Lease:
         """A backend for ``model``, waiting in the queue when all are busy."""
         excluded = list(exclude)
-        if not self._candidates(model, ()):
+        if not self.serves(model):
             raise NoSuchModel(model)
         deadline = time.monotonic() + self.config.queue_timeout_s
         async with self._changed:
