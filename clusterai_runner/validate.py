@@ -32,19 +32,26 @@ CHECKS = (
     "clock",
 )  # fmt: skip
 
-# Runs on the host under /bin/sh; prints key=value lines. MODELS_DIR and UNITS are
-# substituted before sending.
+# Runs on the host under /bin/sh; prints key=value lines. PYTHON, MODELS_DIR and UNITS
+# are substituted before sending. Few processes: on a 2-core controller probing 200 hosts
+# each fork counts.
 PROBE = r"""
 uid=$(id -u); echo "uid=$uid"
 if [ "$uid" != 0 ]; then sudo -n true 2>/dev/null && echo sudo=ok || echo sudo=no; fi
-if command -v python3 >/dev/null 2>&1; then
-  python3 -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])'
+py=PYTHON
+if command -v "$py" >/dev/null 2>&1; then
+  echo "python_path=$(command -v "$py")"
+  "$py" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])'
 else echo python=; fi
 if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${ID:-} ${VERSION_ID:-}"; fi
 read -r init < /proc/1/comm; echo "init=$init"
-awk '/^MemTotal:/ {print "mem_kb=" $2}' /proc/meminfo
-d=MODELS_DIR; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-df -Pk "$d" | awk -v d="$d" 'NR==2 {print "disk_kb=" $4; print "disk_path=" d}'
+d=MODELS_DIR; while [ ! -d "$d" ]; do d=${d%/*}; d=${d:-/}; done
+echo "disk_path=$d"
+df -Pk "$d" | { read -r _; read -r _ _ _ avail _; echo "disk_kb=$avail"; }
+awk '
+  FILENAME == "/proc/meminfo" && /^MemTotal:/ {print "mem_kb=" $2}
+  FILENAME != "/proc/meminfo" && $4 == "0A" {print "listen=" $2}
+' /proc/meminfo /proc/net/tcp /proc/net/tcp6 2>/dev/null
 n=0
 for dev in /sys/bus/pci/devices/*; do
   [ -r "$dev/vendor" ] || continue
@@ -52,7 +59,6 @@ for dev in /sys/bus/pci/devices/*; do
   case "$vendor:$class" in 0x10de:0x0300*|0x10de:0x0302*) n=$((n+1));; esac
 done
 echo "gpus=$n"
-awk '$4 == "0A" {print "listen=" $2}' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 set -- UNITS
 for state in $(systemctl is-active "$@" 2>/dev/null); do echo "unit_$1=$state"; shift; done
 echo "time=$(date +%s.%N)"
@@ -259,13 +265,15 @@ def probe_checks(host: InventoryHost, probe: Probe, settings: dict[str, Any]) ->
     python = one("python")
     numbers = tuple(int(x) for x in python.split(".")[:2] if x.isdigit())
     if not python:
-        checks.append(Check("python", "fail", "no python3", "install python3"))
+        wanted = interpreter(host)
+        fix = "install python3" if wanted == "python3" else f"install it or fix {_INTERPRETER}"
+        checks.append(Check("python", "fail", f"no {wanted} on the host", fix))
     elif numbers < MIN_PYTHON:
         checks.append(
             Check("python", "fail", f"python {python} is too old", "install python 3.8 or later")
         )
     else:
-        checks.append(Check("python", "pass", python))
+        checks.append(Check("python", "pass", f"{python} ({one('python_path')})"))
     checks.append(_os_check(one("os"), one("init"), settings))
     checks.append(_memory_check(host, one("mem_kb"), settings))
     checks.append(_disk_check(host, one("disk_kb"), one("disk_path"), settings))
@@ -368,10 +376,23 @@ def _clock_check(remote: str, probe: Probe) -> Check:
     return Check("clock", "pass", detail)
 
 
+_INTERPRETER = "ansible_python_interpreter"
+
+
+def interpreter(host: InventoryHost) -> str:
+    """The Python Ansible will run modules with: ansible_python_interpreter when the
+    inventory sets it to a path or a name (not a discovery keyword), else python3."""
+    value = str(host.variables.get(_INTERPRETER) or "")
+    if not value or value.startswith("auto") or "{" in value:
+        return "python3"
+    return value
+
+
 def probe_host(
     host: InventoryHost, settings: dict[str, Any], accept_new: bool, timeout: float
 ) -> Probe:
     script = PROBE.replace("MODELS_DIR", _sh_quote(str(settings["preflight_models_dir"])))
+    script = script.replace("PYTHON", _sh_quote(interpreter(host)))
     units = sorted(set(needed_ports(host, settings).values()))
     script = script.replace("UNITS", " ".join(units))
     sent = time.time()

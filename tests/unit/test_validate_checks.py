@@ -6,6 +6,7 @@ from clusterai_runner.inventory import InventoryHost
 from clusterai_runner.validate import (
     Probe,
     connection_checks,
+    interpreter,
     preflight_defaults,
     probe_checks,
     reach_failure,
@@ -33,6 +34,7 @@ GOOD = "\n".join(
     [
         "uid=1000",
         "sudo=ok",
+        "python_path=/usr/bin/python3",
         "python=3.11.2",
         "os=debian 12",
         "init=systemd",
@@ -67,6 +69,23 @@ def test_a_good_host_passes_and_a_port_held_by_our_unit_is_fine() -> None:
     assert found["ports"][1] == "free; already ours: 11434 (clusterai-ollama)"
     assert found["gpu"][1] == "2 NVIDIA GPU(s)"
     assert found["disk"][1] == "100.0 GiB free at /var/lib"
+    assert found["python"][1] == "3.11.2 (/usr/bin/python3)"
+
+
+def test_the_python_checked_is_the_one_ansible_will_use() -> None:
+    def using(value: object) -> str:
+        return interpreter(InventoryHost(**{
+            **WORKER.__dict__, "variables": {"ansible_python_interpreter": value}
+        }))  # fmt: skip
+
+    assert interpreter(WORKER) == "python3"
+    assert using("/opt/py/bin/python3.12") == "/opt/py/bin/python3.12"
+    assert using("auto_silent") == "python3"
+    assert using("{{ ansible_playbook_python }}") == "python3"
+    missing = GOOD.replace("python=3.11.2", "python=")
+    assert results(missing)["python"] == ("fail", "no python3 on the host")
+    named = results(missing, ansible_python_interpreter="/opt/py/bin/python3.12")
+    assert named["python"] == ("fail", "no /opt/py/bin/python3.12 on the host")
 
 
 def test_each_problem_names_the_value_and_the_threshold() -> None:
