@@ -8,7 +8,6 @@ Exit codes: 0 ok, 1 a run failed, 2 usage or configuration error, 3 preflight fa
 from __future__ import annotations
 
 import json
-import re
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -18,8 +17,8 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cluster import RunRecord, check_inventory_rules, open_store, run_and_record
-from clusterai_runner.config import Settings
+from clusterai_runner.cluster import RunRecord, check_inventory_rules, run_and_record
+from clusterai_runner.config import Settings, open_store
 from clusterai_runner.display import LiveView, recap_lines
 from clusterai_runner.errors import (
     ClusterAIError,
@@ -579,40 +578,13 @@ def gateway_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    import dataclasses
-    import ipaddress
-    import logging
-
-    from clusterai_runner.gateway.app import serve
     from clusterai_runner.gateway.config import load
+    from clusterai_runner.gateway.service import run_gateway
     from clusterai_runner.gateway.workers import worker_backends
 
-    settings = _settings(ctx)
     workers = worker_backends(load_inventory(inventory)) if inventory is not None else []
     config = load(config_path, backends, listen, workers=workers)
-    if config.cache_enabled and config.cache_path is None:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        cache = str(settings.state_dir / "gateway-cache.db")
-        config = dataclasses.replace(config, cache_path=cache)
-    try:
-        loopback = ipaddress.ip_address(config.host).is_loopback
-    except ValueError:
-        loopback = config.host == "localhost"
-    if not config.auth_enabled and not loopback:
-        raise UsageError(
-            f"--listen {config.host}",
-            "auth is off, which is allowed on loopback addresses only",
-            "turn auth on (the default) and create keys with `clusterai gateway keys create`",
-        )
-    store = open_store(settings)
-    if config.auth_enabled and not store.list_keys(include_revoked=False):
-        click.echo(
-            "warning: no API keys yet: every request will get a 401 until you run "
-            "`clusterai gateway keys create NAME`",
-            err=True,
-        )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve(config, store, ready=lambda url: click.echo(f"gateway listening on {url}", err=True))
+    run_gateway(config, _settings(ctx), lambda line: click.echo(line, err=True))
 
 
 @gateway_command.group("keys", epilog=EXIT_CODES)
@@ -630,9 +602,9 @@ def gateway_keys_create(
     ctx: click.Context, name: str, rpm: int | None, tpm: int | None, admin: bool
 ) -> None:
     """Create a key and print it, once: only its hash is kept."""
-    from clusterai_runner.gateway.keys import create_key
+    from clusterai_runner.gateway.keys import NAME_FORMAT, create_key
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+    if not NAME_FORMAT.fullmatch(name):
         raise UsageError(f"key name {name!r}", "is not valid", "use letters, digits, . _ -")
     try:
         key = create_key(open_store(_settings(ctx)), name, admin, rpm, tpm)
@@ -640,6 +612,15 @@ def gateway_keys_create(
         raise UsageError(exc.what, exc.why, exc.fix) from exc
     click.echo(key)
     click.echo(f"key {name} created; it is shown only now", err=True)
+
+
+@gateway_keys.command("generate", epilog=EXIT_CODES)
+def gateway_keys_generate() -> None:
+    """Print a fresh key without storing it: for a vault file that the gateway role
+    gives to the gateway (gateway_api_keys)."""
+    from clusterai_runner.gateway.keys import new_key
+
+    click.echo(new_key()[0])
 
 
 @gateway_keys.command("list", epilog=EXIT_CODES)

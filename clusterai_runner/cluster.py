@@ -15,17 +15,7 @@ from clusterai_runner.config import Settings
 from clusterai_runner.errors import Interrupted, UsageError
 from clusterai_runner.inventory import check_inventory
 from clusterai_runner.runner import RunOutcome, TaskEvent, run_playbook
-from clusterai_runner.store import Store, StoreError
-
-
-def open_store(settings: Settings) -> Store:
-    """The state store, created or migrated; its problems become one-line usage errors."""
-    if not settings.state_url:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return Store.open(settings.store_url)
-    except StoreError as exc:
-        raise UsageError(exc.what, exc.why, exc.fix) from exc
+from clusterai_runner.store import Store
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clusterai_runner.errors import UsageError
+from clusterai_runner.store import Store, StoreError
 
 # The Ansible content (playbooks/, roles/, plugins/, ansible.cfg) the CLI runs.
 REPO = Path(__file__).resolve().parent.parent
@@ -106,3 +107,13 @@ class Settings:
             sandbox_mirror=env.get("CLUSTERAI_SANDBOX_MIRROR") or None,
             state_url=env.get("CLUSTERAI_STATE_URL", ""),
         )
+
+
+def open_store(settings: Settings) -> Store:
+    """The state store, created or migrated; its problems become one-line usage errors."""
+    if not settings.state_url:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store.open(settings.store_url)
+    except StoreError as exc:
+        raise UsageError(exc.what, exc.why, exc.fix) from exc

@@ -351,6 +351,28 @@ class Store:
                 )
             )  # fmt: skip
 
+    def put_key(
+        self, name: str, prefix: str, digest: str, admin: bool, rpm: int | None, tpm: int | None
+    ) -> bool:
+        """Make the key of this name exactly this one, active; False when it already was."""
+        wanted = {"prefix": prefix, "hash": digest, "admin": admin, "rpm": rpm, "tpm": tpm}
+        with self._begin() as connection:
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.name == name)).first()
+            if row is None:
+                connection.execute(
+                    api_keys.insert().values(name=name, created_at=_now(), **wanted)
+                )
+                return True
+            current = row._mapping
+            if current["revoked_at"] is None and all(current[k] == v for k, v in wanted.items()):
+                return False
+            connection.execute(
+                api_keys.update()
+                .where(api_keys.c.name == name)
+                .values(revoked_at=None, created_at=_now(), **wanted)
+            )
+            return True
+
     def revoke_key(self, name: str) -> bool:
         with self._begin() as connection:
             result = connection.execute(

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -43,6 +44,60 @@ def create_key(
     key, prefix, hashed = new_key()
     store.add_key(name, prefix, hashed, admin, rpm, tpm)
     return key
+
+
+KEY_FORMAT = re.compile(r"cai_([0-9a-f]{8})_[A-Za-z0-9_-]{32,}")
+NAME_FORMAT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def sync_keys(store: Store, entries: list[dict[str, Any]]) -> list[str]:
+    """Make the store hold these keys (``state: present``, the default) and revoke those
+    marked ``state: absent``. Returns what changed, by name; the keys never appear in it
+    or in an error. Checks every entry before changing anything."""
+    wanted: list[tuple[str, dict[str, Any]]] = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"key {entry.get('name')!r}" if isinstance(entry, dict) else f"entry {number}"
+        if not isinstance(entry, dict) or not NAME_FORMAT.fullmatch(str(entry.get("name", ""))):
+            raise ValueError(f"{where}: needs a name of letters, digits, . _ -")
+        unknown = set(entry) - {"name", "key", "state", "admin", "rpm", "tpm"}
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        state = entry.get("state", "present")
+        if state not in ("present", "absent"):
+            raise ValueError(f"{where}: state is {state!r}; use present or absent")
+        if state == "present" and not KEY_FORMAT.fullmatch(str(entry.get("key", ""))):
+            raise ValueError(
+                f"{where}: the key is missing or not in the form cai_<8 hex>_<32+ characters>"
+                " (make one with `clusterai gateway keys generate`)"
+            )
+        for limit in ("rpm", "tpm"):
+            value = entry.get(limit)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"{where}: {limit} must be a whole number of at least 1")
+        if not isinstance(entry.get("admin", False), bool):
+            raise ValueError(f"{where}: admin must be true or false")
+        wanted.append((state, entry))
+    names = [e["name"] for _, e in wanted]
+    if len(set(names)) != len(names):
+        raise ValueError("a key name appears twice")
+    present = {e["name"]: e["key"].split("_")[1] for s, e in wanted if s == "present"}
+    if len(set(present.values())) != len(present):
+        raise ValueError("two keys share a prefix (the 8 hex digits after cai_)")
+    owners = {k.prefix: k.name for k in store.list_keys()}
+    for name, prefix in present.items():
+        if owners.get(prefix, name) != name:
+            raise ValueError(f"key {name!r}: its prefix is already used by key {owners[prefix]!r}")
+    changed = []
+    for state, entry in wanted:
+        name = entry["name"]
+        if state == "absent":
+            if store.revoke_key(name):
+                changed.append(f"revoked {name}")
+            continue
+        limits = bool(entry.get("admin", False)), entry.get("rpm"), entry.get("tpm")
+        if store.put_key(name, present[name], digest(entry["key"]), *limits):
+            changed.append(f"set {name}")
+    return changed
 
 
 class KeyRing:

@@ -1,0 +1,61 @@
+"""The gateway as a service: ``python -m clusterai_runner.gateway``.
+
+What the gateway role's systemd unit runs. It imports neither Ansible nor click, so the
+service's virtual environment holds only the gateway's own dependencies.
+
+    python -m clusterai_runner.gateway serve --config /etc/clusterai-gateway/gateway.yml
+    python -m clusterai_runner.gateway sync-keys < keys.json
+
+``sync-keys`` reads a JSON list of ``{name, key, admin, rpm, tpm, state}`` on standard
+input and makes the state store match (keys kept hashed); it prints
+``{"changed": [...]}``. Settings come from the same ``CLUSTERAI_*`` variables as the
+CLI's (``CLUSTERAI_STATE_DIR``, ``CLUSTERAI_STATE_URL``). Exit codes: 0 ok, 2 bad
+configuration or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clusterai_runner.config import Settings, open_store
+from clusterai_runner.errors import UsageError
+from clusterai_runner.gateway.config import load
+from clusterai_runner.gateway.keys import sync_keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clusterai_runner.gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve until SIGTERM")
+    serve.add_argument("--config", type=Path, required=True, help="the gateway's YAML file")
+    commands.add_parser("sync-keys", help="make the store's API keys match a JSON list")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            from clusterai_runner.gateway.service import run_gateway
+
+            run_gateway(load(args.config), settings, lambda line: print(line, file=sys.stderr))
+            return 0
+        try:
+            entries = json.load(sys.stdin)
+        except json.JSONDecodeError as exc:
+            raise UsageError("standard input", f"not JSON: {exc.msg}", "send a JSON list") from exc
+        if not isinstance(entries, list):
+            raise UsageError("standard input", "not a JSON list", "send a list of keys")
+        try:
+            changed = sync_keys(open_store(settings), entries)
+        except ValueError as exc:
+            raise UsageError("gateway keys", str(exc)) from exc
+        print(json.dumps({"changed": changed}))
+        return 0
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
