@@ -56,12 +56,18 @@ CHAT = {
 }
 
 
-def litellm(server_url: str, scratch: Path) -> subprocess.Popen[bytes]:
-    binary = LITELLM_VENV / "bin" / "litellm"
-    if not binary.exists():
+def make_litellm_venv() -> None:
+    """LiteLLM's proxy in a virtual environment of its own (FastAPI, uvicorn and httpx
+    come with it; bench/frameworks.py uses those), made once."""
+    if not (LITELLM_VENV / "bin" / "litellm").exists():
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
         subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
                        check=True)  # fmt: skip
+
+
+def litellm(server_url: str, scratch: Path) -> subprocess.Popen[bytes]:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    make_litellm_venv()
     port = free_port()
     config = scratch / "litellm.yaml"
     config.write_text(

@@ -651,7 +651,11 @@ async def admin_drain(request: web.Request) -> web.Response:
     backend = await pool.set_draining(name, draining)
     if backend is None:
         raise ApiError(404, f"no backend named {name!r}", "not_found_error")
+    log.info("backend %s %s", name, "draining" if draining else "back in service")
     idle = await pool.idle(backend, float(wait)) if draining else True
+    if draining:
+        left = "no request in flight" if idle else f"{backend.outstanding} requests still in flight"
+        log.info("backend %s drained: %s", name, left)
     return web.json_response({"backend": backend.to_json(), "idle": idle})
 
 

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,16 @@ def converge(
     }
 
 
+GATEWAY_KEYS = REPO / "tests/integration/gateway_keys.yml"
+GATEWAY_KEY = "cai_0a1b2c3d_itappkeyitappkeyitappkeyitappkeyitappkey"  # in that file
+
+
 @pytest.fixture(scope="module")
 def converged(cluster: dict[str, Any]) -> list[dict[str, dict[str, int]]]:
     """The cluster after two site.yml runs, with both runs' recaps."""
-    return [converge(cluster["inventory"]), converge(cluster["inventory"])]
+    keys = f"@{GATEWAY_KEYS}"
+    return [converge(cluster["inventory"], "site.yml", "-e", keys),
+            converge(cluster["inventory"], "site.yml", "-e", keys)]  # fmt: skip
 
 
 def address(cluster: dict[str, Any], name: str) -> str:
@@ -65,10 +72,11 @@ def test_prometheus_reports_every_target_up(cluster: dict[str, Any], converged: 
     def targets() -> dict[tuple[str, str], str] | None:
         result = get_json(url)["data"]["result"]
         values = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1] for r in result}
-        return values if len(values) == 6 and set(values.values()) == {"1"} else None
+        return values if len(values) == 7 and set(values.values()) == {"1"} else None
 
     assert wait_for(targets, 90, "every target to be scraped and up") == {
         ("prometheus", "ctl1"): "1",
+        ("gateway", "ctl1"): "1",
         ("node", "ctl1"): "1",
         ("node", "worker1"): "1",
         ("node", "worker2"): "1",
@@ -144,7 +152,8 @@ def test_every_service_listens_only_on_its_hosts_address(
     assert control in listeners(9090)
     assert control in listeners(9093)
     assert control in listeners(9115)
-    for port in (9090, 9093, 9094, 9100, 9115):
+    assert listeners(8000) == {control}
+    for port in (8000, 9090, 9093, 9094, 9100, 9115):
         assert not listeners(port) & {"0.0.0.0", "*", "[::]"}, port
 
 
@@ -156,6 +165,7 @@ def test_every_service_listens_only_on_its_hosts_address(
         ("ctl1", "prometheus-alertmanager", "prometheus"),
         ("ctl1", "prometheus-blackbox-exporter", "prometheus"),
         ("worker2", "clusterai-llamacpp", "clusterai-llamacpp"),
+        ("ctl1", "clusterai-gateway", "clusterai-gateway"),
     ],
 )
 def test_services_run_hardened_as_a_dedicated_user(
@@ -199,6 +209,65 @@ def test_each_worker_answers_a_chat_completion_from_smollm2(
     text = answer["choices"][0]["message"]["content"]
     assert isinstance(text, str) and text.strip()
     assert answer["usage"]["completion_tokens"] > 0
+
+
+def gateway_call(
+    cluster: dict[str, Any], path: str, body: dict[str, Any] | None = None, key: str = GATEWAY_KEY
+) -> tuple[int, dict[str, str], Any]:
+    """A request to the gateway on ctl1: status, headers, JSON body."""
+    request = urllib.request.Request(
+        f"http://{address(cluster, 'ctl1')}:8000{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, dict(response.headers), json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.load(error)
+
+
+def admin_key(cluster: dict[str, Any]) -> str:
+    """The admin key the gateway role made and kept on ctl1 (root-only file)."""
+    env = ssh(cluster, address(cluster, "ctl1"), "cat /etc/clusterai-gateway/gateway.env")
+    return re.search(r"^CLUSTERAI_GATEWAY_ADMIN_KEY=(\S+)$", env.stdout, re.M).group(1)  # type: ignore[union-attr]
+
+
+def test_the_gateway_serves_both_workers_with_the_inventorys_key(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    chat = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Name one colour."}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+
+    def authorized() -> tuple[int, dict[str, str], Any] | None:
+        answer = gateway_call(cluster, "/v1/chat/completions", chat)
+        return answer if answer[0] != 401 else None
+
+    # The gateway reloads its keys every few seconds.
+    status, headers, answer = wait_for(authorized, 30, "the gateway to know the role's key")
+    assert status == 200 and answer["choices"][0]["message"]["content"].strip()
+    assert headers["X-Cache"] in ("miss", "hit")
+    assert gateway_call(cluster, "/v1/chat/completions", chat)[1]["X-Cache"] == "hit"
+    assert gateway_call(cluster, "/v1/models", key="cai_00000000_" + "x" * 40)[0] == 401
+    assert gateway_call(cluster, "/admin/backends")[0] == 401  # an API key is no admin key
+    status, _, backends = gateway_call(cluster, "/admin/backends", key=admin_key(cluster))
+    assert status == 200
+    assert {(b["name"], b["url"], b["healthy"]) for b in backends["backends"]} == {
+        ("worker1", f"http://{address(cluster, 'worker1')}:8080", True),
+        ("worker2", f"http://{address(cluster, 'worker2')}:8080", True),
+    }
+    stored = ssh(
+        cluster,
+        address(cluster, "ctl1"),
+        "cat /var/lib/clusterai-gateway/state.db* | grep -c itappkey;"
+        " ls -l /etc/clusterai-gateway/gateway.env",
+    )
+    assert stored.stdout.startswith("0\n")  # only the key's hash is stored
+    assert stored.stdout.split("\n")[1].startswith("-rw------- 1 root root")
 
 
 def test_inference_listens_only_on_worker_addresses(
@@ -384,6 +453,20 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     assert set(added) == {"worker3", "ctl1"}  # worker1 and worker2 never contacted
     assert all(counters["failed"] == 0 for counters in added.values())
     wait_for(lambda: node_targets(control).get("worker3") == "up", 60, "worker3 scraped and up")
+    key = admin_key(cluster)
+
+    def gateway_backends() -> list[str] | None:
+        try:
+            found = gateway_call(cluster, "/admin/backends", key=key)[2]["backends"]
+        except OSError:  # restarting
+            return None
+        return sorted(b["name"] for b in found)
+
+    assert wait_for(gateway_backends, 30, "the gateway up again") == [
+        "worker1",
+        "worker2",
+        "worker3",
+    ]
 
     removed = converge(
         cluster["inventory"],
@@ -394,6 +477,9 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
         "clusterai_confirm=true",
     )
     assert set(removed) == {"worker3", "ctl1"}
+    assert wait_for(gateway_backends, 30, "the gateway up again") == ["worker1", "worker2"]
+    journal = ssh(cluster, control, "journalctl -u clusterai-gateway --no-pager -o cat").stdout
+    assert "backend worker3 drained: no request in flight" in journal  # before it stopped
     wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
     assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
     worker3 = address(json.loads(grown.stdout), "worker3")
@@ -408,14 +494,16 @@ def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(
     first = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")
     assert all(first[h]["changed"] > 0 for h in ("ctl1", "worker1", "worker2")), first
     addresses = {h["address"] for h in cluster["hosts"]}
-    for port in (8080, 9090, 9093, 9100, 9115):
+    for port in (8000, 8080, 9090, 9093, 9100, 9115):
         assert not listeners(port) & addresses, port
     for host in ("ctl1", "worker1"):
         leftover = ssh(
             cluster,
             address(cluster, host),
-            "ls -d /etc/prometheus /opt/clusterai /var/lib/clusterai"
-            " /etc/systemd/system/clusterai-llamacpp.service 2>/dev/null; getent passwd clusterai",
+            "ls -d /etc/prometheus /opt/clusterai /var/lib/clusterai /etc/clusterai-gateway"
+            " /var/lib/clusterai-gateway /etc/systemd/system/clusterai-llamacpp.service"
+            " /etc/systemd/system/clusterai-gateway.service 2>/dev/null;"
+            " getent passwd clusterai clusterai-gateway",
         )
         assert leftover.stdout.strip() == "", (host, leftover.stdout)
     again = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")

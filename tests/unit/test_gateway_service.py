@@ -120,3 +120,18 @@ def test_the_service_imports_neither_ansible_nor_click() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_roles_pins_match_the_packages() -> None:
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            name, sep, version = line.partition("==")
+            if sep and not line.startswith("#"):
+                found[name.strip().lower()] = version.strip()
+        return found
+
+    package = pins(REPO / "requirements.txt")
+    role = pins(REPO / "roles/gateway/files/requirements.txt")
+    for name in ("aiohttp", "pyyaml", "sqlalchemy", "redis"):
+        assert role[name] == package[name], name

@@ -92,3 +92,26 @@ def test_workers_serve_smollm2_on_their_address(host):
     assert host.socket(f"tcp://{_address(host)}:8080").is_listening
     models = host.check_output(f"curl -sf http://{_address(host)}:8080/v1/models")
     assert '"id":"smollm2"' in models.replace(" ", "")
+
+
+def test_control_runs_the_gateway_over_the_workers(host):
+    if "control" not in _groups(host):
+        return
+    service = host.service("clusterai-gateway")
+    assert service.is_running
+    assert service.is_enabled
+    show = host.check_output(
+        "systemctl show -p User,ProtectSystem,NoNewPrivileges,MemoryDenyWriteExecute"
+        " clusterai-gateway"
+    )
+    assert sorted(show.split()) == [
+        "MemoryDenyWriteExecute=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "User=clusterai-gateway",
+    ]
+    assert host.user("clusterai-gateway").shell == "/usr/sbin/nologin"
+    assert host.file("/etc/clusterai-gateway/gateway.env").mode == 0o600
+    assert host.socket(f"tcp://{_address(host)}:8000").is_listening
+    health = host.check_output(f"curl -s http://{_address(host)}:8000/healthz")
+    assert '"status": "ok"' in health
