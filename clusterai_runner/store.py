@@ -359,9 +359,7 @@ class Store:
         with self._begin() as connection:
             row = connection.execute(sa.select(api_keys).where(api_keys.c.name == name)).first()
             if row is None:
-                connection.execute(
-                    api_keys.insert().values(name=name, created_at=_now(), **wanted)
-                )
+                connection.execute(api_keys.insert().values(name=name, created_at=_now(), **wanted))
                 return True
             current = row._mapping
             if current["revoked_at"] is None and all(current[k] == v for k, v in wanted.items()):

@@ -25,9 +25,7 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run_gateway(
-    config: GatewayConfig, settings: Settings, say: Callable[[str], None]
-) -> None:
+def run_gateway(config: GatewayConfig, settings: Settings, say: Callable[[str], None]) -> None:
     """Check the configuration against the rules, open the store, serve until stopped."""
     if not config.auth_enabled and not is_loopback(config.host):
         raise UsageError(
