@@ -578,13 +578,15 @@ def gateway_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from clusterai_runner.gateway.config import load
+    from clusterai_runner.gateway.config import GatewayConfig, load
     from clusterai_runner.gateway.service import run_gateway
     from clusterai_runner.gateway.workers import worker_backends
 
-    workers = worker_backends(load_inventory(inventory)) if inventory is not None else []
-    config = load(config_path, backends, listen, workers=workers)
-    run_gateway(config, _settings(ctx), lambda line: click.echo(line, err=True))
+    def read() -> GatewayConfig:
+        workers = worker_backends(load_inventory(inventory)) if inventory is not None else []
+        return load(config_path, backends, listen, workers=workers)
+
+    run_gateway(read, _settings(ctx), lambda line: click.echo(line, err=True))
 
 
 @gateway_command.group("keys", epilog=EXIT_CODES)

@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from clusterai_runner.gateway.service import run_gateway
 
-            run_gateway(load(args.config), settings, lambda line: print(line, file=sys.stderr))
+            config_path: Path = args.config
+            run_gateway(
+                lambda: load(config_path), settings, lambda line: print(line, file=sys.stderr)
+            )
             return 0
         try:
             entries = json.load(sys.stdin)

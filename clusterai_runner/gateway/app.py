@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,6 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from clusterai_runner import __version__
+from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.cache import AnswerCache, RedisCache, cache_key, deterministic
 from clusterai_runner.gateway.config import GatewayConfig
@@ -721,16 +724,60 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
     return app
 
 
+# What SIGHUP cannot change: the listener, the request size limit, the cache and auth.
+RESTART_ONLY = (
+    "host", "port", "max_body_bytes", "cache_enabled", "cache_path", "cache_ttl_s",
+    "cache_max_entries", "cache_redis_url", "auth_enabled", "auth_refresh_s",
+)  # fmt: skip
+
+
+async def reload(app: web.Application, read: Callable[[], GatewayConfig]) -> None:
+    """Re-read the configuration and apply its backends, aliases, queue and health
+    settings without dropping a request; a bad file changes nothing."""
+    pool = app[POOL]
+    try:
+        fresh = await asyncio.to_thread(read)
+    except UsageError as exc:
+        log.error("reload: %s; keeping the current backends", exc)
+        return
+    ignored = [f for f in RESTART_ONLY if getattr(fresh, f) != getattr(pool.config, f)]
+    if ignored:
+        log.warning("reload: %s changed: takes effect on restart", ", ".join(ignored))
+    live = dataclasses.replace(fresh, **{f: getattr(pool.config, f) for f in RESTART_ONLY})
+    added, removed = await pool.update(live)
+    await asyncio.gather(*(pool.probe(app[SESSION], b) for b in added))
+    log.info(
+        "reload: %d backends; new or changed: %s; removed: %s",
+        len(pool.backends),
+        ", ".join(b.name for b in added) or "none",
+        ", ".join(removed) or "none",
+    )
+
+
 def serve(
-    config: GatewayConfig, store: Store | None, ready: Callable[[str], None] | None = None
+    config: GatewayConfig,
+    store: Store | None,
+    ready: Callable[[str], None] | None = None,
+    read: Callable[[], GatewayConfig] | None = None,
 ) -> None:
-    """Run the gateway until SIGINT or SIGTERM."""
+    """Run the gateway until SIGINT or SIGTERM; with ``read`` (which loads the
+    configuration again), SIGHUP reloads the backends."""
 
     async def main() -> None:
-        runner = web.AppRunner(make_app(config, store), access_log=None, handle_signals=True)
+        app = make_app(config, store)
+        runner = web.AppRunner(app, access_log=None, handle_signals=True)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         await site.start()
+        pending: set[asyncio.Task[None]] = set()
+        if read is not None:
+
+            def on_hangup() -> None:
+                task = asyncio.create_task(reload(app, read))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hangup)
         if ready is not None:
             ready(f"http://{config.host}:{config.port}")
         try:

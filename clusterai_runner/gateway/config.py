@@ -16,6 +16,8 @@
         fallback: true                     # used only when no worker can take the request
     aliases:
       chat: [smollm2, qwen2.5:0.5b]        # one public name, the backend models behind it
+    backends_file: backends.yml            # more backends and aliases (relative to this
+                                           # file); SIGHUP re-reads both files' backends
     queue: {size: 256, timeout_s: 30}
     health: {interval_s: 5, eject_after: 3}
     cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000}
@@ -150,6 +152,19 @@ def _redis_url(source: Path | str, value: Any) -> str | None:
     return value
 
 
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"gateway config {path}", exc.strerror or "unreadable") from exc
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise UsageError(f"gateway config {path}:{line}", f"YAML error: {exc.problem}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise UsageError(f"gateway config {path}", "is not a mapping")
+    return loaded or {}
+
+
 def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
          env: dict[str, str] | None = None,
          workers: list[dict[str, str]] | None = None) -> GatewayConfig:  # fmt: skip
@@ -157,20 +172,10 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     of name, url and api, from the inventory) and backends given as URLs on the command
     line (``api=url`` or a bare URL for the OpenAI API)."""
     env = dict(os.environ if env is None else env)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise UsageError(f"gateway config {path}", exc.strerror or "unreadable") from exc
-        except yaml.MarkedYAMLError as exc:
-            line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-            raise UsageError(f"gateway config {path}:{line}", f"YAML error: {exc.problem}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise UsageError(f"gateway config {path}", "is not a mapping")
-        raw = loaded or {}
+    raw: dict[str, Any] = _read(path) if path is not None else {}
     source: Path | str = path or "(command line)"
-    known = {"listen", "backends", "aliases", "queue", "health", "max_body_bytes", "cache", "auth"}
+    known = {"listen", "backends", "backends_file", "aliases", "queue", "health",
+             "max_body_bytes", "cache", "auth"}  # fmt: skip
     unknown = set(raw) - known
     if unknown:
         raise UsageError(
@@ -185,6 +190,27 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     if not isinstance(entries, list):
         raise UsageError(_where(source, "backends"), "is not a list")
     backends = [_backend(source, i, b, env) for i, b in enumerate(entries)]
+    aliases_raw = raw.get("aliases") or {}
+    if not isinstance(aliases_raw, dict):
+        raise UsageError(_where(source, "aliases"), "is not a mapping of name to model list")
+    if raw.get("backends_file"):
+        # Backends and aliases that change with the cluster, in a file of their own:
+        # SIGHUP re-reads it (see app.serve).
+        listed = Path(str(raw["backends_file"]))
+        listed = listed if listed.is_absolute() or path is None else path.parent / listed
+        more = _read(listed)
+        extra = set(more) - {"backends", "aliases"}
+        if extra:
+            raise UsageError(_where(listed, sorted(extra)[0]), "is not a setting",
+                             "a backends file holds backends and aliases only")  # fmt: skip
+        listed_entries = more.get("backends") or []
+        if not isinstance(listed_entries, list):
+            raise UsageError(_where(listed, "backends"), "is not a list")
+        backends += [_backend(listed, i, b, env) for i, b in enumerate(listed_entries)]
+        listed_aliases = more.get("aliases") or {}
+        if not isinstance(listed_aliases, dict):
+            raise UsageError(_where(listed, "aliases"), "is not a mapping of name to model list")
+        aliases_raw = {**aliases_raw, **listed_aliases}
     for i, entry in enumerate(workers or []):
         backends.append(_backend("(inventory)", i, entry, env))
     for i, text in enumerate(extra_backends):
@@ -199,9 +225,6 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         raise UsageError(
             "gateway", "no backends", "list them in the config file or give --backend URL"
         )
-    aliases_raw = raw.get("aliases") or {}
-    if not isinstance(aliases_raw, dict):
-        raise UsageError(_where(source, "aliases"), "is not a mapping of name to model list")
     aliases = {}
     for alias, targets in aliases_raw.items():
         if isinstance(targets, str):

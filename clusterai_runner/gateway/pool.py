@@ -218,6 +218,30 @@ class Pool:
                     return False
             return True
 
+    # --- Reloading -------------------------------------------------------------------------
+
+    async def update(self, config: GatewayConfig) -> tuple[list[Backend], list[str]]:
+        """Take ``config``'s backends, aliases, queue and health settings, live. A backend
+        whose settings did not change keeps its state (health, models, drain); a new or
+        changed one starts unprobed. Requests in flight on a removed backend finish there.
+        Returns the new backends (to probe now) and the names of the removed ones."""
+        kept = {b.name: b for b in self.backends}
+        backends, added = [], []
+        for settings in config.backends:
+            old = kept.get(settings.name)
+            if old is not None and old.config == settings:
+                backends.append(old)
+            else:
+                backends.append(Backend(settings))
+                added.append(backends[-1])
+        names = {b.name for b in backends}
+        removed = [name for name in kept if name not in names]
+        async with self._changed:
+            self.backends = backends
+            self.config = config
+            self._changed.notify_all()
+        return added, removed
+
     # --- Discovery and health ----------------------------------------------------------
 
     async def probe(self, session: aiohttp.ClientSession, backend: Backend) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from clusterai_runner.config import Settings, open_store
 from clusterai_runner.errors import UsageError
@@ -25,18 +26,28 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run_gateway(config: GatewayConfig, settings: Settings, say: Callable[[str], None]) -> None:
-    """Check the configuration against the rules, open the store, serve until stopped."""
+def run_gateway(
+    read: Callable[[], GatewayConfig], settings: Settings, say: Callable[[str], None]
+) -> None:
+    """Load the configuration with ``read``, check it against the rules, open the store,
+    serve until stopped; SIGHUP loads it again and applies the new backends."""
+
+    def prepared() -> GatewayConfig:
+        config = read()
+        if config.cache_enabled and config.cache_path is None:
+            cache = str(settings.state_dir / "gateway-cache.db")
+            config = dataclasses.replace(config, cache_path=cache)
+        return config
+
+    config = prepared()
     if not config.auth_enabled and not is_loopback(config.host):
         raise UsageError(
             f"listen address {config.host}",
             "auth is off, which is allowed on loopback addresses only",
             "turn auth on (the default) and create keys with `clusterai gateway keys create`",
         )
-    if config.cache_enabled and config.cache_path is None:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        cache = str(settings.state_dir / "gateway-cache.db")
-        config = dataclasses.replace(config, cache_path=cache)
+    if config.cache_enabled and config.cache_path is not None:
+        Path(config.cache_path).parent.mkdir(parents=True, exist_ok=True)
     store = open_store(settings)
     if config.auth_enabled and not store.list_keys(include_revoked=False):
         say(
@@ -44,4 +55,4 @@ def run_gateway(config: GatewayConfig, settings: Settings, say: Callable[[str], 
             "`clusterai gateway keys create NAME`"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve(config, store, ready=lambda url: say(f"gateway listening on {url}"))
+    serve(config, store, ready=lambda url: say(f"gateway listening on {url}"), read=prepared)

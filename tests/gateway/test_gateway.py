@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -344,3 +345,66 @@ def test_gateway_replicas_share_answers_through_redis(
     finally:
         stop(first.process)
         stop(second.process)
+
+
+def test_sighup_reloads_the_backends_without_dropping_a_stream(
+    servers: list[Server], tmp_path: Path
+) -> None:
+    first, second = servers
+    listed = tmp_path / "backends.yml"
+
+    def backends_file(*names: Server, aliases: dict[str, list[str]] | None = None) -> None:
+        entries = [{"name": s.name, "url": s.url, "api": "openai"} for s in names]
+        listed.write_text(json.dumps({"backends": entries, "aliases": aliases or {}}))
+
+    backends_file(second)
+    gateway = start_gateway([first], tmp_path, backends_file=str(listed))
+    try:
+
+        def names() -> list[str]:
+            return sorted(b["name"] for b in gateway.admin("GET", "/admin/backends")["backends"])
+
+        with openai_client(gateway) as client:
+            assert names() == sorted([first.name, second.name])
+            # A stream on the second server while a reload takes that server away.
+            gateway.admin("POST", f"/admin/backends/{first.name}/drain", {"wait_s": 0})
+            stream = client.chat.completions.create(
+                model="smollm2", messages=CHAT, max_tokens=40, stream=True
+            )
+            assert next(iter(stream)).choices
+            gateway.admin("POST", f"/admin/backends/{first.name}/undrain")
+            backends_file()
+            gateway.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: names() == [first.name], 10)
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            assert text  # the stream ended normally on the server no longer listed
+            assert client.chat.completions.create(
+                model="smollm2",
+                messages=CHAT,
+                max_tokens=2,  # type: ignore[arg-type]
+            ).choices
+            # Back again, with an alias; the gateway probes it at once.
+            backends_file(second, aliases={"chat": ["smollm2"]})
+            gateway.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: second.name in names(), 10)
+            wait_until(lambda: gateway.backend(second.name)["healthy"], 10)
+            assert client.chat.completions.create(
+                model="chat",
+                messages=CHAT,
+                max_tokens=2,  # type: ignore[arg-type]
+            ).choices
+            # A broken file changes nothing; the same process served all along.
+            listed.write_text("backends: [")
+            gateway.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "keeping the current backends" in gateway.log.read_text(), 10)
+            assert names() == sorted([first.name, second.name])
+            assert gateway.process.poll() is None
+    finally:
+        stop(gateway.process)
+
+
+def wait_until(check: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)

@@ -448,6 +448,8 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     grown = run_cli("sandbox", "up", "--hosts", "4", "--name", "it", "--json")
     assert grown.code == 0, grown.stderr
     control = address(cluster, "ctl1")
+    pid = "systemctl show -p MainPID --value clusterai-gateway"
+    gateway_pid = ssh(cluster, control, pid).stdout.strip()
 
     added = converge(cluster["inventory"], "scale_out.yml", "-e", "clusterai_targets=worker3")
     assert set(added) == {"worker3", "ctl1"}  # worker1 and worker2 never contacted
@@ -480,6 +482,9 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     assert wait_for(gateway_backends, 30, "the gateway up again") == ["worker1", "worker2"]
     journal = ssh(cluster, control, "journalctl -u clusterai-gateway --no-pager -o cat").stdout
     assert "backend worker3 drained: no request in flight" in journal  # before it stopped
+    assert "reload: 3 backends; new or changed: worker3; removed: none" in journal
+    assert "reload: 2 backends; new or changed: none; removed: worker3" in journal
+    assert ssh(cluster, control, pid).stdout.strip() == gateway_pid  # reloaded, not restarted
     wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
     assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
     worker3 = address(json.loads(grown.stdout), "worker3")

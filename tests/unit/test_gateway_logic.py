@@ -118,6 +118,41 @@ aliases: {chat: smollm2}
     assert config.aliases == {"chat": ("smollm2",)}
 
 
+def test_a_backends_file_adds_backends_and_aliases(tmp_path: Path) -> None:
+    (tmp_path / "backends.yml").write_text(
+        "backends: [{name: w2, url: 'http://127.0.0.1:8081'}]\naliases: {chat: [qwen]}\n"
+    )
+    path = write(tmp_path, """\
+backends: [{name: w1, url: "http://127.0.0.1:8080"}]
+aliases: {chat: smollm2, small: smollm2}
+backends_file: backends.yml
+""")  # fmt: skip
+    config = load(path, env={})
+    assert [b.name for b in config.backends] == ["w1", "w2"]
+    assert config.aliases == {"chat": ("qwen",), "small": ("smollm2",)}
+
+
+def test_an_update_keeps_the_state_of_unchanged_backends() -> None:
+    async def scenario() -> None:
+        a, b = BackendConfig("a", "http://a", "openai"), BackendConfig("b", "http://b", "openai")
+        pool = pool_of(a, b)
+        lease = await pool.acquire("smollm2")
+        await pool.set_draining("a", True)
+        moved = BackendConfig("b", "http://b2", "openai")
+        c = BackendConfig("c", "http://c", "openai")
+        added, removed = await pool.update(GatewayConfig(backends=(a, moved, c)))
+        assert [x.name for x in added] == ["b", "c"] and removed == []
+        kept = pool.backend("a")
+        assert kept is not None and kept.draining and kept.healthy  # state kept
+        assert [x.healthy for x in added] == [False, False]  # unprobed: no traffic yet
+        added, removed = await pool.update(GatewayConfig(backends=(moved,)))
+        assert (added, removed) == ([], ["a", "c"])
+        await pool.release(lease, True)  # a request in flight on a removed backend ends
+        assert lease.backend.outstanding == 0
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -133,9 +168,14 @@ aliases: {chat: smollm2}
          "cache.redis_url: 'http://x' is not a Redis URL"),
         ("backends: []", "gateway: no backends"),
         ("backends: [\n", "gateway.yml:2: YAML error"),
+        ("backends_file: nope.yml", "nope.yml: No such file"),
+        ("backends_file: more.yml", "more.yml: listen: is not a setting"),
+        ("backends_file: bad.yml", "bad.yml: backends[0].url"),
     ],
 )  # fmt: skip
 def test_config_mistakes_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "more.yml").write_text("listen: 127.0.0.1:1\n")
+    (tmp_path / "bad.yml").write_text("backends: [{name: b, url: 'ftp://x'}]\n")
     with pytest.raises(UsageError) as raised:
         load(write(tmp_path, text), env={})
     assert expected in str(raised.value)
