@@ -42,7 +42,6 @@ log = logging.getLogger("clusterai.gateway")
 
 ADMIN_KEY_ENV = "CLUSTERAI_GATEWAY_ADMIN_KEY"
 POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
-SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
 CACHE: web.AppKey[AnswerCache | RedisCache | None] = web.AppKey("cache")
 KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
@@ -304,7 +303,7 @@ async def _backend_call(
 ) -> AsyncIterator[tuple[Lease, aiohttp.ClientResponse]]:
     """A backend's answer (headers received) to the request; the next backend when one
     fails before its first byte. The lease is released when the caller is done."""
-    pool, session = request.app[POOL], request.app[SESSION]
+    pool = request.app[POOL]
     tried: list[str] = []
     while True:
         lease = await _lease(pool, model, tried)
@@ -312,7 +311,7 @@ async def _backend_call(
         backend = lease.backend
         _note(request, backend=backend.name)
         try:
-            response = await session.post(
+            response = await backend.client().post(
                 backend.config.url + path, json=payload, headers=backend.headers()
             )
         except RETRYABLE as exc:
@@ -659,6 +658,8 @@ async def admin_drain(request: web.Request) -> web.Response:
     if draining:
         left = "no request in flight" if idle else f"{backend.outstanding} requests still in flight"
         log.info("backend %s drained: %s", name, left)
+        if idle and backend.draining:  # its kept-alive connections go too
+            await backend.close()
     return web.json_response({"backend": backend.to_json(), "idle": idle})
 
 
@@ -698,12 +699,9 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
     app.router.add_post("/admin/backends/{name}/undrain", admin_drain)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            app[SESSION] = session
-            await pool.probe_all(session)
-            tasks = [asyncio.create_task(pool.watch(session))]
+        try:
+            await pool.probe_all()
+            tasks = [asyncio.create_task(pool.watch())]
             keys, writer = app[KEYS], app[USAGE]
             if keys is not None:
                 await keys.reload()
@@ -719,6 +717,8 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
             cache = app[CACHE]
             if cache is not None:
                 cache.close()
+        finally:
+            await pool.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
@@ -745,7 +745,7 @@ async def reload(app: web.Application, read: Callable[[], GatewayConfig]) -> Non
         log.warning("reload: %s changed: takes effect on restart", ", ".join(ignored))
     live = dataclasses.replace(fresh, **{f: getattr(pool.config, f) for f in RESTART_ONLY})
     added, removed = await pool.update(live)
-    await asyncio.gather(*(pool.probe(app[SESSION], b) for b in added))
+    await asyncio.gather(*(pool.probe(b) for b in added))
     log.info(
         "reload: %d backends; new or changed: %s; removed: %s",
         len(pool.backends),

@@ -221,7 +221,8 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})[0]
         raise UsageError(_where(source, "backends"), f"the name {twice!r} is used twice")
-    if not backends:
+    if not backends and not raw.get("backends_file"):
+        # A backends file may be empty for a while: a cluster whose last worker left.
         raise UsageError(
             "gateway", "no backends", "list them in the config file or give --backend URL"
         )

@@ -53,10 +53,27 @@ class Backend:
     last_error: str = ""
     probed_at: float = 0.0
     succeeded_at: float = 0.0  # when a request last got a good answer here
+    # Its own connection pool: closing it after a drain, or when the backend is removed,
+    # leaves the server with no idle connection from the gateway.
+    session: aiohttp.ClientSession | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def client(self) -> aiohttp.ClientSession:
+        """The backend's connection pool, opened on first use (inside the event loop)."""
+        if self.session is None or self.session.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600)
+            self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self.session
+
+    async def close(self) -> None:
+        """Close the pool and its idle connections; the next use opens a new one."""
+        session, self.session = self.session, None
+        if session is not None:
+            await session.close()
 
     def headers(self) -> dict[str, str]:
         key = self.config.api_key
@@ -94,6 +111,7 @@ class Pool:
         self.backends = [Backend(b) for b in config.backends]
         self.waiting = 0
         self._changed = asyncio.Condition()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # --- Models ------------------------------------------------------------------------
 
@@ -240,13 +258,31 @@ class Pool:
             self.backends = backends
             self.config = config
             self._changed.notify_all()
+        for old in kept.values():
+            if old not in backends:  # removed, or replaced by new settings
+                task = asyncio.create_task(self._retire(old))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
         return added, removed
+
+    async def _retire(self, backend: Backend) -> None:
+        """Close a backend's connections once its requests in flight are done."""
+        await self.idle(backend, 24 * 3600)
+        await backend.close()
+
+    async def close(self) -> None:
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*(b.close() for b in self.backends))
 
     # --- Discovery and health ----------------------------------------------------------
 
-    async def probe(self, session: aiohttp.ClientSession, backend: Backend) -> None:
-        """Refresh a backend's models (and loaded models); its health follows."""
+    async def probe(self, backend: Backend) -> None:
+        """Refresh a backend's models (and loaded models); its health follows. A draining
+        backend is asked over a connection that closes after the answer, so the gateway
+        keeps none open there."""
         timeout = aiohttp.ClientTimeout(total=max(2.0, self.config.health_interval_s))
+        session = backend.client()
         try:
             if backend.config.api == "ollama":
                 tags = await _get_json(session, backend, "/api/tags", timeout)
@@ -258,7 +294,8 @@ class Pool:
                 models = {str(m.get("id")) for m in listed.get("data") or []}
                 # A llama.cpp server holds its one model in memory all the time.
                 loaded = set(models) if len(models) == 1 and not backend.config.fallback else set()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, RuntimeError) as exc:
+            # RuntimeError: the pool was closed under the probe (a drain just ended).
             recent = time.monotonic() - backend.succeeded_at < 3 * self.config.health_interval_s
             if isinstance(exc, TimeoutError) and (backend.outstanding or recent):
                 # Slow to list its models while it works on requests (llama.cpp's server
@@ -277,22 +314,21 @@ class Pool:
             backend.healthy = True
             self._changed.notify_all()
 
-    async def probe_all(self, session: aiohttp.ClientSession) -> None:
-        await asyncio.gather(*(self.probe(session, b) for b in self.backends))
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe(b) for b in self.backends))
 
-    async def watch(self, session: aiohttp.ClientSession) -> None:
+    async def watch(self) -> None:
         """Probe every backend every ``health_interval_s``, forever."""
         while True:
-            await self.probe_all(session)
+            await self.probe_all()
             await asyncio.sleep(self.config.health_interval_s)
 
 
 async def _get_json(
     session: aiohttp.ClientSession, backend: Backend, path: str, timeout: aiohttp.ClientTimeout
 ) -> dict[str, Any]:
-    async with session.get(
-        backend.config.url + path, headers=backend.headers(), timeout=timeout
-    ) as response:
+    headers = {**backend.headers(), **({"Connection": "close"} if backend.draining else {})}
+    async with session.get(backend.config.url + path, headers=headers, timeout=timeout) as response:
         if response.status != 200:
             raise ValueError(f"{path} answered {response.status}")
         data = await response.json(content_type=None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd (a ``Type=notify`` unit) about the service, e.g. ``READY=1``; a no-op
+    outside systemd."""
+    path = os.environ.get("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
 
 
 def run_gateway(
@@ -55,4 +69,10 @@ def run_gateway(
             "`clusterai gateway keys create NAME`"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve(config, store, ready=lambda url: say(f"gateway listening on {url}"), read=prepared)
+
+    def ready(url: str) -> None:
+        say(f"gateway listening on {url}")
+        # Only now: a reload (SIGHUP) that systemd sends after this finds its handler.
+        notify_systemd("READY=1")
+
+    serve(config, store, ready=ready, read=prepared)

@@ -366,8 +366,12 @@ def test_sighup_reloads_the_backends_without_dropping_a_stream(
 
         with openai_client(gateway) as client:
             assert names() == sorted([first.name, second.name])
+            assert open_connections(first) >= 1  # the probes' kept-alive connection
             # A stream on the second server while a reload takes that server away.
             gateway.admin("POST", f"/admin/backends/{first.name}/drain", {"wait_s": 0})
+            # Drained and idle: the gateway keeps no connection open to it (what a
+            # scale-in then waits for on the worker is only other clients').
+            wait_until(lambda: open_connections(first) == 0, 10)
             stream = client.chat.completions.create(
                 model="smollm2", messages=CHAT, max_tokens=40, stream=True
             )
@@ -401,6 +405,16 @@ def test_sighup_reloads_the_backends_without_dropping_a_stream(
             assert gateway.process.poll() is None
     finally:
         stop(gateway.process)
+
+
+def open_connections(server: Server) -> int:
+    """Established TCP connections to ``server``, as its host sees them."""
+    listen = urllib.parse.urlsplit(server.url).netloc
+    shown = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( src {listen} )"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return len(shown.stdout.splitlines())
 
 
 def wait_until(check: Any, seconds: float) -> None:

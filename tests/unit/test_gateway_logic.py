@@ -130,6 +130,9 @@ backends_file: backends.yml
     config = load(path, env={})
     assert [b.name for b in config.backends] == ["w1", "w2"]
     assert config.aliases == {"chat": ("qwen",), "small": ("smollm2",)}
+    # The last worker left: no backends for now is allowed with a backends file.
+    (tmp_path / "empty.yml").write_text("backends: []\n")
+    assert load(write(tmp_path, "backends_file: empty.yml"), env={}).backends == ()
 
 
 def test_an_update_keeps_the_state_of_unchanged_backends() -> None:

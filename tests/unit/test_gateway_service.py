@@ -135,3 +135,20 @@ def test_the_roles_pins_match_the_packages() -> None:
     role = pins(REPO / "roles/gateway/files/requirements.txt")
     for name in ("aiohttp", "pyyaml", "sqlalchemy", "redis"):
         assert role[name] == package[name], name
+
+
+def test_systemd_hears_ready_on_its_notify_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from clusterai_runner.gateway.service import notify_systemd
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        notify_systemd("READY=1")
+        assert listener.recv(64) == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    notify_systemd("READY=1")  # outside systemd: nothing to tell, no error
