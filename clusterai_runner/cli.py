@@ -30,9 +30,7 @@ from clusterai_runner.errors import (
 from clusterai_runner.inventory import check_inventory
 from clusterai_runner.inventory import load as load_inventory
 from clusterai_runner.sandbox import DEFAULT_NAME, Sandboxes, SandboxStatus
-from clusterai_runner.scale import new_hosts, scale_in, scale_in_targets, scale_out
 from clusterai_runner.status import HostStatus, cluster_status
-from clusterai_runner.store import StoreError
 from clusterai_runner.validate import CHECKS, HostReport, validate
 
 EXIT_CODES = """\b
@@ -293,6 +291,8 @@ def scale_out_command(
     3. runs playbooks/scale_out.yml on them and the control host only.
     Hosts already in --group are converged again, so a failed scale-out heals on a re-run.
     """
+    from clusterai_runner.scale import new_hosts, scale_out
+
     settings = _settings(ctx)
     new = new_hosts(list(hosts), list(addresses), user, port)
     inventory = check_inventory(inventory)
@@ -346,6 +346,8 @@ def scale_in_command(
     requests, stops their services (playbooks/scale_in.yml), then deletes them from the
     inventory file or the state store. A failed run leaves the inventory as it was.
     """
+    from clusterai_runner.scale import scale_in, scale_in_targets
+
     settings = _settings(ctx)
     names = list(hosts)
     inventory = check_inventory(inventory)
@@ -605,6 +607,7 @@ def gateway_keys_create(
 ) -> None:
     """Create a key and print it, once: only its hash is kept."""
     from clusterai_runner.gateway.keys import NAME_FORMAT, create_key
+    from clusterai_runner.store import StoreError
 
     if not NAME_FORMAT.fullmatch(name):
         raise UsageError(f"key name {name!r}", "is not valid", "use letters, digits, . _ -")

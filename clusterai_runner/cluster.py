@@ -10,12 +10,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import Interrupted, UsageError
 from clusterai_runner.inventory import check_inventory
 from clusterai_runner.runner import RunOutcome, TaskEvent, run_playbook
-from clusterai_runner.store import Store
+
+if TYPE_CHECKING:
+    from clusterai_runner.store import Store
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clusterai_runner.errors import UsageError
-from clusterai_runner.store import Store, StoreError
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a command opens the store
+    from clusterai_runner.store import Store
 
 # The Ansible content (playbooks/, roles/, plugins/, ansible.cfg) the CLI runs.
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +114,8 @@ class Settings:
 
 def open_store(settings: Settings) -> Store:
     """The state store, created or migrated; its problems become one-line usage errors."""
+    from clusterai_runner.store import Store, StoreError
+
     if not settings.state_url:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:

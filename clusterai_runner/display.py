@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import TextIO
 
 from clusterai_runner.runner import TaskEvent
-from clusterai_runner.store import COUNTERS
 
 
 def recap_lines(recap: dict[str, dict[str, int]]) -> list[str]:
     """The per-host recap in the exact shape of Ansible's PLAY RECAP lines."""
+    from clusterai_runner.store import COUNTERS  # SQLAlchemy only when a recap is shown
+
     lines = []
     for host in sorted(recap):
         counters = recap[host]

@@ -1,26 +1,31 @@
 """SSH preflight of every host at once: ``clusterai validate``.
 
-One plain ``ssh`` per host (host key checking on, BatchMode) runs a small POSIX shell
+One SSH connection per host (host key checking on, no prompts) runs a small POSIX shell
 probe that prints everything the checks need; the checks themselves are pure functions of
-that output, so they are unit-tested without hosts. Thresholds, supported systems and
-ports come from the preflight role's defaults (``roles/preflight/defaults/main.yml``),
+that output, so they are unit-tested without hosts. Connections are made in-process
+(``sshprobe``, asyncssh, one event loop for every host); a host whose inventory SSH options
+only OpenSSH understands is checked with OpenSSH's ``ssh`` instead. Thresholds, supported
+systems and ports come from the preflight role's defaults (``roles/preflight/defaults/main.yml``),
 overridden per host by the same inventory variables, so the CLI and the role agree.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from clusterai_runner import sshprobe
 from clusterai_runner.config import REPO
 from clusterai_runner.inventory import InventoryHost
-from clusterai_runner.parallel import each_host
 
 PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
 MIN_PYTHON = (3, 8)
@@ -32,17 +37,16 @@ CHECKS = (
     "clock",
 )  # fmt: skip
 
-# Runs on the host under /bin/sh; prints key=value lines. PYTHON, MODELS_DIR and UNITS
-# are substituted before sending. Few processes: on a 2-core controller probing 200 hosts
-# each fork counts.
+# What runs on the host: the Python Ansible will use, alone, when there is one (one
+# process: on a 2-core controller probing 200 hosts at once every fork shows), else the
+# shell. Both print the same key=value lines. PYTHON, PYCODE, MODELS_DIR and UNITS are
+# substituted before sending.
 PROBE = r"""
+py=PYTHON
+if command -v "$py" >/dev/null 2>&1; then exec "$py" -I -S -c PYCODE; fi
+echo python=
 uid=$(id -u); echo "uid=$uid"
 if [ "$uid" != 0 ]; then sudo -n true 2>/dev/null && echo sudo=ok || echo sudo=no; fi
-py=PYTHON
-if command -v "$py" >/dev/null 2>&1; then
-  echo "python_path=$(command -v "$py")"
-  "$py" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])'
-else echo python=; fi
 if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${ID:-} ${VERSION_ID:-}"; fi
 read -r init < /proc/1/comm; echo "init=$init"
 d=MODELS_DIR; while [ ! -d "$d" ]; do d=${d%/*}; d=${d:-/}; done
@@ -62,6 +66,118 @@ echo "gpus=$n"
 set -- UNITS
 for state in $(systemctl is-active "$@" 2>/dev/null); do echo "unit_$1=$state"; shift; done
 echo "time=$(date +%s.%N)"
+"""
+
+# The same probe in Python, kept to what Python 3.0 parses so an old interpreter still
+# reports its version. MODELS_DIR, UNITS and PORTS are JSON literals.
+PYCODE = r"""
+import os, sys, time
+out = []
+def say(key, value):
+    out.append("%s=%s" % (key, value))
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, IOError):
+        return ""
+say("python", "%d.%d.%d" % tuple(sys.version_info[:3]))
+say("python_path", sys.executable)
+uid = os.getuid()
+say("uid", uid)
+if uid != 0:
+    import subprocess
+    try:
+        null = open(os.devnull, "w")
+        ok = subprocess.call(["sudo", "-n", "true"], stdout=null, stderr=null) == 0
+    except OSError:
+        ok = False
+    say("sudo", "ok" if ok else "no")
+release = {}
+for line in read("/etc/os-release").splitlines():
+    key, _, value = line.partition("=")
+    release[key.strip()] = value.strip().strip("\"'")
+if release:
+    say("os", "%s %s" % (release.get("ID", ""), release.get("VERSION_ID", "")))
+say("init", read("/proc/1/comm").strip())
+d = MODELS_DIR
+while not os.path.isdir(d):
+    d = os.path.dirname(d) or "/"
+say("disk_path", d)
+st = os.statvfs(d)
+say("disk_kb", st.f_bavail * st.f_frsize // 1024)
+for line in read("/proc/meminfo").splitlines():
+    if line.startswith("MemTotal:"):
+        say("mem_kb", line.split()[1])
+gpus = 0
+base = "/sys/bus/pci/devices"
+for dev in (os.listdir(base) if os.path.isdir(base) else []):
+    vendor = read(base + "/" + dev + "/vendor").strip()
+    kind = read(base + "/" + dev + "/class").strip()
+    if vendor == "0x10de" and kind[:6] in ("0x0300", "0x0302"):
+        gpus += 1
+say("gpus", gpus)
+def listening():
+    # Listening TCP sockets through netlink (sock_diag, what ss uses), as /proc/net/tcp
+    # writes them: reading /proc/net/tcp walks the kernel's whole connection table, some
+    # milliseconds on a large machine. None when netlink is not allowed.
+    # The C modules: importing socket and struct would cost more than the lookup.
+    import _socket as socket, _struct as struct
+    found = []
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4)
+    except (OSError, AttributeError):
+        return None
+    try:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10)
+            request += b"\0" * 48
+            sock.sendto(struct.pack("=IHHII", 16 + len(request), 20, 0x301, 1, 0) + request,
+                        (0, 0))
+            done = False
+            while not done:
+                data = sock.recv(65536)
+                offset = 0
+                while offset + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, offset)
+                    if kind in (2, 3):
+                        done = True
+                        break
+                    port = struct.unpack_from(">H", data, offset + 20)[0]
+                    raw = data[offset + 24:offset + 24 + (4 if family == socket.AF_INET else 16)]
+                    words = "".join("%08X" % struct.unpack_from("<I", raw, i)[0]
+                                    for i in range(0, len(raw), 4))
+                    found.append("%s:%04X" % (words, port))
+                    offset += (length + 3) & ~3
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    return found
+held = set()
+sockets = listening()
+if sockets is None:
+    sockets = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in read(table).splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                sockets.append(fields[1])
+for entry in sockets:
+    say("listen", entry)
+    held.add(int(entry.rsplit(":", 1)[1], 16))
+units = UNITS
+if units and held & set(PORTS):
+    import subprocess
+    try:
+        asked = subprocess.Popen(["systemctl", "is-active"] + units, stdout=subprocess.PIPE,
+                                 universal_newlines=True)
+        for unit, state in zip(units, asked.communicate()[0].split()):
+            say("unit_" + unit, state)
+    except OSError:
+        pass
+say("time", "%.6f" % time.time())
+sys.stdout.write("\n".join(out) + "\n")
 """
 
 
@@ -200,45 +316,78 @@ def fingerprint(host: InventoryHost, timeout: float) -> str:
     return f"{parts[1]} ({parts[-1].strip('()')})" if len(parts) >= 2 else "unknown"
 
 
+def _key_changed(host: InventoryHost, timeout: float) -> Check:
+    files = ", ".join(host.known_hosts_files()) or "~/.ssh/known_hosts"
+    return Check(
+        "host_key",
+        "fail",
+        f"the host key CHANGED; it is now {fingerprint(host, timeout)}: a reinstalled"
+        " host, or someone in the middle",
+        f"confirm the new key on the host's console, then replace its line in {files}",
+    )
+
+
+def _key_unknown(host: InventoryHost, timeout: float) -> Check:
+    files = ", ".join(host.known_hosts_files()) or "~/.ssh/known_hosts"
+    return Check(
+        "host_key",
+        "fail",
+        f"unknown host key {fingerprint(host, timeout)}",
+        f"compare it with the host's console, then add it to {files}"
+        " (or run again with --accept-new-host-keys)",
+    )
+
+
+def _auth_refused(host: InventoryHost) -> list[Check]:
+    key = f" with {host.key_file}" if host.key_file else ""
+    return [
+        Check("host_key", "pass", "matches known_hosts"),
+        Check(
+            "auth",
+            "fail",
+            f"the host refused {host.user}{key}",
+            f"add the public key to ~{host.user}/.ssh/authorized_keys on the host",
+        ),
+    ]
+
+
 def connection_checks(host: InventoryHost, probe: Probe, timeout: float) -> list[Check] | None:
-    """host_key and auth from the SSH exchange; None when the connection worked."""
+    """host_key and auth from OpenSSH's answer; None when the connection worked."""
     err = probe.stderr
     if probe.rc != 255:
         return None
-    files = ", ".join(host.known_hosts_files()) or "~/.ssh/known_hosts"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
-        return [
-            Check(
-                "host_key",
-                "fail",
-                f"the host key CHANGED; it is now {fingerprint(host, timeout)}: a reinstalled"
-                " host, or someone in the middle",
-                f"confirm the new key on the host's console, then replace its line in {files}",
-            )
-        ]
+        return [_key_changed(host, timeout)]
     if "Host key verification failed" in err or "host key is known" in err:
-        return [
-            Check(
-                "host_key",
-                "fail",
-                f"unknown host key {fingerprint(host, timeout)}",
-                f"compare it with the host's console, then add it to {files}"
-                " (or run again with --accept-new-host-keys)",
-            )
-        ]
+        return [_key_unknown(host, timeout)]
     if "Permission denied" in err:
-        key = f" with {host.key_file}" if host.key_file else ""
-        return [
-            Check("host_key", "pass", "matches known_hosts"),
-            Check(
-                "auth",
-                "fail",
-                f"the host refused {host.user}{key}",
-                f"add the public key to ~{host.user}/.ssh/authorized_keys on the host",
-            ),
-        ]
+        return _auth_refused(host)
     last = err.strip().splitlines()[-1] if err.strip() else "ssh failed"
     return [Check("auth", "fail", last, "run: ssh -v to see why")]
+
+
+def outcome_checks(
+    host: InventoryHost, outcome: sshprobe.Outcome, settings: dict[str, Any], timeout: float
+) -> list[Check]:
+    """Every check, from the in-process client's outcome."""
+    if outcome.failure == "reach":
+        return [
+            Check(
+                "reach", "fail", f"{host.host}:{host.port}: {outcome.detail}",
+                "check the address, the network path and that sshd runs",
+            )
+        ]  # fmt: skip
+    checks = [Check("reach", "pass", f"{host.host}:{host.port} answers")]
+    if outcome.failure == "host_key_changed":
+        return [*checks, _key_changed(host, timeout)]
+    if outcome.failure == "host_key_unknown":
+        return [*checks, _key_unknown(host, timeout)]
+    if outcome.failure == "auth":
+        if "denied" in outcome.detail.lower():
+            return checks + _auth_refused(host)
+        return [*checks, Check("auth", "fail", outcome.detail, "run: ssh -v to see why")]
+    probe = Probe(outcome.rc, outcome.stdout, "", outcome.sent_at, outcome.received_at)
+    return checks + probe_checks(host, probe, settings)
 
 
 def probe_checks(host: InventoryHost, probe: Probe, settings: dict[str, Any]) -> list[Check]:
@@ -388,13 +537,21 @@ def interpreter(host: InventoryHost) -> str:
     return value
 
 
+def probe_script(host: InventoryHost, settings: dict[str, Any]) -> str:
+    models = str(settings["preflight_models_dir"])
+    ports = needed_ports(host, settings)
+    units = sorted(set(ports.values()))
+    code = PYCODE.replace("MODELS_DIR", json.dumps(models)).replace("UNITS", json.dumps(units))
+    code = code.replace("PORTS", json.dumps(sorted(ports)))
+    script = PROBE.replace("PYCODE", _sh_quote(code)).replace("MODELS_DIR", _sh_quote(models))
+    return script.replace("PYTHON", _sh_quote(interpreter(host))).replace("UNITS", " ".join(units))
+
+
 def probe_host(
     host: InventoryHost, settings: dict[str, Any], accept_new: bool, timeout: float
 ) -> Probe:
-    script = PROBE.replace("MODELS_DIR", _sh_quote(str(settings["preflight_models_dir"])))
-    script = script.replace("PYTHON", _sh_quote(interpreter(host)))
-    units = sorted(set(needed_ports(host, settings).values()))
-    script = script.replace("UNITS", " ".join(units))
+    """The probe over OpenSSH's ssh, for hosts the in-process client does not take."""
+    script = probe_script(host, settings)
     sent = time.time()
     try:
         done = subprocess.run(
@@ -434,6 +591,25 @@ def check_host(
     return report
 
 
+async def _check(
+    host: InventoryHost,
+    defaults: dict[str, Any],
+    accept_new: bool,
+    timeout: float,
+    threads: ThreadPoolExecutor,
+) -> HostReport:
+    options = sshprobe.options_for(host)
+    if options is None:  # SSH options only OpenSSH knows: its ssh, in a thread
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(threads, check_host, host, defaults, accept_new, timeout)
+    settings = settings_for(host, defaults)
+    script = probe_script(host, settings)
+    outcome = await sshprobe.run(host, options, script, accept_new, timeout)
+    report = HostReport(host.name, host.address)
+    report.checks.extend(outcome_checks(host, outcome, settings, timeout))
+    return report
+
+
 def validate(
     hosts: list[InventoryHost],
     parallel: int = 50,
@@ -441,8 +617,25 @@ def validate(
     timeout: float = 10.0,
     on_done: Callable[[HostReport], None] | None = None,
 ) -> list[HostReport]:
-    """Check every host, ``parallel`` at a time; reports in inventory order."""
+    """Check every host, ``parallel`` at a time; reports in inventory order, each handed
+    to ``on_done`` once it and those before it are done."""
     defaults = preflight_defaults()
-    return each_host(
-        lambda h: check_host(h, defaults, accept_new, timeout), hosts, parallel, on_done
-    )
+
+    async def every() -> list[HostReport]:
+        gate = asyncio.Semaphore(max(1, parallel))
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts) or 1))) as threads:
+
+            async def one(host: InventoryHost) -> HostReport:
+                async with gate:
+                    return await _check(host, defaults, accept_new, timeout, threads)
+
+            tasks = [asyncio.create_task(one(h)) for h in hosts]
+            reports = []
+            for task in tasks:
+                report = await task
+                if on_done is not None:
+                    on_done(report)
+                reports.append(report)
+            return reports
+
+    return asyncio.run(every())

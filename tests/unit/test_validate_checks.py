@@ -135,3 +135,47 @@ def test_reach_comes_from_sshs_own_answer() -> None:
     assert (refused.status, refused.detail) == ("fail", "192.0.2.5:2222: Connection refused")
     assert reach_failure(probe("", 255, "admin@192.0.2.5: Permission denied (publickey).")) is None
     assert reach_failure(probe(GOOD)) is None
+
+
+def test_the_python_probe_and_the_shell_probe_agree_on_this_machine() -> None:
+    import subprocess
+
+    from clusterai_runner.validate import probe_script
+
+    def values(interpreter: str) -> dict[str, list[str]]:
+        host = InventoryHost(**{
+            **WORKER.__dict__,
+            "variables": {**WORKER.variables, "ansible_python_interpreter": interpreter},
+        })  # fmt: skip
+        script = probe_script(host, settings_for(host, preflight_defaults()))
+        done = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True)
+        return Probe(done.returncode, done.stdout, done.stderr, 0, 0).values()
+
+    python, shell = values("/usr/bin/python3"), values("/nonexistent/python3")
+    assert python["python"][0].startswith("3.") and shell["python"] == [""]
+    for key in ("uid", "os", "init", "disk_path", "mem_kb", "gpus", "listen"):
+        assert sorted(python.get(key, [])) == sorted(shell.get(key, [])), key
+    assert abs(int(python["disk_kb"][0]) - int(shell["disk_kb"][0])) < 1024 * 1024
+    assert abs(float(python["time"][0]) - float(shell["time"][0])) < 5
+
+
+def test_the_in_process_clients_outcomes_become_the_same_checks() -> None:
+    from clusterai_runner.sshprobe import Outcome
+    from clusterai_runner.validate import outcome_checks
+
+    settings = settings_for(WORKER, preflight_defaults())
+
+    def checks(outcome: Outcome) -> dict[str, tuple[str, str]]:
+        return {c.name: (c.status, c.detail) for c in outcome_checks(WORKER, outcome, settings, 1)}
+
+    refused = checks(Outcome(255, "", 0, 0, "reach", "Connection refused"))
+    assert refused == {"reach": ("fail", "192.0.2.5:22: Connection refused")}
+    denied = checks(Outcome(255, "", 0, 0, "auth", "Permission denied for user admin"))
+    assert denied["host_key"] == ("pass", "matches known_hosts")
+    assert denied["auth"] == ("fail", "the host refused admin with /keys/id")
+    good = checks(Outcome(0, GOOD, 1000.0, 1000.0))
+    assert {name: status for name, (status, _) in good.items()} == {
+        "reach": "pass", "host_key": "pass", "auth": "pass", "sudo": "pass", "python": "pass",
+        "os": "pass", "memory": "pass", "disk": "pass", "gpu": "pass", "ports": "pass",
+        "clock": "pass",
+    }  # fmt: skip
