@@ -366,12 +366,12 @@ def test_sighup_reloads_the_backends_without_dropping_a_stream(
 
         with openai_client(gateway) as client:
             assert names() == sorted([first.name, second.name])
-            assert open_connections(first) >= 1  # the probes' kept-alive connection
+            assert open_connections(first, gateway.process) >= 1  # the probes' kept-alive one
             # A stream on the second server while a reload takes that server away.
             gateway.admin("POST", f"/admin/backends/{first.name}/drain", {"wait_s": 0})
             # Drained and idle: the gateway keeps no connection open to it (what a
             # scale-in then waits for on the worker is only other clients').
-            wait_until(lambda: open_connections(first) == 0, 10)
+            wait_until(lambda: open_connections(first, gateway.process) == 0, 10)
             stream = client.chat.completions.create(
                 model="smollm2", messages=CHAT, max_tokens=40, stream=True
             )
@@ -407,14 +407,14 @@ def test_sighup_reloads_the_backends_without_dropping_a_stream(
         stop(gateway.process)
 
 
-def open_connections(server: Server) -> int:
-    """Established TCP connections to ``server``, as its host sees them."""
-    listen = urllib.parse.urlsplit(server.url).netloc
+def open_connections(server: Server, client: subprocess.Popen[bytes]) -> int:
+    """Established TCP connections from the ``client`` process to ``server``."""
+    port = urllib.parse.urlsplit(server.url).port
     shown = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( src {listen} )"],
+        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return len(shown.stdout.splitlines())
+    return sum(f"pid={client.pid}," in line for line in shown.stdout.splitlines())
 
 
 def wait_until(check: Any, seconds: float) -> None:
