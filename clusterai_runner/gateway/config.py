@@ -165,6 +165,20 @@ def _read(path: Path) -> dict[str, Any]:
     return loaded or {}
 
 
+def _backends_and_aliases(
+    source: Path | str, raw: dict[str, Any], env: dict[str, str]
+) -> tuple[list[BackendConfig], dict[Any, Any]]:
+    """A file's ``backends`` (checked) and ``aliases`` (checked to be a mapping)."""
+    entries = raw.get("backends") or []
+    if not isinstance(entries, list):
+        raise UsageError(_where(source, "backends"), "is not a list")
+    backends = [_backend(source, i, b, env) for i, b in enumerate(entries)]
+    aliases = raw.get("aliases") or {}
+    if not isinstance(aliases, dict):
+        raise UsageError(_where(source, "aliases"), "is not a mapping of name to model list")
+    return backends, aliases
+
+
 def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
          env: dict[str, str] | None = None,
          workers: list[dict[str, str]] | None = None) -> GatewayConfig:  # fmt: skip
@@ -186,13 +200,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     host, port = parse_listen(
         _where(source, "listen"), listen or raw.get("listen", "127.0.0.1:8000")
     )
-    entries = raw.get("backends") or []
-    if not isinstance(entries, list):
-        raise UsageError(_where(source, "backends"), "is not a list")
-    backends = [_backend(source, i, b, env) for i, b in enumerate(entries)]
-    aliases_raw = raw.get("aliases") or {}
-    if not isinstance(aliases_raw, dict):
-        raise UsageError(_where(source, "aliases"), "is not a mapping of name to model list")
+    backends, aliases_raw = _backends_and_aliases(source, raw, env)
     if raw.get("backends_file"):
         # Backends and aliases that change with the cluster, in a file of their own:
         # SIGHUP re-reads it (see app.serve).
@@ -203,13 +211,8 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         if extra:
             raise UsageError(_where(listed, sorted(extra)[0]), "is not a setting",
                              "a backends file holds backends and aliases only")  # fmt: skip
-        listed_entries = more.get("backends") or []
-        if not isinstance(listed_entries, list):
-            raise UsageError(_where(listed, "backends"), "is not a list")
-        backends += [_backend(listed, i, b, env) for i, b in enumerate(listed_entries)]
-        listed_aliases = more.get("aliases") or {}
-        if not isinstance(listed_aliases, dict):
-            raise UsageError(_where(listed, "aliases"), "is not a mapping of name to model list")
+        listed_backends, listed_aliases = _backends_and_aliases(listed, more, env)
+        backends += listed_backends
         aliases_raw = {**aliases_raw, **listed_aliases}
     for i, entry in enumerate(workers or []):
         backends.append(_backend("(inventory)", i, entry, env))
