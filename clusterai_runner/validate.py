@@ -537,14 +537,26 @@ def interpreter(host: InventoryHost) -> str:
     return value
 
 
+def _fill(template: str, values: dict[str, str]) -> str:
+    """``template`` with each placeholder word replaced, in one pass: a value that holds
+    another placeholder's name (a models directory called PORTS) stays as it is."""
+    return re.sub(r"\b(" + "|".join(values) + r")\b", lambda m: values[m.group(1)], template)
+
+
 def probe_script(host: InventoryHost, settings: dict[str, Any]) -> str:
     models = str(settings["preflight_models_dir"])
     ports = needed_ports(host, settings)
     units = sorted(set(ports.values()))
-    code = PYCODE.replace("MODELS_DIR", json.dumps(models)).replace("UNITS", json.dumps(units))
-    code = code.replace("PORTS", json.dumps(sorted(ports)))
-    script = PROBE.replace("PYCODE", _sh_quote(code)).replace("MODELS_DIR", _sh_quote(models))
-    return script.replace("PYTHON", _sh_quote(interpreter(host))).replace("UNITS", " ".join(units))
+    code = _fill(
+        PYCODE,
+        {"MODELS_DIR": json.dumps(models), "UNITS": json.dumps(units),
+         "PORTS": json.dumps(sorted(ports))},
+    )  # fmt: skip
+    return _fill(
+        PROBE,
+        {"PYCODE": _sh_quote(code), "MODELS_DIR": _sh_quote(models),
+         "PYTHON": _sh_quote(interpreter(host)), "UNITS": " ".join(units)},
+    )  # fmt: skip
 
 
 def probe_host(

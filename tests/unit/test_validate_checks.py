@@ -179,3 +179,14 @@ def test_the_in_process_clients_outcomes_become_the_same_checks() -> None:
         "os": "pass", "memory": "pass", "disk": "pass", "gpu": "pass", "ports": "pass",
         "clock": "pass",
     }  # fmt: skip
+
+
+def test_a_value_named_like_a_placeholder_reaches_the_host_as_it_is() -> None:
+    from clusterai_runner.validate import probe_script
+
+    host = InventoryHost(**{
+        **WORKER.__dict__,
+        "variables": {**WORKER.variables, "preflight_models_dir": "/srv/PORTS/UNITS"},
+    })  # fmt: skip
+    script = probe_script(host, settings_for(host, preflight_defaults()))
+    assert script.count("/srv/PORTS/UNITS") == 2  # in the Python probe and in the shell one
