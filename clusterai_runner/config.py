@@ -113,12 +113,14 @@ class Settings:
 
 
 def open_store(settings: Settings) -> Store:
-    """The state store, created or migrated; its problems become one-line usage errors."""
-    from clusterai_runner.store import Store, StoreError
+    """The state store, created or migrated; its problems are ``StoreError``s (exit 2)."""
+    from clusterai_runner.store import Store
 
     if not settings.state_url:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return Store.open(settings.store_url)
-    except StoreError as exc:
-        raise UsageError(exc.what, exc.why, exc.fix) from exc
+    return Store.open(settings.store_url)
+
+
+def store_exists(settings: Settings) -> bool:
+    """Whether there is a store to read, for commands that only read and never create one."""
+    return bool(settings.state_url) or (settings.state_dir / "state.db").exists()

@@ -42,6 +42,16 @@ class PreflightError(ClusterAIError):
     exit_code = 3
 
 
+class StoreError(ClusterAIError):
+    """The state store cannot be used: unreachable, locked, foreign or from a newer
+    clusterai; nothing was changed (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, why: str, fix: str) -> None:
+        super().__init__(what, why, fix)
+
+
 class Interrupted(ClusterAIError):
     """The operator pressed Ctrl-C (exit 130)."""
 

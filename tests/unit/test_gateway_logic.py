@@ -233,8 +233,8 @@ def test_bad_ollama_requests_name_the_field(body: dict[str, object], expected: s
 
 
 def test_the_inventorys_workers_become_backends(tmp_path: Path) -> None:
-    from clusterai_runner.gateway.workers import worker_backends
-    from clusterai_runner.inventory import load as load_inventory
+    from clusterai_runner.adapters.inventory import load as load_inventory
+    from clusterai_runner.usecases.gateway_backends import worker_backends
 
     inventory = write(tmp_path, """\
 all:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clusterai_runner.adapters.inventory_edit import NewHost, add_hosts, hosts_in, remove_hosts
 from clusterai_runner.errors import UsageError
-from clusterai_runner.inventory_edit import NewHost, add_hosts, hosts_in, remove_hosts
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "hosts.yml"
 NEW = [NewHost("gpu9", "192.0.2.90", "deploy", 2222), NewHost("gpu10", "2001:db8::10")]

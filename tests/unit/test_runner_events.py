@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clusterai_runner.display import recap_lines
-from clusterai_runner.runner import TaskEvent, recap_of, translate
+from clusterai_runner.adapters.ansible import TaskEvent, recap_of, translate
+from clusterai_runner.cli.display import recap_lines
 
 
 def event(name: str, **data: object) -> dict[str, object]:

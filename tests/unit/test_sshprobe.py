@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from clusterai_runner.inventory import InventoryHost
-from clusterai_runner.sshprobe import options_for
+from clusterai_runner.adapters.inventory import InventoryHost
+from clusterai_runner.adapters.ssh import options_for
 
 
 def host(*ssh_args: str, key_file: str | None = "/keys/id") -> InventoryHost:

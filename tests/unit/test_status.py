@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clusterai_runner.status import _models, parse_gpus
+from clusterai_runner.usecases.status import _models, parse_gpus
 
 # The shape nvidia_gpu_exporter 1.x prints (one GPU; values as nvidia-smi reports them).
 METRICS = """\

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clusterai_runner.inventory import InventoryHost
-from clusterai_runner.validate import (
+from clusterai_runner.adapters.inventory import InventoryHost
+from clusterai_runner.usecases.validate import (
     Probe,
     connection_checks,
     interpreter,
@@ -140,7 +140,7 @@ def test_reach_comes_from_sshs_own_answer() -> None:
 def test_the_python_probe_and_the_shell_probe_agree_on_this_machine() -> None:
     import subprocess
 
-    from clusterai_runner.validate import probe_script
+    from clusterai_runner.usecases.validate import probe_script
 
     def values(interpreter: str) -> dict[str, list[str]]:
         host = InventoryHost(**{
@@ -160,8 +160,8 @@ def test_the_python_probe_and_the_shell_probe_agree_on_this_machine() -> None:
 
 
 def test_the_in_process_clients_outcomes_become_the_same_checks() -> None:
-    from clusterai_runner.sshprobe import Outcome
-    from clusterai_runner.validate import outcome_checks
+    from clusterai_runner.adapters.ssh import Outcome
+    from clusterai_runner.usecases.validate import outcome_checks
 
     settings = settings_for(WORKER, preflight_defaults())
 
@@ -182,7 +182,7 @@ def test_the_in_process_clients_outcomes_become_the_same_checks() -> None:
 
 
 def test_a_value_named_like_a_placeholder_reaches_the_host_as_it_is() -> None:
-    from clusterai_runner.validate import probe_script
+    from clusterai_runner.usecases.validate import probe_script
 
     host = InventoryHost(**{
         **WORKER.__dict__,

@@ -1,7 +1,8 @@
-"""Use cases that act on a cluster through playbooks, apart from any I/O of the CLI.
+"""Converging a cluster with playbooks, and recording each run in the state store.
 
-Each records what it does in the state store: a run, its per-host task events as they
-happen, and the final recap.
+``run_and_record`` is the one way a use case runs a playbook: the run, every task result
+per host as it happens, and the final recap go to the store. ``check_inventory_rules``
+runs the inventory checks every playbook starts with, before anything is touched.
 """
 
 from __future__ import annotations
@@ -12,19 +13,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clusterai_runner.config import Settings
+from clusterai_runner.adapters.ansible import CancelToken, RunOutcome, TaskEvent, run_playbook
+from clusterai_runner.adapters.inventory import check_inventory
+from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.config import Settings, open_store
 from clusterai_runner.errors import Interrupted, UsageError
-from clusterai_runner.inventory import check_inventory
-from clusterai_runner.runner import RunOutcome, TaskEvent, run_playbook
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # SQLAlchemy loads only when a command opens the store
     from clusterai_runner.store import Store
+
+__all__ = [
+    "CancelToken",
+    "RunRecord",
+    "TaskEvent",
+    "check_inventory_rules",
+    "run_and_record",
+    "up",
+]
 
 
 @dataclass(frozen=True)
 class RunRecord:
     id: int
     outcome: RunOutcome
+
+
+def _stop_if_canceled(cancel: CancelToken | None, what: str) -> None:
+    if cancel is not None and cancel.canceled:
+        raise Interrupted(what, "canceled", "nothing was changed")
 
 
 def run_and_record(
@@ -38,9 +54,12 @@ def run_and_record(
     check: bool = False,
     extravars: dict[str, object] | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> RunRecord:
-    """Run a playbook, storing the run, every task result per host and the recap."""
+    """Run a playbook, storing the run, every task result per host and the recap.
+    ``on_event`` is called from the runner's thread."""
     inventory = check_inventory(inventory)
+    _stop_if_canceled(cancel, playbook)
     run_id = store.start_run(playbook, str(inventory), limit or "")
 
     def record(event: TaskEvent) -> None:
@@ -59,6 +78,7 @@ def run_and_record(
             check=check,
             extravars=dict(extravars or {}),
             on_event=record,
+            cancel=cancel,
         )
     except BaseException:
         store.finish_run(run_id, "failed", None, {})
@@ -67,7 +87,9 @@ def run_and_record(
     return RunRecord(run_id, outcome)
 
 
-def check_inventory_rules(inventory: Path, targets: list[str] | None = None) -> None:
+def check_inventory_rules(
+    inventory: Path, targets: list[str] | None = None, cancel: CancelToken | None = None
+) -> None:
     """Run the inventory checks every playbook starts with (playbooks/boilerplate.yml: the
     validate_inventory role), without contacting a host or recording a run; their first
     failure becomes a usage error. ``targets`` limits the host checks to those hosts."""
@@ -86,12 +108,41 @@ def check_inventory_rules(inventory: Path, targets: list[str] | None = None) -> 
             Path(data_dir) / "run",
             extravars=extravars,
             on_event=collect,
+            cancel=cancel,
         )
     if outcome.status == "canceled":
-        raise Interrupted("inventory check", "canceled by Ctrl-C", "nothing was changed")
+        raise Interrupted("inventory check", "canceled", "nothing was changed")
     if outcome.status == "successful":
         return
     message = failures[0] if failures else outcome.detail or "Ansible could not read it"
     if message.startswith("inventory: "):
         message = message[len("inventory: ") :]
     raise UsageError(f"inventory {inventory}", message)
+
+
+def up(
+    settings: Settings,
+    inventory: Path,
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    check: bool = False,
+    store: Store | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> RunRecord:
+    """Converge the cluster with site.yml. Every check (the inventory, ``limit``, the
+    rules of validate_inventory) runs before the store is opened or created."""
+    targets = [h.name for h in load_inventory(inventory, limit)]
+    check_inventory_rules(inventory, targets if limit else None, cancel)
+    return run_and_record(
+        settings,
+        store or open_store(settings),
+        "site.yml",
+        inventory,
+        limit=limit,
+        tags=tags,
+        check=check,
+        on_event=on_event,
+        cancel=cancel,
+    )

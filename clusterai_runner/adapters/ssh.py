@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncssh
 
-from clusterai_runner.inventory import InventoryHost
+from clusterai_runner.adapters.inventory import InventoryHost
 
 GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 # -o options that change nothing for a batch check over a fresh connection.

@@ -19,13 +19,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from clusterai_runner import sshprobe
+from clusterai_runner.adapters import ssh as sshprobe
+from clusterai_runner.adapters.inventory import InventoryHost
+from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.config import REPO
-from clusterai_runner.inventory import InventoryHost
 
 PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
 MIN_PYTHON = (3, 8)
@@ -651,3 +653,8 @@ def validate(
             return reports
 
     return asyncio.run(every())
+
+
+def validate_targets(inventory: Path, limit: str | None = None) -> list[InventoryHost]:
+    """The hosts ``validate`` checks: the inventory's, or those ``limit`` matches."""
+    return load_inventory(inventory, limit)

@@ -15,10 +15,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from clusterai_runner.inventory import InventoryHost
-from clusterai_runner.parallel import each_host
+from clusterai_runner.adapters.inventory import InventoryHost
+from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.config import Settings, open_store, store_exists
+from clusterai_runner.usecases.parallel import each_host
 
 # Ports of Cluster AI's services unless the inventory sets the roles' variables.
 DEFAULT_PORTS = {
@@ -189,3 +192,13 @@ def cluster_status(
         }
 
     return each_host(lambda h: host_status(h, last(h.name), timeout), hosts, parallel, on_done)
+
+
+def status(
+    settings: Settings, inventory: Path, limit: str | None = None, timeout: float = 3.0
+) -> list[HostStatus]:
+    """Every host of ``inventory`` (``limit``) now, with its result in the last stored
+    run; reads the store only when there is one, and never creates it."""
+    hosts = load_inventory(inventory, limit)
+    last_runs = open_store(settings).last_results() if store_exists(settings) else {}
+    return cluster_status(hosts, last_runs, timeout)

@@ -14,12 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clusterai_runner.cluster import RunRecord, check_inventory_rules, run_and_record
-from clusterai_runner.config import Settings
-from clusterai_runner.errors import PreflightError, UsageError
-from clusterai_runner.inventory import InventoryHost, check_inventory
-from clusterai_runner.inventory import load as load_inventory
-from clusterai_runner.inventory_edit import (
+from clusterai_runner.adapters.ansible import TaskEvent
+from clusterai_runner.adapters.inventory import InventoryHost, check_inventory
+from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.adapters.inventory_edit import (
     Edit,
     NewHost,
     add_hosts,
@@ -27,9 +25,16 @@ from clusterai_runner.inventory_edit import (
     is_state_inventory,
     remove_hosts,
 )
-from clusterai_runner.runner import TaskEvent
+from clusterai_runner.config import Settings, open_store
+from clusterai_runner.errors import Interrupted, PreflightError, UsageError
 from clusterai_runner.store import Store
-from clusterai_runner.validate import HostReport, validate
+from clusterai_runner.usecases.converge import (
+    CancelToken,
+    RunRecord,
+    check_inventory_rules,
+    run_and_record,
+)
+from clusterai_runner.usecases.validate import HostReport, validate
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -139,22 +144,25 @@ class _Placement:
 
 def scale_out(
     settings: Settings,
-    store: Store,
     inventory: Path,
     group: str,
     hosts: list[NewHost],
     *,
+    store: Store | None = None,
     accept_new_host_keys: bool = False,
     timeout: float = 10.0,
     on_validated: Callable[[list[HostReport]], None] | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> ScaleResult:
-    """Add ``hosts`` to ``group``, check them over SSH, then converge them and the control
-    host with scale_out.yml. Hosts already in ``group`` are converged again (a re-run
-    heals a failed scale-out); a host already in another group is refused."""
+    """Add ``hosts`` (from ``new_hosts``) to ``group``, check them over SSH, then converge
+    them and the control host with scale_out.yml. Hosts already in ``group`` are
+    converged again (a re-run heals a failed scale-out); a host already in another group
+    is refused. Canceled before the run, the inventory is put back."""
     inventory = check_inventory(inventory)
     if group == "control":
         raise UsageError("--group control", "the cluster has one control host", "add workers")
+    store = store or open_store(settings)
     placement = _Placement(inventory, store)
     existing = placement.existing()
     for host in hosts:
@@ -169,9 +177,11 @@ def scale_out(
     undo = placement.add(group, fresh) if fresh else (lambda: None)
     names = [h.name for h in hosts]
     try:
-        check_inventory_rules(inventory, names)
+        check_inventory_rules(inventory, names, cancel)
         targets = load_inventory(inventory, ",".join(names))
         reports = validate(targets, accept_new=accept_new_host_keys, timeout=timeout)
+        if cancel is not None and cancel.canceled:
+            raise Interrupted("scale-out", "canceled", "the inventory was left as it was")
         if on_validated is not None:
             on_validated(reports)
         failed = [r.name for r in reports if r.status == "fail"]
@@ -191,13 +201,17 @@ def scale_out(
         inventory,
         extravars={"clusterai_targets": ",".join(names)},
         on_event=on_event,
+        cancel=cancel,
     )
     return ScaleResult(record, reports)
 
 
-def scale_in_targets(inventory: Path, store: Store, names: list[str]) -> list[InventoryHost]:
+def scale_in_targets(
+    settings: Settings, inventory: Path, names: list[str], store: Store | None = None
+) -> list[InventoryHost]:
     """The hosts ``names`` of the inventory, checked for removal; nothing is changed."""
     inventory = check_inventory(inventory)
+    store = store or open_store(settings)
     if len(set(names)) != len(names):
         raise UsageError("scale-in", "a host is named twice", "name each host once")
     known = {h.name: h for h in load_inventory(inventory)}
@@ -221,18 +235,20 @@ def scale_in_targets(inventory: Path, store: Store, names: list[str]) -> list[In
 
 def scale_in(
     settings: Settings,
-    store: Store,
     inventory: Path,
     names: list[str],
     *,
+    store: Store | None = None,
     drain_timeout: int = 60,
     wipe: bool = False,
     on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> ScaleResult:
     """Drain and stop ``names`` with scale_in.yml, then delete them from the inventory or
-    the state. A failed run leaves them where they are."""
+    the state. A failed or canceled run leaves them where they are."""
     inventory = check_inventory(inventory)
-    scale_in_targets(inventory, store, names)
+    store = store or open_store(settings)
+    scale_in_targets(settings, inventory, names, store)
     record = run_and_record(
         settings,
         store,
@@ -245,6 +261,7 @@ def scale_in(
             "clusterai_wipe": wipe,
         },
         on_event=on_event,
+        cancel=cancel,
     )
     edited: list[Path] = []
     if record.outcome.status == "successful":

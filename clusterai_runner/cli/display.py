@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from clusterai_runner.runner import TaskEvent
+from clusterai_runner.adapters.ansible import TaskEvent
 
 
 def recap_lines(recap: dict[str, dict[str, int]]) -> list[str]:

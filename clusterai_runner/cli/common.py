@@ -1,0 +1,90 @@
+"""What every command group shares: exit codes, options, settings, Ctrl-C, run endings."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from clusterai_runner.cli.display import recap_lines
+from clusterai_runner.config import Settings
+from clusterai_runner.errors import Interrupted, RunFailed
+from clusterai_runner.usecases.converge import CancelToken, RunRecord
+
+EXIT_CODES = """\b
+Exit codes:
+  0    ok
+  1    a run or operation failed
+  2    usage or configuration error (nothing was changed)
+  3    preflight failed on at least one host
+  130  interrupted
+"""
+
+
+def progress(message: str) -> None:
+    click.echo(f"… {message}", err=True)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    settings = ctx.find_object(Settings)
+    assert settings is not None  # set by the group callback
+    return settings
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print stable JSON.")
+
+INVENTORY_OPTION = click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The inventory file or directory, as for ansible-playbook.",
+)
+
+LIMIT_OPTION = click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+
+
+@contextmanager
+def ctrl_c_cancels() -> Iterator[CancelToken]:
+    """A cancel token that Ctrl-C sets while the block runs (the use cases stop at the
+    next step and a playbook run ends as canceled); the previous handler comes back."""
+    token = CancelToken()
+    if threading.current_thread() is not threading.main_thread():
+        yield token
+        return
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        token.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield token
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def end_run(record: RunRecord, again: str) -> None:
+    """Print a run's recap and turn a failed or canceled run into its exit code."""
+    outcome = record.outcome
+    for line in recap_lines(outcome.recap):
+        click.echo(line)
+    click.echo(f"run {record.id}: {outcome.status} (details: clusterai runs show {record.id})")
+    if outcome.status == "canceled":
+        raise Interrupted(f"run {record.id}", "canceled by Ctrl-C", f"run `{again}` again")
+    if outcome.status != "successful":
+        failed = sorted(h for h, c in outcome.recap.items() if c["failed"] or c["unreachable"])
+        where = ", ".join(failed) or f"the controller: {outcome.detail or 'see its log'}"
+        raise RunFailed(
+            f"run {record.id}", f"failed on {where}", f"see `clusterai runs show {record.id}`"
+        )
+
+
+def names(names: Iterable[str], shown: int = 10) -> str:
+    listed = list(names)
+    more = f" and {len(listed) - shown} more" if len(listed) > shown else ""
+    return ", ".join(listed[:shown]) + more

@@ -1,0 +1,40 @@
+"""The state store: hosts, runs and each run's per-host task events, the gateway's API
+keys (hashed) and usage records.
+
+The bottom layer of the package: it imports nothing of ours but ``errors`` (an import
+contract checks it). SQLite by default (a file under the state directory, in WAL mode so
+readers never wait for the CLI's writer); any SQLAlchemy URL works, e.g.
+``postgresql+psycopg://...`` when several control processes share one store. One module
+per table group (``hosts``, ``runs``, ``keys``) over ``base`` (engine, transactions,
+migrations); ``schema`` holds the tables as read and written now, ``migrations`` the
+frozen steps that build them. A store written by a newer clusterai is refused rather
+than damaged.
+"""
+
+from __future__ import annotations
+
+from clusterai_runner.errors import StoreError
+from clusterai_runner.store.hosts import Host, HostRecords
+from clusterai_runner.store.keys import USAGE_FIELDS, ApiKey, KeyRecords
+from clusterai_runner.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from clusterai_runner.store.runs import Event, Run, RunRecords
+from clusterai_runner.store.schema import COUNTERS, metadata
+
+
+class Store(HostRecords, RunRecords, KeyRecords):
+    """One state store. ``Store.open(url)`` creates or migrates it."""
+
+
+__all__ = [
+    "COUNTERS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "USAGE_FIELDS",
+    "ApiKey",
+    "Event",
+    "Host",
+    "Run",
+    "Store",
+    "StoreError",
+    "metadata",
+]

@@ -1,0 +1,109 @@
+"""The schema's history. ``MIGRATIONS[n]`` takes a store from version n to n + 1.
+
+Frozen: each step creates exactly what its version had, with its own copy of the table
+definitions, so version 1 stays what version 1 was however ``schema`` grows. A new
+version is a new step appended here and the matching change in ``schema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+def _v1_hosts_runs_events(connection: Connection) -> None:
+    frozen = sa.MetaData()
+    sa.Table(
+        "hosts",
+        frozen,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("address", sa.String(255), nullable=False),
+        sa.Column("groups", sa.Text, nullable=False),
+        sa.Column("added_at", sa.String(32), nullable=False),
+    )
+    sa.Table(
+        "runs",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("playbook", sa.String(255), nullable=False),
+        sa.Column("inventory", sa.Text, nullable=False),
+        sa.Column("limit_pattern", sa.Text, nullable=False),
+        sa.Column("started_at", sa.String(32), nullable=False),
+        sa.Column("finished_at", sa.String(32)),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("rc", sa.Integer),
+    )
+    sa.Table(
+        "run_hosts",
+        frozen,
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column("host", sa.String(255), primary_key=True),
+        *(
+            sa.Column(counter, sa.Integer, nullable=False)
+            for counter in ("ok", "changed", "unreachable", "failed", "skipped", "rescued")
+        ),
+        sa.Column("ignored", sa.Integer, nullable=False),
+    )
+    sa.Table(
+        "events",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("task", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("at", sa.String(32), nullable=False),
+    )
+    frozen.create_all(connection)
+
+
+def _v2_host_vars(connection: Connection) -> None:
+    # Stores created by clusterai 0.2 and 0.3 built version 1 from the version 2 table,
+    # so the column may already be there.
+    if "vars" not in {c["name"] for c in sa.inspect(connection).get_columns("hosts")}:
+        connection.execute(sa.text("ALTER TABLE hosts ADD COLUMN vars TEXT NOT NULL DEFAULT '{}'"))
+
+
+def _v3_gateway_keys_and_usage(connection: Connection) -> None:
+    frozen = sa.MetaData()
+    sa.Table(
+        "api_keys",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("admin", sa.Boolean, nullable=False),
+        sa.Column("rpm", sa.Integer),
+        sa.Column("tpm", sa.Integer),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("revoked_at", sa.String(32)),
+    )
+    sa.Table(
+        "usage",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.String(32), nullable=False, index=True),
+        sa.Column("key_id", sa.Integer),
+        sa.Column("route", sa.String(64), nullable=False),
+        sa.Column("model", sa.String(255), nullable=False),
+        sa.Column("backend", sa.String(255), nullable=False),
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("prompt_tokens", sa.Integer, nullable=False),
+        sa.Column("completion_tokens", sa.Integer, nullable=False),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+        sa.Column("ttft_ms", sa.Float),
+        sa.Column("cache_hit", sa.Boolean, nullable=False),
+    )
+    frozen.create_all(connection, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_hosts_runs_events,
+    _v2_host_vars,
+    _v3_gateway_keys_and_usage,
+]
+SCHEMA_VERSION = len(MIGRATIONS)

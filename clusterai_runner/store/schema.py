@@ -1,0 +1,103 @@
+"""The store's tables as this version of clusterai reads and writes them.
+
+``migrations`` builds them step by step; a test checks that a store migrated from
+nothing has exactly these columns.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("groups", sa.Text, nullable=False),  # JSON list
+    sa.Column("added_at", sa.String(32), nullable=False),
+    # JSON object of connection variables (ansible_user, ansible_port, ...); version 2
+    sa.Column("vars", sa.Text, nullable=False, server_default="{}"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("playbook", sa.String(255), nullable=False),
+    sa.Column("inventory", sa.Text, nullable=False),
+    sa.Column("limit_pattern", sa.Text, nullable=False, default=""),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("finished_at", sa.String(32)),
+    # running, successful, failed, canceled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("rc", sa.Integer),
+)
+
+run_hosts = sa.Table(
+    "run_hosts",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("ok", sa.Integer, nullable=False, default=0),
+    sa.Column("changed", sa.Integer, nullable=False, default=0),
+    sa.Column("unreachable", sa.Integer, nullable=False, default=0),
+    sa.Column("failed", sa.Integer, nullable=False, default=0),
+    sa.Column("skipped", sa.Integer, nullable=False, default=0),
+    sa.Column("rescued", sa.Integer, nullable=False, default=0),
+    sa.Column("ignored", sa.Integer, nullable=False, default=0),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    # ok, changed, failed, skipped, unreachable
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("at", sa.String(32), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    # SHA-256 of the whole key: keys are long random strings, so a fast hash is enough.
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("rpm", sa.Integer),  # requests per minute; NULL: no limit
+    sa.Column("tpm", sa.Integer),  # tokens per minute; NULL: no limit
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("revoked_at", sa.String(32)),
+)
+
+usage_records = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False, index=True),
+    sa.Column("key_id", sa.Integer),  # NULL when the gateway runs without keys
+    sa.Column("route", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("backend", sa.String(255), nullable=False, default=""),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("completion_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("cache_hit", sa.Boolean, nullable=False, default=False),
+)
+
+COUNTERS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
