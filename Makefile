@@ -47,12 +47,13 @@ demo: system-deps venv  ## Bring up a 3-host sandbox and provision it with site.
 demo-down:  ## Remove the demo sandbox.
 	$(BIN)/clusterai sandbox down
 
-lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict.
+lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import contracts.
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy clusterai_runner
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_argument_specs.py
 
 unit: venv  ## Unit tests and facts-free playbook tests; no root needed.

@@ -181,10 +181,17 @@ class SandboxRecord:
 class Sandboxes:
     """Create, inspect and remove sandboxes under one state directory."""
 
-    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        progress: Progress | None = None,
+        in_use: Callable[[str, int], bool] = checks.address_in_use,
+    ) -> None:
         self.settings = settings
         self.root = settings.state_dir / "sandboxes"
         self.progress: Progress = progress or (lambda _message: None)
+        # Whether something on this machine listens on (address, port); tests swap it.
+        self.in_use = in_use
 
     # -- reading ---------------------------------------------------------------------
 
@@ -256,7 +263,7 @@ class Sandboxes:
             addresses = addresses_from(f"127.0.{slot}.1", count)
             if addresses[0].rsplit(".", 1)[0] in used_ranges:
                 continue
-            if not any(checks.address_in_use(a, ssh_port) for a in addresses):
+            if not any(self.in_use(a, ssh_port) for a in addresses):
                 return addresses
         raise UsageError(
             "sandbox",
@@ -342,7 +349,7 @@ class Sandboxes:
             ]
             for h in to_start:
                 # An orphaned host's own sshd holds its address until it is cleared below.
-                if h not in orphaned and checks.address_in_use(h.address, port):
+                if h not in orphaned and self.in_use(h.address, port):
                     raise UsageError(
                         f"sandbox host {h.name}",
                         f"address {h.address}:{port} is already in use on this machine",

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,44 @@ def test_ctrl_c_cancels_the_run_and_stores_it_as_canceled(
     assert stderr.splitlines()[-1].startswith("error: run ")
     assert "canceled by Ctrl-C" in stderr.splitlines()[-1]
     assert latest_run()["status"] == "canceled"
+
+
+def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
+    sandbox: dict[str, Any], converged: list[Any]
+) -> None:
+    """What the web app and the autoscaler do: the use case in a thread that is not the
+    main thread (no signal handler can be installed there), canceled by a token."""
+    from clusterai_runner.config import Settings, open_store
+    from clusterai_runner.usecases.converge import CancelToken, RunRecord, TaskEvent, up
+
+    settings = Settings.from_env()
+    cancel = CancelToken()
+    started: list[str] = []
+    results: list[RunRecord | BaseException] = []
+
+    def on_event(event: TaskEvent) -> None:
+        if event.status == "started" and event.task not in started:
+            started.append(event.task)
+            if len(started) == 5:
+                cancel.cancel()
+
+    def work() -> None:
+        try:
+            results.append(
+                up(settings, Path(sandbox["inventory"]), on_event=on_event, cancel=cancel)
+            )
+        except BaseException as exc:  # handed to the test's thread below
+            results.append(exc)
+
+    thread = threading.Thread(target=work, name="not-main")
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    (record,) = results
+    assert isinstance(record, RunRecord), record
+    assert record.outcome.status == "canceled"
+    stored = open_store(settings).run(record.id)
+    assert stored is not None and stored.status == "canceled"
 
 
 def kill_host(sandbox: dict[str, Any], name: str) -> None:

@@ -1,7 +1,6 @@
 """Pure logic of the sandbox: names, addresses, plans, state files, inventory."""
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,11 @@ import yaml
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
 from clusterai_runner.sandbox import checks, core, host, inventory
+
+
+def nothing_listens(_address: str, _port: int) -> bool:
+    """Unit tests never look at this machine's listeners (see tests/unit/conftest.py)."""
+    return False
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -67,31 +71,33 @@ def write_state(root: Path, name: str, first: str, count: int) -> None:
 
 def test_a_new_sandbox_gets_the_first_free_range(tmp_path: Path) -> None:
     write_state(tmp_path / "s", "one", "127.0.10.1", 2)
-    sandboxes = core.Sandboxes(settings(tmp_path))
+    sandboxes = core.Sandboxes(settings(tmp_path), in_use=nothing_listens)
     plan = sandboxes._plan("two", 2, None, None, 22)
     assert [h.address for h in plan] == ["127.0.11.1", "127.0.11.2"]
 
 
 def test_a_range_in_use_by_someone_else_is_skipped(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.10.2", 0))
-        port = taken.getsockname()[1]
-        taken.listen()
-        plan = core.Sandboxes(settings(tmp_path))._plan("two", 2, None, None, port)
+    asked: list[tuple[str, int]] = []
+
+    def only_10_2(address: str, port: int) -> bool:
+        asked.append((address, port))
+        return address == "127.0.10.2"
+
+    plan = core.Sandboxes(settings(tmp_path), in_use=only_10_2)._plan("two", 2, None, None, 2222)
     assert plan[0].address == "127.0.11.1"
+    assert ("127.0.10.2", 2222) in asked
 
 
 def test_explicit_addresses_may_not_overlap_another_sandbox(tmp_path: Path) -> None:
     write_state(tmp_path / "s", "one", "127.0.10.1", 3)
-    sandboxes = core.Sandboxes(settings(tmp_path))
+    sandboxes = core.Sandboxes(settings(tmp_path), in_use=nothing_listens)
     with pytest.raises(UsageError, match=r"127\.0\.10\.3 belongs to sandbox 'one'"):
         sandboxes._plan("two", 2, None, "127.0.10.3", 22)
 
 
 def test_growing_keeps_existing_hosts_and_shrinking_is_refused(tmp_path: Path) -> None:
     write_state(tmp_path / "s", "one", "127.0.30.1", 3)
-    sandboxes = core.Sandboxes(settings(tmp_path))
+    sandboxes = core.Sandboxes(settings(tmp_path), in_use=nothing_listens)
     existing = sandboxes.load("one")
     grown = sandboxes._plan("one", 4, existing, None, 22)
     assert grown[:3] == existing.hosts
@@ -105,7 +111,7 @@ def test_growing_keeps_existing_hosts_and_shrinking_is_refused(tmp_path: Path) -
 def test_unknown_sandbox_names_the_existing_ones(tmp_path: Path) -> None:
     write_state(tmp_path / "s", "one", "127.0.10.1", 1)
     with pytest.raises(UsageError) as raised:
-        core.Sandboxes(settings(tmp_path)).load("nope")
+        core.Sandboxes(settings(tmp_path), in_use=nothing_listens).load("nope")
     assert str(raised.value) == (
         "sandbox 'nope': no such sandbox (existing: one) "
         "(create it with `clusterai sandbox up --name nope`)"
@@ -118,10 +124,10 @@ def test_state_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     data = json.loads(state.read_text())
     state.write_text(json.dumps({**data, "version": 99}))
     with pytest.raises(UsageError, match="state version 99 is not 1"):
-        core.Sandboxes(settings(tmp_path)).load("one")
+        core.Sandboxes(settings(tmp_path), in_use=nothing_listens).load("one")
     state.write_text("{not json")
     with pytest.raises(UsageError, match="unreadable sandbox state"):
-        core.Sandboxes(settings(tmp_path)).load("one")
+        core.Sandboxes(settings(tmp_path), in_use=nothing_listens).load("one")
 
 
 def test_status_json_has_the_documented_keys(tmp_path: Path) -> None:
@@ -174,15 +180,6 @@ def test_memory_check_names_need_and_fix(tmp_path: Path, monkeypatch: pytest.Mon
         checks.require_memory(10, 256)
     assert "10 hosts need about 2560 MiB of memory (256 MiB each) but 1536 MiB" in str(raised.value)
     assert raised.value.exit_code == 2
-
-
-def test_address_in_use_sees_a_listener() -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.55.7", 0))
-        port = listener.getsockname()[1]
-        listener.listen()
-        assert checks.address_in_use("127.0.55.7", port)
-    assert not checks.address_in_use("127.0.55.7", port)
 
 
 def test_mount_points_are_read_with_octal_escapes_and_unicode(tmp_path: Path) -> None:
