@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
-  openssh-client iproute2 redis-server
+  openssh-client iproute2 redis-server postgresql
 
 .PHONY: help system-deps venv demo demo-down lint unit integration molecule test clean
 
@@ -56,8 +56,8 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import 
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_argument_specs.py
 
-unit: venv  ## Unit tests and facts-free playbook tests; no root needed.
-	$(BIN)/pytest tests/unit tests/playbooks
+unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests.
+	$(BIN)/pytest tests/unit tests/store tests/playbooks
 
 integration: system-deps venv  ## Integration tests: sandbox hosts (root), the gateway over llama.cpp.
 	$(BIN)/pytest tests/integration tests/gateway
