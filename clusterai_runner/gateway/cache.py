@@ -11,16 +11,22 @@ A caller opts out with ``Cache-Control: no-cache`` (or ``no-store``).
 SQLite (WAL) by default: a file several gateway processes on one host can share. With
 ``cache.redis_url``, Redis instead, so gateway replicas on several hosts share answers;
 entries expire after ``ttl_s`` there too, and Redis's own memory policy bounds their number.
+
+Nothing here blocks the event loop: SQLite runs on one worker thread of its own, Redis
+through its asyncio client with short timeouts. An unreachable Redis makes misses, never
+errors, and is left alone for ``RETRY_S`` after a failure (one request then tries again),
+so an outage costs requests no time waiting on it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import json
 import logging
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,22 +65,42 @@ def cache_key(route: str, models: list[str], body: dict[str, Any]) -> str:
 
 
 class RedisCache:
-    """The same cache in Redis (``redis://host:port/db``)."""
+    """The same cache in Redis (``redis://host:port/db``), through redis's asyncio client."""
 
     PREFIX = "clusterai:answer:"
+    # How long a failed Redis is skipped before one request tries it again.
+    RETRY_S = 5.0
+    TIMEOUT_S = 0.5
 
     def __init__(self, url: str, ttl_s: float) -> None:
         import redis
+        import redis.asyncio
 
         self.ttl_ms = max(1, int(ttl_s * 1000))
-        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        self._errors = (redis.RedisError,)
+        self._redis = redis.asyncio.Redis.from_url(
+            url, socket_timeout=self.TIMEOUT_S, socket_connect_timeout=self.TIMEOUT_S
+        )
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+        self._down_until = 0.0
         self.hits = self.misses = 0
 
-    def get(self, key: str) -> Cached | None:
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, doing: str) -> None:
+        if self._usable():
+            log.warning(
+                "the Redis cache is unreachable (%s); retrying in %.0f s", doing, self.RETRY_S
+            )
+        self._down_until = time.monotonic() + self.RETRY_S
+
+    async def get(self, key: str) -> Cached | None:
         found: list[Any] = [None, None]
-        with contextlib.suppress(*self._errors):  # an unreachable cache is a miss
-            found = list(self._redis.hmget(self.PREFIX + key, ["type", "body"]))
+        if self._usable():
+            try:
+                found = list(await self._redis.hmget(self.PREFIX + key, ["type", "body"]))
+            except self._errors:
+                self._failed("reading")
         kind, body = found
         if not isinstance(kind, bytes) or not isinstance(body, bytes):
             self.misses += 1
@@ -82,23 +108,28 @@ class RedisCache:
         self.hits += 1
         return Cached(kind.decode(), body)
 
-    def put(self, key: str, content_type: str, body: bytes) -> None:
+    async def put(self, key: str, content_type: str, body: bytes) -> None:
+        if not self._usable():
+            return
         name = self.PREFIX + key
         try:
-            with self._redis.pipeline() as pipe:
+            async with self._redis.pipeline() as pipe:
                 pipe.hset(name, mapping={"type": content_type, "body": body})
                 pipe.pexpire(name, self.ttl_ms)
-                pipe.execute()
+                await pipe.execute()
         except self._errors:
-            log.warning("the Redis cache is unreachable; the answer is not kept")
+            self._failed("writing")
 
-    def close(self) -> None:
-        self._redis.close()
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 class AnswerCache:
+    """SQLite, on one worker thread: the event loop never waits on the file."""
+
     def __init__(self, path: Path | str, ttl_s: float, max_entries: int) -> None:
         self.ttl_s, self.max_entries = ttl_s, max_entries
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="answer-cache")
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=2000")
@@ -109,29 +140,44 @@ class AnswerCache:
         self._db.execute("CREATE INDEX IF NOT EXISTS answers_expires ON answers (expires)")
         self.hits = self.misses = 0
 
-    def get(self, key: str) -> Cached | None:
-        row = self._db.execute(
-            "SELECT content_type, body FROM answers WHERE key = ? AND expires > ?",
-            (key, time.time()),
-        ).fetchone()
+    async def get(self, key: str) -> Cached | None:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._get, key)
+
+    async def put(self, key: str, content_type: str, body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._put, key, content_type, body)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        self._thread.shutdown()
+
+    def _get(self, key: str) -> Cached | None:
+        try:
+            row = self._db.execute(
+                "SELECT content_type, body FROM answers WHERE key = ? AND expires > ?",
+                (key, time.time()),
+            ).fetchone()
+        except sqlite3.Error as exc:  # a locked or damaged file is a miss
+            log.warning("the answer cache could not be read: %s", exc)
+            row = None
         if row is None:
             self.misses += 1
             return None
         self.hits += 1
         return Cached(str(row[0]), bytes(row[1]))
 
-    def put(self, key: str, content_type: str, body: bytes) -> None:
+    def _put(self, key: str, content_type: str, body: bytes) -> None:
         now = time.time()
-        self._db.execute(
-            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
-            (key, now + self.ttl_s, content_type, body),
-        )
-        self._db.execute("DELETE FROM answers WHERE expires <= ?", (now,))
-        self._db.execute(
-            "DELETE FROM answers WHERE key IN (SELECT key FROM answers ORDER BY expires DESC"
-            " LIMIT -1 OFFSET ?)",
-            (self.max_entries,),
-        )
-
-    def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                (key, now + self.ttl_s, content_type, body),
+            )
+            self._db.execute("DELETE FROM answers WHERE expires <= ?", (now,))
+            self._db.execute(
+                "DELETE FROM answers WHERE key IN (SELECT key FROM answers ORDER BY expires DESC"
+                " LIMIT -1 OFFSET ?)",
+                (self.max_entries,),
+            )
+        except sqlite3.Error as exc:
+            log.warning("the answer cache could not be written: %s", exc)

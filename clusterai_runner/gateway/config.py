@@ -98,7 +98,7 @@ def parse_listen(where: str, value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str]) -> BackendConfig:
+def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None) -> BackendConfig:
     key = f"backends[{index}]"
     if not isinstance(raw, dict):
         raise UsageError(_where(path, key), "is not a mapping", "give name, url and api")
@@ -126,8 +126,8 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str]) -> Bac
     api_key = None
     if "api_key_env" in raw:
         variable = str(raw["api_key_env"])
-        api_key = env.get(variable)
-        if not api_key:
+        api_key = env.get(variable) if env is not None else None
+        if not api_key and env is not None:
             raise UsageError(
                 _where(path, f"{key}.api_key_env"),
                 f"the environment variable {variable} is not set",
@@ -166,7 +166,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _backends_and_aliases(
-    source: Path | str, raw: dict[str, Any], env: dict[str, str]
+    source: Path | str, raw: dict[str, Any], env: dict[str, str] | None
 ) -> tuple[list[BackendConfig], dict[Any, Any]]:
     """A file's ``backends`` (checked) and ``aliases`` (checked to be a mapping)."""
     entries = raw.get("backends") or []
@@ -179,13 +179,29 @@ def _backends_and_aliases(
     return backends, aliases
 
 
+def read_backends_file(
+    listed: Path, env: dict[str, str] | None = None
+) -> tuple[list[BackendConfig], dict[Any, Any]]:
+    """A backends file's backends and aliases, checked; ``env`` None skips the check that
+    each ``api_key_env`` is set (``python -m clusterai_runner.gateway check``)."""
+    more = _read(listed)
+    extra = set(more) - {"backends", "aliases"}
+    if extra:
+        raise UsageError(_where(listed, sorted(extra)[0]), "is not a setting",
+                         "a backends file holds backends and aliases only")  # fmt: skip
+    return _backends_and_aliases(listed, more, env)
+
+
 def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
          env: dict[str, str] | None = None,
-         workers: list[dict[str, str]] | None = None) -> GatewayConfig:  # fmt: skip
+         workers: list[dict[str, str]] | None = None, *, relative_to: Path | None = None,
+         require_env: bool = True) -> GatewayConfig:  # fmt: skip
     """The configuration in ``path`` (when given), plus the cluster's ``workers`` (entries
     of name, url and api, from the inventory) and backends given as URLs on the command
-    line (``api=url`` or a bare URL for the OpenAI API)."""
-    env = dict(os.environ if env is None else env)
+    line (``api=url`` or a bare URL for the OpenAI API). A relative ``backends_file`` is
+    found beside ``path``, or in ``relative_to``. ``require_env`` False leaves the
+    providers' keys unread (for checking a file before it is installed)."""
+    env_or_none = dict(os.environ if env is None else env) if require_env else None
     raw: dict[str, Any] = _read(path) if path is not None else {}
     source: Path | str = path or "(command line)"
     known = {"listen", "backends", "backends_file", "aliases", "queue", "health",
@@ -200,26 +216,23 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     host, port = parse_listen(
         _where(source, "listen"), listen or raw.get("listen", "127.0.0.1:8000")
     )
-    backends, aliases_raw = _backends_and_aliases(source, raw, env)
+    backends, aliases_raw = _backends_and_aliases(source, raw, env_or_none)
     if raw.get("backends_file"):
         # Backends and aliases that change with the cluster, in a file of their own:
         # SIGHUP re-reads it (see app.serve).
         listed = Path(str(raw["backends_file"]))
-        listed = listed if listed.is_absolute() or path is None else path.parent / listed
-        more = _read(listed)
-        extra = set(more) - {"backends", "aliases"}
-        if extra:
-            raise UsageError(_where(listed, sorted(extra)[0]), "is not a setting",
-                             "a backends file holds backends and aliases only")  # fmt: skip
-        listed_backends, listed_aliases = _backends_and_aliases(listed, more, env)
+        if not listed.is_absolute():
+            base = relative_to or (path.parent if path is not None else Path.cwd())
+            listed = base / listed
+        listed_backends, listed_aliases = read_backends_file(listed, env_or_none)
         backends += listed_backends
         aliases_raw = {**aliases_raw, **listed_aliases}
     for i, entry in enumerate(workers or []):
-        backends.append(_backend("(inventory)", i, entry, env))
+        backends.append(_backend("(inventory)", i, entry, env_or_none))
     for i, text in enumerate(extra_backends):
         api, _, url = text.rpartition("=")
         entry = {"name": f"backend{len(backends) + 1}", "url": url, "api": api or "openai"}
-        backends.append(_backend("(command line)", i, entry, env))
+        backends.append(_backend("(command line)", i, entry, env_or_none))
     names = [b.name for b in backends]
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})[0]

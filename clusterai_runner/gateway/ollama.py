@@ -1,0 +1,148 @@
+"""Ollama's API: passed through to Ollama backends, translated both ways (streams
+included) for backends that speak only the OpenAI API."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from clusterai_runner import __version__
+from clusterai_runner.gateway import translate
+from clusterai_runner.gateway.base import CUT, POOL, ApiError, StreamCut, note, note_tokens
+from clusterai_runner.gateway.checks import check_parameters, model_of, read_body
+from clusterai_runner.gateway.pool import Lease
+from clusterai_runner.gateway.proxy import (
+    Recorder,
+    answer_headers,
+    backend_call,
+    backend_failed,
+    cache_lookup,
+    cut_stream,
+    pass_through,
+)
+
+OLLAMA_ROUTES = {
+    "/api/chat": ("/v1/chat/completions", translate.chat_request, translate.chat_answer),
+    "/api/generate": ("/v1/completions", translate.generate_request, translate.generate_answer),
+}
+
+
+async def ollama_route(request: web.Request) -> web.StreamResponse:
+    """POST /api/chat, /api/generate, /api/embed: as they are to Ollama backends, and
+    translated for backends that speak the OpenAI API."""
+    body = await read_body(request)
+    model = model_of(body)
+    try:
+        # Check the request once, before any backend is chosen.
+        if request.path == "/api/embed":
+            translate.embed_request(body, model)
+            stream = False
+        else:
+            check_parameters(OLLAMA_ROUTES[request.path][1](body, model))
+            stream = translate.streaming(body)
+    except translate.BadRequest as exc:
+        raise ApiError(400, str(exc)) from None
+    if request.path == "/api/generate" and not body.get("prompt") and not body.get("system"):
+        # Ollama's way to load a model: an empty prompt answers at once, empty.
+        if not request.app[POOL].serves(model):
+            raise ApiError(404, f"model {model!r} not found", "not_found_error")
+        answer = {"model": model, "created_at": translate.now(), "response": "", "done": True,
+                  "done_reason": "load"}  # fmt: skip
+        return web.json_response(answer)
+    cached, recorder = await cache_lookup(request, body, model, stream)
+    if cached is not None:
+        return cached
+
+    def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
+        if lease.backend.config.api == "ollama":
+            return request.path, {**body, "model": lease.model}
+        if request.path == "/api/embed":
+            return "/v1/embeddings", translate.embed_request(body, lease.model)
+        path, convert, _ = OLLAMA_ROUTES[request.path]
+        return path, convert(body, lease.model)
+
+    started = time.monotonic()
+    try:
+        async with backend_call(request, model, path_for) as (lease, response):
+            if lease.backend.config.api == "ollama":
+                return await pass_through(request, response, stream, lease, recorder)
+            if response.status >= 500:
+                raise backend_failed(lease, response.status)
+            if response.status != 200:
+                detail = await response.text()
+                raise ApiError(response.status, f"the backend refused the request: {detail[:500]}")
+            if request.path == "/api/embed":
+                answer = translate.embed_answer(await response.json(), model)
+            elif not stream:
+                answer = OLLAMA_ROUTES[request.path][2](await response.json(), model, started)
+            else:
+                kind = "chat" if request.path == "/api/chat" else "generate"
+                return await _translate_stream(request, response, lease, kind, model, recorder)
+            encoded = json.dumps(answer).encode()
+            note_tokens(request, encoded)
+            recorder.add(encoded)
+            await recorder.keep(request)
+            return web.Response(body=encoded, headers=answer_headers(recorder, "application/json"))
+    except StreamCut as cut:
+        return cut.response
+
+
+async def _translate_stream(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    lease: Lease,
+    kind: str,
+    model: str,
+    recorder: Recorder,
+) -> web.StreamResponse:
+    out = web.StreamResponse(headers=answer_headers(recorder, "application/x-ndjson"))
+    await out.prepare(request)
+
+    started = time.monotonic()
+
+    async def send(line: dict[str, Any]) -> None:
+        if translator.pieces == 1 and not line.get("done"):
+            note(request, ttft_ms=(time.monotonic() - started) * 1000)
+        piece = (json.dumps(line) + "\n").encode()
+        await out.write(piece)
+        recorder.add(piece)
+
+    translator = translate.StreamTranslator(kind, model)
+    try:
+        async for raw in response.content:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            converted = translator.chunk(json.loads(data))
+            if converted is not None:
+                await send(converted)
+    except (*CUT, ValueError) as exc:
+        await cut_stream(request, out, lease, exc)
+    last = translator.last()
+    note(request, prompt_tokens=last["prompt_eval_count"], completion_tokens=last["eval_count"])
+    await send(last)
+    await out.write_eof()
+    await recorder.keep(request)
+    return out
+
+
+async def ollama_tags(request: web.Request) -> web.Response:
+    models = [{"name": m, "model": m} for m in request.app[POOL].public_models()]
+    return web.json_response({"models": models})
+
+
+async def ollama_ps(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    loaded = sorted({m for b in pool.backends if b.healthy for m in b.loaded})
+    return web.json_response({"models": [{"name": m, "model": m} for m in loaded]})
+
+
+async def ollama_version(_request: web.Request) -> web.Response:
+    return web.json_response({"version": __version__})

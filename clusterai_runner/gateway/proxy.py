@@ -1,0 +1,220 @@
+"""The OpenAI routes and the proxying every model route shares: a backend from the pool,
+failover before the first byte, streams passed through, the answer cache."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from clusterai_runner.gateway import translate
+from clusterai_runner.gateway.base import (
+    CACHE,
+    CUT,
+    POOL,
+    RETRYABLE,
+    ApiError,
+    StreamCut,
+    is_ollama,
+    log,
+    note,
+    note_tokens,
+)
+from clusterai_runner.gateway.cache import cache_key, deterministic
+from clusterai_runner.gateway.checks import check_openai, model_of, read_body
+from clusterai_runner.gateway.pool import Busy, Lease, NoBackend, NoSuchModel, Pool
+
+
+async def _lease(pool: Pool, model: str, tried: list[str]) -> Lease:
+    try:
+        return await pool.acquire(model, tried)
+    except NoSuchModel:
+        raise ApiError(404, f"model {model!r} not found", "not_found_error") from None
+    except Busy:
+        error = ApiError(429, f"every backend serving {model!r} is busy; retry later",
+                         "rate_limit_error")  # fmt: skip
+        error.headers["Retry-After"] = "1"
+        raise error from None
+    except NoBackend:
+        raise ApiError(503, f"no healthy backend serves {model!r} now", "server_error") from None
+
+
+@contextlib.asynccontextmanager
+async def backend_call(
+    request: web.Request, model: str, path_for: Callable[[Lease], tuple[str, dict[str, Any]]]
+) -> AsyncIterator[tuple[Lease, aiohttp.ClientResponse]]:
+    """A backend's answer (headers received) to the request; the next backend when one
+    fails before its first byte. The lease is released when the caller is done."""
+    pool = request.app[POOL]
+    tried: list[str] = []
+    while True:
+        lease = await _lease(pool, model, tried)
+        path, payload = path_for(lease)
+        backend = lease.backend
+        note(request, backend=backend.name)
+        try:
+            response = await backend.client().post(
+                backend.config.url + path, json=payload, headers=backend.headers()
+            )
+        except RETRYABLE as exc:
+            log.warning("backend %s failed before answering: %s", backend.name, exc)
+            await pool.release(lease, False, f"{type(exc).__name__}: {exc}")
+            tried.append(backend.name)
+            continue
+        ok = False
+        try:
+            yield lease, response
+            ok = response.status < 500
+        except StreamCut:
+            raise
+        except BaseException:
+            ok = response.status < 500
+            raise
+        finally:
+            response.release()
+            await pool.release(lease, ok, "" if ok else f"HTTP {response.status} or cut stream")
+        return
+
+
+def backend_failed(lease: Lease, status: int) -> ApiError:
+    log.warning("backend %s answered %s", lease.backend.name, status)
+    return ApiError(502, f"the backend serving this model failed (HTTP {status})", "server_error")
+
+
+class Recorder:
+    """What was sent to the caller, for the cache: kept only when the answer completes."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+        self.pieces: list[bytes] = []
+        self.content_type = ""
+
+    def add(self, piece: bytes) -> None:
+        if self.key is not None:
+            self.pieces.append(piece)
+
+    async def keep(self, request: web.Request) -> None:
+        cache = request.app[CACHE]
+        if cache is not None and self.key is not None:
+            await cache.put(self.key, self.content_type, b"".join(self.pieces))
+
+
+def answer_headers(recorder: Recorder, content_type: str) -> dict[str, str]:
+    recorder.content_type = content_type
+    headers = {"Content-Type": content_type}
+    if recorder.key is not None:
+        headers["X-Cache"] = "miss"
+    return headers
+
+
+async def pass_through(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    stream: bool,
+    lease: Lease,
+    recorder: Recorder,
+) -> web.StreamResponse:
+    if response.status >= 500:
+        raise backend_failed(lease, response.status)
+    content_type = response.headers.get("Content-Type", "application/json")
+    if not stream or response.status != 200:
+        body = await response.read()
+        if request.path == "/v1/embeddings" and response.status == 200:
+            try:
+                body = json.dumps(translate.pooled(json.loads(body))).encode()
+            except ValueError:
+                raise backend_failed(lease, 200) from None
+        answer = web.Response(
+            body=body, status=response.status, headers=answer_headers(recorder, content_type)
+        )
+        if response.status == 200:
+            note_tokens(request, body)
+            recorder.add(body)
+            await recorder.keep(request)
+        return answer
+    out = web.StreamResponse(headers={**answer_headers(recorder, content_type),
+                                      "Cache-Control": "no-cache"})  # fmt: skip
+    await out.prepare(request)
+    started, tail = time.monotonic(), b""
+    try:
+        async for piece in response.content.iter_any():
+            if not tail:
+                note(request, ttft_ms=(time.monotonic() - started) * 1000)
+            await out.write(piece)
+            recorder.add(piece)
+            tail = (tail + piece)[-4096:]
+    except CUT as exc:
+        await cut_stream(request, out, lease, exc)
+    await out.write_eof()
+    note_tokens(request, tail.replace(b"data: [DONE]", b""))
+    await recorder.keep(request)
+    return out
+
+
+async def cut_stream(
+    request: web.Request, out: web.StreamResponse, lease: Lease, exc: BaseException
+) -> None:
+    log.warning("backend %s cut a stream: %s", lease.backend.name, exc)
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await out.write(stream_error(request, "the backend serving this stream failed"))
+        await out.write_eof()
+    raise StreamCut(out) from exc
+
+
+def stream_error(request: web.Request, message: str) -> bytes:
+    if is_ollama(request):
+        return (json.dumps({"error": message}) + "\n").encode()
+    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def cache_lookup(
+    request: web.Request, body: dict[str, Any], model: str, stream: bool
+) -> tuple[web.StreamResponse | None, Recorder]:
+    """A cached answer (as a Response to prepare), or a recorder for the answer to come."""
+    note(request, model=model)
+    cache = request.app[CACHE]
+    control = request.headers.get("Cache-Control", "")
+    if cache is None or not deterministic(body) or "no-cache" in control or "no-store" in control:
+        return None, Recorder(None)
+    key = cache_key(request.path, request.app[POOL].backend_models(model), body)
+    hit = await cache.get(key)
+    if hit is None:
+        return None, Recorder(key)
+    note(request, cache_hit=True)
+    note_tokens(request, hit.body)
+    headers = {"Content-Type": hit.content_type, "X-Cache": "hit"}
+    if stream:
+        headers["Cache-Control"] = "no-cache"
+    return web.Response(body=hit.body, headers=headers), Recorder(None)
+
+
+async def openai_route(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions, /v1/completions, /v1/embeddings."""
+    body = await read_body(request)
+    model = model_of(body)
+    stream = check_openai(request.path, body)
+    cached, recorder = await cache_lookup(request, body, model, stream)
+    if cached is not None:
+        return cached
+
+    def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
+        return request.path, {**body, "model": lease.model}
+
+    try:
+        async with backend_call(request, model, path_for) as (lease, response):
+            return await pass_through(request, response, stream, lease, recorder)
+    except StreamCut as cut:
+        return cut.response
+
+
+async def openai_models(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "clusterai"}
+            for m in pool.public_models()]  # fmt: skip
+    return web.json_response({"object": "list", "data": data})
