@@ -108,12 +108,16 @@ def processes_mentioning(path: Path) -> list[int]:
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    """``predicate``'s first true value, asked again with a growing pause (10 ms to 0.5 s)
+    so a slow condition does not spin a core."""
     deadline = time.monotonic() + timeout
+    pause = 0.01
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.01)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -25,6 +25,7 @@ from clusterai_runner.gateway.base import (
 from clusterai_runner.store import ApiKey
 
 
+@web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)

@@ -5,26 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clusterai_runner import backends
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.gateway.config import GatewayConfig, load
-from clusterai_runner.usecases.status import DEFAULT_PORTS
-
-# clusterai_inference_backend -> (the API it speaks, the variable holding its port)
-SERVERS = {"llamacpp": ("openai", "llamacpp_server_port"), "ollama": ("ollama", "ollama_port")}
 
 
 def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, str]]:
     """One backend entry (name, url, api) per worker with a known inference backend."""
     found = []
     for host in hosts:
-        backend = str(host.variables.get("clusterai_inference_backend", ""))
-        if host.kind != "workers" or backend not in SERVERS:
+        server = backends.of_host(host.variables)
+        if host.kind != "workers" or server is None:
             continue
-        api, port_variable = SERVERS[backend]
-        port = int(host.variables.get(port_variable, DEFAULT_PORTS[port_variable]))
-        address = f"[{host.address}]" if ":" in host.address else host.address
-        found.append({"name": host.name, "url": f"http://{address}:{port}", "api": api})
+        address = backends.url(host.address, server.port_for(host.variables))
+        found.append({"name": host.name, "url": address, "api": server.api})
     return found
 
 

@@ -18,18 +18,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterai_runner import backends
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.backends import url
 from clusterai_runner.config import Settings, open_store, store_exists
 from clusterai_runner.usecases.parallel import each_host
 
-# Ports of Cluster AI's services unless the inventory sets the roles' variables.
-DEFAULT_PORTS = {
-    "llamacpp_server_port": 8080,
-    "ollama_port": 11434,
-    "node_exporter_port": 9100,
-    "gpu_exporter_port": 9835,
-}
+# The exporters' ports unless the inventory sets the roles' variables; the inference
+# servers' come from the backend catalogue (clusterai_runner/backends.yml).
+EXPORTER_PORTS = {"node_exporter_port": 9100, "gpu_exporter_port": 9835}
 
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -67,12 +65,7 @@ class HostStatus:
 
 
 def _port(host: InventoryHost, variable: str) -> int:
-    return int(host.variables.get(variable, DEFAULT_PORTS[variable]))
-
-
-def _url(address: str, port: int, path: str) -> str:
-    literal = f"[{address}]" if ":" in address else address
-    return f"http://{literal}:{port}{path}"
+    return int(host.variables.get(variable, EXPORTER_PORTS[variable]))
 
 
 def _get(url: str, timeout: float) -> str | None:
@@ -144,25 +137,26 @@ def host_status(host: InventoryHost, last_run: dict[str, Any] | None, timeout: f
     )
     if not status.reachable:
         status.problems.append(f"SSH port {host.host}:{host.port} does not answer")
-    if host.kind == "workers":
-        if backend == "ollama":
-            port = _port(host, "ollama_port")
-            healthy = _get(_url(host.address, port, "/api/version"), timeout) is not None
-            models = _get(_url(host.address, port, "/api/ps"), timeout) if healthy else None
-        else:
-            # llama-cpp-python's server has no health route: its model list is the check.
-            port = _port(host, "llamacpp_server_port")
-            models = _get(_url(host.address, port, "/v1/models"), timeout)
-            healthy = models is not None
+    server = backends.of_host(host.variables)
+    if host.kind == "workers" and server is None:
+        known = ", ".join(backends.catalogue())
+        status.problems.append(f"clusterai_inference_backend {backend!r} is not one of {known}")
+    elif host.kind == "workers" and server is not None:
+        port = server.port_for(host.variables)
+        health = _get(url(host.address, port, server.health_path), timeout)
+        healthy = health is not None
+        models = health
+        if healthy and server.models_path != server.health_path:
+            models = _get(url(host.address, port, server.models_path), timeout)
         status.inference = "up" if healthy else "down"
         status.models = _models(backend, models)
         if not healthy:
-            status.problems.append(f"{backend or 'inference'} server on port {port} is down")
-    node = _get(_url(host.address, _port(host, "node_exporter_port"), "/metrics"), timeout)
+            status.problems.append(f"{backend} server on port {port} is down")
+    node = _get(url(host.address, _port(host, "node_exporter_port"), "/metrics"), timeout)
     status.exporter = "up" if node is not None else "down"
     if node is None:
         status.problems.append("node exporter is down")
-    gpu_metrics = _get(_url(host.address, _port(host, "gpu_exporter_port"), "/metrics"), timeout)
+    gpu_metrics = _get(url(host.address, _port(host, "gpu_exporter_port"), "/metrics"), timeout)
     if gpu_metrics is not None:
         status.gpus = parse_gpus(gpu_metrics)
     if last_run is not None and last_run["result"] != "ok":

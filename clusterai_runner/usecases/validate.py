@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from clusterai_runner import backends
 from clusterai_runner.adapters import ssh as sshprobe
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
@@ -248,9 +249,9 @@ def needed_ports(host: InventoryHost, settings: dict[str, Any]) -> dict[int, str
     if host.kind == "control":
         ports.update({int(p): str(u) for p, u in settings["preflight_ports_control"].items()})
     else:
-        backend = str(host.variables.get("clusterai_inference_backend", ""))
-        by_backend = settings["preflight_ports_workers"].get(backend) or {}
-        ports.update({int(p): str(u) for p, u in by_backend.items()})
+        server = backends.of_host(host.variables)
+        if server is not None:
+            ports[server.port_for(host.variables)] = server.unit
     return ports
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import subprocess
 import tarfile
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -430,23 +432,105 @@ def test_reboot_playbook_reboots_no_host_that_does_not_need_it(
     }
 
 
-def test_upgrade_rolls_through_the_workers_one_at_a_time(
+def test_an_upgrade_under_load_drains_each_batch_and_fails_no_request(
     cluster: dict[str, Any], converged: object
 ) -> None:
-    run = ansible_playbook(cluster["inventory"], "upgrade.yml")
+    """20 clients through the gateway while upgrade.yml changes every worker's server
+    (a restart each); each batch is drained at the gateway first, so none fails."""
+    key = admin_key(cluster)
+    failures: list[str] = []
+    answered = 0
+    done = threading.Event()
+    lock = threading.Lock()
+    chat = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "max_tokens": 2,
+        "temperature": 0.8,  # not deterministic: every request reaches a worker
+    }
+
+    def client() -> None:
+        nonlocal answered
+        while not done.is_set():
+            try:
+                status, _, body = gateway_call(cluster, "/v1/chat/completions", chat)
+            except OSError as exc:
+                status, body = 0, str(exc)
+            with lock:
+                if status == 200:
+                    answered += 1
+                else:
+                    failures.append(f"{status}: {body}")
+
+    clients = [threading.Thread(target=client) for _ in range(20)]
+    for thread in clients:
+        thread.start()
+    try:
+        wait_for(lambda: answered >= 20, 120, "the clients' first answers")
+        run = ansible_playbook(
+            cluster["inventory"], "upgrade.yml", "-e", "llamacpp_server_n_ctx=1024"
+        )
+    finally:
+        done.set()
+        for thread in clients:
+            thread.join(timeout=180)
     assert run.returncode == 0, run.stdout[-4000:]
-    # serial: 1 - one play run per worker, in order, each to the end before the next.
-    batches = re.findall(r"^PLAY \[Upgrade the workers, one batch at a time\]", run.stdout, re.M)
-    assert len(batches) == 2
+    assert failures == [], failures[:5]
+    # One play for the control host, then one per worker, in order, each to the end.
+    plays = re.findall(r"^PLAY \[(.*)\]", run.stdout, re.M)
+    assert plays.count("Converge the hosts") == 3, plays
+    drains = re.findall(r"^TASK \[Send the batch's workers no new requests", run.stdout, re.M)
+    assert len(drains) == 2
     recap = run.stdout[run.stdout.rindex("PLAY RECAP") :]
-    assert re.findall(r"changed=(\d+)", recap) == ["0", "0", "0", "0"]
+    assert all(int(n) > 0 for n in re.findall(r"^worker\d .*changed=(\d+)", recap, re.M))
+    journal = ssh(cluster, address(cluster, "ctl1"), "journalctl -u clusterai-gateway -o cat")
+    for worker in ("worker1", "worker2"):
+        assert f"backend {worker} drained: no request in flight" in journal.stdout
+        assert f"backend {worker} back in service" in journal.stdout
+    backends = gateway_call(cluster, "/admin/backends", key=key)[2]["backends"]
+    assert {(b["name"], b["healthy"], b["draining"]) for b in backends} == {
+        ("worker1", True, False),
+        ("worker2", True, False),
+    }
+    # Back to the inventory's settings: the workers change again, the control host not.
+    again = converge(cluster["inventory"], "upgrade.yml")
+    assert again["ctl1"]["changed"] == 0
+    assert again["worker1"]["changed"] > 0 and again["worker2"]["changed"] > 0
+
+
+def test_a_broken_gateway_config_fails_the_role_and_the_gateway_keeps_serving(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    control = address(cluster, "ctl1")
+    pid = "systemctl show -p MainPID --value clusterai-gateway"
+    before = ssh(cluster, control, f"{pid}; sha256sum /etc/clusterai-gateway/gateway.yml").stdout
+    run = ansible_playbook(
+        cluster["inventory"], "site.yml", "--tags", "gateway_configure",
+        "-e", "gateway_queue_size=-1",
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "queue.size: -1 is not a number from 0 to 1000000" in run.stdout, run.stdout[-3000:]
+    assert (
+        ssh(cluster, control, f"{pid}; sha256sum /etc/clusterai-gateway/gateway.yml").stdout
+        == before
+    )
+    status, _, health = gateway_call(cluster, "/healthz")
+    assert status == 200 and health["healthy"] == ["worker1", "worker2"]
 
 
 def test_scale_out_then_in_touches_only_the_new_host_and_control(
     cluster: dict[str, Any], converged: object
 ) -> None:
+    # worker3 serves on a port and keeps its models in a directory of its own: every
+    # part of Cluster AI must find them there (the backend catalogue and its variables).
+    host_vars = Path(cluster["inventory"]).parent / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "worker3.yml").write_text(
+        "llamacpp_server_port: 8181\nllamacpp_server_models_dir: /srv/cai-models\n"
+    )
     grown = run_cli("sandbox", "up", "--hosts", "4", "--name", "it", "--json")
     assert grown.code == 0, grown.stderr
+    worker3 = address(json.loads(grown.stdout), "worker3")
     control = address(cluster, "ctl1")
     pid = "systemctl show -p MainPID --value clusterai-gateway"
     gateway_pid = ssh(cluster, control, pid).stdout.strip()
@@ -469,16 +553,32 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
         "worker2",
         "worker3",
     ]
-
-    removed = converge(
-        cluster["inventory"],
-        "scale_in.yml",
-        "-e",
-        "clusterai_targets=worker3",
-        "-e",
-        "clusterai_confirm=true",
+    assert worker3 in listeners(8181) and worker3 not in listeners(8080)
+    status = json.loads(
+        run_cli("status", "-i", cluster["inventory"], "--limit", "worker3", "--json").stdout
     )
-    assert set(removed) == {"worker3", "ctl1"}
+    assert [(h["name"], h["inference"]) for h in status["hosts"]] == [("worker3", "up")]
+
+    def worker3_in_gateway() -> dict[str, Any] | None:
+        found = gateway_call(cluster, "/admin/backends", key=key)[2]["backends"]
+        backend = next(b for b in found if b["name"] == "worker3")
+        return backend if backend["healthy"] else None
+
+    assert wait_for(worker3_in_gateway, 30, "worker3 healthy")["url"] == f"http://{worker3}:8181"
+    assert ssh(cluster, worker3, "ls /srv/cai-models").stdout.strip().endswith(".gguf")
+
+    # A client holding a connection to its server open: the drain waits for it, on its port.
+    with socket.create_connection((worker3, 8181)):
+        run = ansible_playbook(
+            cluster["inventory"], "scale_in.yml", "-e", "clusterai_targets=worker3",
+            "-e", "clusterai_confirm=true", "-e", "clusterai_drain_timeout=3",
+            "-e", "clusterai_wipe=true",
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "1 requests still open after 3 s; stopping the server anyway" in run.stdout
+    recap = run.stdout[run.stdout.rindex("PLAY RECAP") :]
+    removed = set(re.findall(r"^(\S+)\s+: ", recap, re.M)) - {"localhost"}
+    assert removed == {"worker3", "ctl1"}
     assert wait_for(gateway_backends, 30, "the gateway up again") == ["worker1", "worker2"]
     journal = ssh(cluster, control, "journalctl -u clusterai-gateway --no-pager -o cat").stdout
     assert "backend worker3 drained: no request in flight" in journal  # before it stopped
@@ -487,9 +587,15 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     assert ssh(cluster, control, pid).stdout.strip() == gateway_pid  # reloaded, not restarted
     wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
     assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
-    worker3 = address(json.loads(grown.stdout), "worker3")
     stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
-    assert stopped.stdout.strip() == "inactive"
+    assert stopped.stdout.strip() in ("inactive", "unknown")
+    # The wipe took the models from where this host kept them, and the server's files.
+    left = ssh(
+        cluster, worker3,
+        "ls -d /srv/cai-models /opt/clusterai /etc/systemd/system/clusterai-llamacpp.service"
+        " 2>/dev/null; getent passwd clusterai-llamacpp clusterai",
+    )  # fmt: skip
+    assert left.stdout.strip() == ""
 
 
 def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(

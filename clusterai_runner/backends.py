@@ -1,0 +1,51 @@
+"""The inference-backend catalogue (``backends.yml`` beside this file), for Python.
+
+Ansible reads the same file through the ``clusterai_backend`` filter and the
+``clusterai_backends`` lookup (``plugins/``): a backend's port, health path, API and unit
+are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CATALOGUE = Path(__file__).with_name("backends.yml")
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str  # the value of clusterai_inference_backend
+    role: str
+    api: str  # openai or ollama: what the gateway speaks to it
+    port: int  # unless the inventory sets port_variable
+    port_variable: str
+    health_path: str
+    models_path: str
+    unit: str
+    models_dir_variable: str
+
+    def port_for(self, variables: Mapping[str, Any]) -> int:
+        """The port of this backend on a host with these inventory variables."""
+        return int(variables.get(self.port_variable, self.port))
+
+
+@cache
+def catalogue() -> dict[str, Backend]:
+    entries = yaml.safe_load(CATALOGUE.read_text())
+    return {kind: Backend(kind=kind, **entry) for kind, entry in entries.items()}
+
+
+def of_host(variables: Mapping[str, Any]) -> Backend | None:
+    """The backend a host's ``clusterai_inference_backend`` names, or None."""
+    return catalogue().get(str(variables.get("clusterai_inference_backend", "")))
+
+
+def url(address: str, port: int, path: str = "") -> str:
+    literal = f"[{address}]" if ":" in address else address
+    return f"http://{literal}:{port}{path}"
