@@ -27,6 +27,8 @@ KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+# The request's usage record, filled as it goes and written by the gatekeeper at the end.
+USAGE_RECORD: web.RequestKey[dict[str, Any]] = web.RequestKey("usage", dict)
 # Failures before a backend's first byte: the request goes to another backend.
 RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 # Failures in the middle of a backend's answer: the caller gets an error event.
@@ -64,7 +66,7 @@ def error_response(request: web.Request, error: ApiError) -> web.Response:
 
 def note(request: web.Request, **values: Any) -> None:
     """Add to the request's usage record."""
-    info = request.get("usage")
+    info = request.get(USAGE_RECORD)
     if info is not None:
         info.update(values)
 

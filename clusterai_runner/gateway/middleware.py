@@ -17,6 +17,7 @@ from clusterai_runner.gateway.base import (
     METRICS,
     POOL,
     USAGE,
+    USAGE_RECORD,
     ApiError,
     Handler,
     error_response,
@@ -83,7 +84,7 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
         "model": "", "backend": "", "prompt_tokens": 0, "completion_tokens": 0,
         "ttft_ms": None, "cache_hit": False,
     }  # fmt: skip
-    request["usage"] = info
+    request[USAGE_RECORD] = info
     started = time.monotonic()
     status = 500
     try:

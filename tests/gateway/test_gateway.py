@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,6 @@ import pytest
 from tests.gateway.conftest import (
     Gateway,
     Server,
-    free_port,
     start_gateway,
     start_server,
     stop,
@@ -298,34 +293,6 @@ def test_metrics_show_requests_backends_and_the_cache(gateway: Gateway) -> None:
     assert 'clusterai_gateway_backend_up{backend="llama1"} 1' in text
     assert 'clusterai_gateway_cache_lookups_total{result="miss"}' in text
     assert "clusterai_gateway_request_duration_seconds_bucket" in text
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of this test's own, on a free loopback port, saving nothing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing (run `make system-deps`)")
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_gateway_replicas_share_answers_through_redis(

@@ -1,0 +1,181 @@
+"""The gateway's request paths in one process: the gateway's aiohttp application and a
+stand-in OpenAI backend (tests/fixtures/openai_stand_in.py) in the same event loop, on
+ports of their own. Fast enough to cover every path on every run; the real llama.cpp
+servers (test_gateway.py) stay for the official clients, streams, drain and a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from clusterai_runner.gateway.app import make_app
+from clusterai_runner.gateway.base import CACHE
+from clusterai_runner.gateway.cache import RedisCache
+from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
+from tests.fixtures.openai_stand_in import SEEN, stand_in_app
+
+ADMIN = "in-process-admin-key"
+
+
+@asynccontextmanager
+async def gateway(
+    **settings: Any,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str, TestServer, TestServer]]:
+    """A session, the gateway's base URL, the stand-in backend's server, the gateway's."""
+    backend = TestServer(stand_in_app(), host="127.0.0.1")
+    await backend.start_server()
+    config = GatewayConfig(
+        backends=(BackendConfig("sb1", str(backend.make_url("")).rstrip("/"), "openai"),),
+        auth_enabled=False,
+        cache_path=":memory:",
+        health_interval_s=0.2,
+        eject_after=1,
+        **settings,
+    )
+    server = TestServer(make_app(config), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield session, str(server.make_url("")).rstrip("/"), backend, server
+    finally:
+        await server.close()
+        await backend.close()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())
+
+
+CHAT = {"model": "stand-in", "messages": [{"role": "user", "content": "hi"}], "seed": 7}
+
+
+def test_a_chat_goes_to_the_backend_and_a_deterministic_one_is_cached() -> None:
+    async def test() -> None:
+        async with gateway() as (session, url, backend, _server):
+            async with session.post(url + "/v1/chat/completions", json=CHAT) as first:
+                assert first.status == 200 and first.headers["X-Cache"] == "miss"
+                body = await first.read()
+            async with session.post(url + "/v1/chat/completions", json=CHAT) as second:
+                assert second.status == 200 and second.headers["X-Cache"] == "hit"
+                assert await second.read() == body
+            assert backend.app[SEEN] == [1]  # the hit never reached it
+            assert json.loads(body)["choices"][0]["message"]["content"] == "answer 1 for seed 7"
+
+    run(test)
+
+
+def test_a_stream_is_passed_through_and_replayed_from_the_cache() -> None:
+    async def test() -> None:
+        async with gateway() as (session, url, backend, _server):
+            streamed = {**CHAT, "stream": True, "seed": 8}
+            bodies = []
+            for _ in range(2):
+                async with session.post(url + "/v1/chat/completions", json=streamed) as answer:
+                    assert answer.status == 200
+                    assert answer.headers["Content-Type"].startswith("text/event-stream")
+                    bodies.append(await answer.read())
+            assert bodies[0] == bodies[1] and bodies[0].rstrip().endswith(b"data: [DONE]")
+            assert backend.app[SEEN] == [1]
+
+    run(test)
+
+
+def test_an_ollama_chat_is_translated_for_an_openai_backend() -> None:
+    async def test() -> None:
+        async with gateway() as (session, url, _backend, _server):
+            chat = {"model": "stand-in", "messages": [{"role": "user", "content": "hi"}]}
+            async with session.post(url + "/api/chat", json=chat) as answer:
+                assert answer.status == 200
+                lines = [json.loads(line) for line in (await answer.read()).splitlines()]
+            assert lines[-1]["done"] is True
+            text = "".join(line["message"]["content"] for line in lines)
+            assert text.startswith("answer 1")
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/v1/chat/completions", b"{not json", 400, "not valid JSON"),
+        ("/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user"}]}', 400, "content"),
+        ("/v1/chat/completions", b'{"model": "no", "messages": [{"role": "user", "content": "x"}]}',
+         404, "'no'"),
+        ("/v1/chat/completions", b'{"model": "stand-in", "messages": []}', 400, "messages"),
+        ("/api/chat", b"[]", 400, "JSON object"),
+    ],
+)  # fmt: skip
+def test_client_mistakes_are_4xx_in_the_callers_format(
+    path: str, body: bytes, status: int, says: str
+) -> None:
+    async def test() -> None:
+        async with gateway() as (session, url, backend, _server):
+            headers = {"Content-Type": "application/json"}
+            async with session.post(url + path, data=body, headers=headers) as answer:
+                assert answer.status == status
+                error = (await answer.json())["error"]
+            message = error["message"] if isinstance(error, dict) else error
+            assert says in message
+            assert backend.app[SEEN] == [0]
+
+    run(test)
+
+
+def test_a_backend_that_is_gone_is_a_5xx_that_does_not_name_it() -> None:
+    async def test() -> None:
+        async with gateway(queue_timeout_s=1) as (session, url, backend, _server):
+            await backend.close()
+            async with session.post(url + "/v1/chat/completions", json=CHAT) as answer:
+                assert answer.status in (502, 503)
+                text = await answer.text()
+            assert "sb1" not in text and str(backend.port) not in text
+
+    run(test)
+
+
+def test_an_unreachable_redis_is_a_miss_and_is_left_alone_for_a_while() -> None:
+    async def test() -> None:
+        # Port 1 on loopback: nothing listens there, the connection is refused at once.
+        redis = "redis://127.0.0.1:1/0"
+        async with gateway(cache_redis_url=redis) as (session, url, backend, server):
+            for expected_seen in (1, 2):
+                async with session.post(url + "/v1/chat/completions", json=CHAT) as answer:
+                    assert answer.status == 200 and answer.headers["X-Cache"] == "miss"
+                assert backend.app[SEEN] == [expected_seen]
+            cache = server.app[CACHE]
+            assert isinstance(cache, RedisCache)
+            assert cache._down_until > time.monotonic()  # not tried again on every request
+
+    run(test)
+
+
+def test_drain_stops_new_requests_and_undrain_brings_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
+
+    async def test() -> None:
+        async with gateway(queue_timeout_s=0.5) as (session, url, backend, _server):
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            drain = url + "/admin/backends/sb1/drain"
+            async with session.post(drain, json={"wait_s": 1}, headers=admin) as answer:
+                assert answer.status == 200 and (await answer.json())["idle"] is True
+            chat = {**CHAT, "seed": None, "temperature": 0.5}
+            async with session.post(url + "/v1/chat/completions", json=chat) as answer:
+                assert answer.status in (429, 503)
+            assert backend.app[SEEN] == [0]
+            async with session.post(url + "/admin/backends/sb1/undrain", headers=admin) as a:
+                assert a.status == 200
+            async with session.post(url + "/v1/chat/completions", json=chat) as answer:
+                assert answer.status == 200
+            assert backend.app[SEEN] == [1]
+
+    run(test)
