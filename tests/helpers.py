@@ -108,7 +108,7 @@ def processes_mentioning(path: Path) -> list[int]:
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-    """``predicate``'s first true value, asked again with a growing pause (10 ms to 0.5 s)
+    """``predicate``'s first true value, asked again with a growing pause (10 ms to 0.1 s)
     so a slow condition does not spin a core."""
     deadline = time.monotonic() + timeout
     pause = 0.01
@@ -117,7 +117,7 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
         if value:
             return value
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.5)
+        pause = min(pause * 2, 0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
 

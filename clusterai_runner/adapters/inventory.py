@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,11 +82,62 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _check_yaml(path: Path) -> None:
-    if path.suffix not in (".yml", ".yaml"):
+# Host names the CLI, Ansible's --limit and its patterns can all name: an IP address, or
+# letters, digits, '.', '-' and '_' (no spaces, commas, ':', '!', '&', '*', '[', ...).
+HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# Files Ansible skips in an inventory directory (its inventory_ignore_extensions).
+_IGNORED = (".orig", ".ini.orig", ".cfg", ".retry", ".pyc", ".pyo", "~", ".md", ".txt", ".rst")
+
+
+def _text(path: Path) -> str:
+    """The file's text: UTF-8, not a binary file; one line naming it otherwise."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"inventory {path}", exc.strerror or "unreadable", "check it") from exc
+    if b"\x00" in data:
+        raise UsageError(
+            f"inventory {path}", "is a binary file, not an inventory", "give a YAML or INI file"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"inventory {path}:{line}",
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            "save the file as UTF-8",
+        ) from None
+
+
+def _check_files(path: Path) -> None:
+    """Every file Ansible will read as inventory, group_vars or host_vars is text."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+        if hidden or file.name.endswith(_IGNORED):
+            continue
+        text = _text(file)
+        if file.suffix in (".yml", ".yaml"):
+            _check_yaml(file, text)
+
+
+def _check_host_name(path: Path, name: str) -> None:
+    if HOST_NAME.match(name):
         return
     try:
-        yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        ipaddress.ip_address(name)
+    except ValueError:
+        raise UsageError(
+            f"inventory {path}: host {name!r}",
+            "is not a usable host name (--limit and Ansible's host patterns cannot name it)",
+            "use letters, digits, '.', '-' and '_'",
+        ) from None
+
+
+def _check_yaml(path: Path, text: str) -> None:
+    try:
+        yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -131,8 +183,7 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
     """The hosts of the inventory at ``path`` (a file or directory), restricted to the
     Ansible pattern ``limit``. Raises UsageError naming the file, host or pattern."""
     check_inventory(path)
-    if path.is_file():
-        _check_yaml(path)
+    _check_files(path)
     # Ansible reads its configuration once, at import: ours names plugins/inventory, where
     # the clusterai_state plugin lives.
     os.environ["ANSIBLE_CONFIG"] = str(ANSIBLE_CONFIG)
@@ -158,6 +209,8 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
             f"holds no hosts ({reasons[0]})" if reasons else "holds no hosts",
             "check it with: ansible-inventory -i PATH --list",
         )
+    for host in manager.hosts.values():
+        _check_host_name(path, host.name)
     if not selected:
         groups = ", ".join(sorted(manager.groups))
         raise UsageError(

@@ -48,6 +48,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     setup: Callable[[Path], None] | None = None
     suffix: str = ".yml"
+    encoding: str = "utf-8"  # of the inventory file written
 
 
 def replace(old: str, new: str) -> Callable[[str], str]:
@@ -67,6 +68,17 @@ def foreign_store(directory: Path) -> None:
     (directory / "state" / "state.db").unlink()
     with sqlite3.connect(directory / "state" / "state.db") as db:
         db.execute("create table accounts (id integer)")
+
+
+def binary_inventory(directory: Path) -> None:
+    (directory / "binary.yml").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+
+
+def latin1_group_vars(directory: Path) -> None:
+    inventory = directory / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(GOOD)
+    (inventory / "group_vars" / "all.yml").write_bytes(b"---\nowner: Jos\xe9\n")
 
 
 def open_key(directory: Path) -> None:
@@ -188,6 +200,22 @@ CASES = [
                    "[all:vars]\nclusterai_inference_backend=llamacpp\n"),
     Case("scale-out-new-host-bad-address", ["scale-out", "-i", "{inv}", "w3"],
          ["host w3: clusterai_address is not set"]),
+    # --- Files that are not inventories, names that cannot be named ----------------------
+    Case("binary-file", ["validate", "-i", "{dir}/binary.yml"], ["binary.yml: is a binary file"],
+         inventory=None, setup=binary_inventory),
+    Case("latin1-inventory", ["up", "-i", "{inv}"], ["hosts.yml:14: is not UTF-8 text (byte 0xe9)"],
+         inventory=GOOD.replace("w1:\n", "w1:\n          owner: Jos\xe9\n"), encoding="latin-1"),
+    Case("latin1-group-vars", ["status", "-i", "{dir}/inventory"],
+         ["group_vars/all.yml:2: is not UTF-8 text", "save the file as UTF-8"],
+         inventory=None, setup=latin1_group_vars),
+    Case("host-name-with-a-comma", ["validate", "-i", "{inv}"],
+         ["host 'w1,w2': is not a usable host name"],
+         edit=replace("        w1:", '        "w1,w2":')),
+    Case("host-name-with-a-space", ["scale-in", "-i", "{inv}", "w1", "--yes"],
+         ["host 'web 1': is not a usable host name"],
+         edit=replace("    workers:\n      hosts:\n", "    workers:\n      hosts:\n        web 1:\n"
+                      "          ansible_host: 127.0.99.3\n"
+                      "          clusterai_address: 127.0.99.3\n")),
     # --- scale-in ----------------------------------------------------------------------
     Case("scale-in-unknown-host", ["scale-in", "-i", "{inv}", "w9", "--yes"],
          ["host w9: is not in inventory", "hosts: ctl1, w1"]),
@@ -241,7 +269,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case: Case, case_dir: 
     inventory = case_dir / f"hosts{case.suffix}"
     if case.inventory is not None:
         text = case.edit(case.inventory) if case.edit else case.inventory
-        inventory.write_text(text.replace("{dir}", str(case_dir)))
+        inventory.write_text(text.replace("{dir}", str(case_dir)), encoding=case.encoding)
     if case.setup is not None:
         case.setup(case_dir)
     before = snapshot(case_dir)
