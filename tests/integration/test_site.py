@@ -476,9 +476,10 @@ def test_an_upgrade_under_load_drains_each_batch_and_fails_no_request(
             thread.join(timeout=180)
     assert run.returncode == 0, run.stdout[-4000:]
     assert failures == [], failures[:5]
-    # One play for the control host, then one per worker, in order, each to the end.
+    # The control host first, then one worker at a time, in order, each to the end.
     plays = re.findall(r"^PLAY \[(.*)\]", run.stdout, re.M)
-    assert plays.count("Converge the hosts") == 3, plays
+    assert plays.count("Prepare the hosts and export their metrics") == 3, plays
+    assert plays.count("Serve models on the workers") == 2, plays
     drains = re.findall(r"^TASK \[Send the batch's workers no new requests", run.stdout, re.M)
     assert len(drains) == 2
     recap = run.stdout[run.stdout.rindex("PLAY RECAP") :]
