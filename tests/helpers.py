@@ -16,6 +16,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+from clusterai_runner.adapters.openssh import openssh_argv
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,19 +126,14 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
 def ssh(status: dict[str, Any], address: str, *command: str) -> subprocess.CompletedProcess[str]:
     """Run a command on a sandbox host as root, with host key checking on."""
     return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            status["ssh_key"],
-            "-o",
-            f"UserKnownHostsFile={status['known_hosts']}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            f"root@{address}",
+        openssh_argv(
+            address,
             *command,
-        ],
+            user="root",
+            port=int(status.get("ssh_port") or 22),
+            key_file=status["ssh_key"],
+            known_hosts=status["known_hosts"],
+        ),
         capture_output=True,
         text=True,
         timeout=60,

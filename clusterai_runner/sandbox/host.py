@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clusterai_runner.adapters.openssh import openssh_argv
 from clusterai_runner.errors import RunFailed, UsageError
 
 NSPAWN = "systemd-nspawn"
@@ -390,29 +391,10 @@ def port_answers(address: str, port: int, timeout: float = 0.5) -> bool:
 
 def ssh_command(address: str, port: int, key: Path, known_hosts: Path, *remote: str) -> list[str]:
     """An ssh command line for a sandbox host, with host key checking on."""
-    return [
-        "ssh",
-        "-i",
-        str(key),
-        "-p",
-        str(port),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=5",
-        "-o",
-        "LogLevel=ERROR",
-        f"root@{address}",
-        *remote,
-    ]
+    return openssh_argv(
+        address, *remote, port=port, user="root", key_file=str(key),
+        known_hosts=str(known_hosts), connect_timeout=5, quiet=True,
+    )  # fmt: skip
 
 
 def _save_failure(host: HostSpec, ssh_port: int, key: Path, known_hosts: Path, report: Path) -> str:

@@ -28,6 +28,7 @@ from clusterai_runner import backends
 from clusterai_runner.adapters import ssh as sshprobe
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.adapters.openssh import openssh_argv
 from clusterai_runner.config import REPO
 
 PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
@@ -256,22 +257,11 @@ def needed_ports(host: InventoryHost, settings: dict[str, Any]) -> dict[int, str
 
 
 def ssh_command(host: InventoryHost, accept_new: bool, timeout: float) -> list[str]:
-    # ssh takes the first value given for an option: these come before the inventory's,
-    # so host key checking stays on whatever the inventory says.
-    command = [
-        "ssh",
-        "-o", "BatchMode=yes",
-        "-o", f"StrictHostKeyChecking={'accept-new' if accept_new else 'yes'}",
-        "-o", f"ConnectTimeout={max(1, int(timeout))}",
-        "-o", "ControlMaster=no",
-        "-o", "ControlPath=none",
-        "-p", str(host.port),
-        "-l", host.user,
-        *host.ssh_args,
-    ]  # fmt: skip
-    if host.key_file:
-        command += ["-i", host.key_file, "-o", "IdentitiesOnly=yes"]
-    return [*command, host.host, "sh", "-s"]
+    """OpenSSH's ssh running the probe's shell on ``host`` (for hosts asyncssh cannot take)."""
+    return openssh_argv(
+        host.host, "sh", "-s", port=host.port, user=host.user, key_file=host.key_file,
+        accept_new=accept_new, connect_timeout=timeout, multiplex=False, extra=host.ssh_args,
+    )  # fmt: skip
 
 
 _CONNECT_ERROR = re.compile(r"connect to host (\S+) port (\d+): (.+)")
