@@ -24,6 +24,7 @@ from tests.gateway.conftest import (
     start_server,
     stop,
 )
+from tests.helpers import wait_for
 
 CHAT = [{"role": "user", "content": "Say hello."}]
 
@@ -178,13 +179,14 @@ def drain_under_load(gateway: Gateway, servers: list[Server], client: openai.Ope
     for thread in threads:
         thread.start()
     try:
-        time.sleep(10)
+        wait_for(lambda: counts["ok"] >= 40, 120, "the load to be under way")
         drained = servers[0]
         answer = gateway.admin("POST", f"/admin/backends/{drained.name}/drain", {"wait_s": 60})
         assert answer["idle"] is True and answer["backend"]["draining"] is True
         seen_by_gateway = gateway.backend(drained.name)["requests"]
         seen_by_server = drained.requests_seen()
-        time.sleep(20)
+        after_drain = counts["ok"]
+        wait_for(lambda: counts["ok"] >= after_drain + 60, 120, "60 answers while drained")
     finally:
         done.set()
         for thread in threads:

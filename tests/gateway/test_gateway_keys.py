@@ -4,7 +4,6 @@ records, on a gateway in front of a real llama.cpp server."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import ollama
@@ -13,7 +12,7 @@ import pytest
 
 from clusterai_runner.store import Store
 from tests.gateway.conftest import Server, start_gateway, stop
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for
 
 CHAT = [{"role": "user", "content": "Hi"}]
 
@@ -67,9 +66,15 @@ def test_keys_limits_and_usage(servers: list[Server], tmp_path: Path) -> None:
 
             revoked = run_cli("gateway", "keys", "revoke", "app", env=env)
             assert revoked.code == 0, revoked.stderr
-            time.sleep(1.5)
-            with pytest.raises(openai.AuthenticationError):
-                good.models.list()
+
+            def refused() -> bool:
+                try:
+                    good.models.list()
+                except openai.AuthenticationError:
+                    return True
+                return False
+
+            wait_for(refused, 30, "the gateway to refuse the revoked key")
     finally:
         stop(gateway.process)  # flushes the usage records still pending
 
