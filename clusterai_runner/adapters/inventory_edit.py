@@ -10,7 +10,6 @@ file exactly.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from clusterai_runner.adapters.files import atomic_write
 from clusterai_runner.errors import UsageError
 
 STATE_PLUGIN = "clusterai_state"
@@ -146,13 +146,6 @@ def _child_step(hosts: CommentedMap, column: int) -> int:
     return 2
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.clusterai-tmp")
-    temporary.write_text(text, newline="")
-    os.chmod(temporary, path.stat().st_mode & 0o7777)
-    os.replace(temporary, path)
-
-
 @dataclass(frozen=True)
 class Edit:
     """A file and what it held before, so a failed step can put it back."""
@@ -161,7 +154,7 @@ class Edit:
     before: str
 
     def undo(self) -> None:
-        _atomic_write(self.path, self.before)
+        atomic_write(self.path, self.before)
 
 
 def add_hosts(inventory: Path, group: str, new: list[NewHost]) -> Edit:
@@ -172,7 +165,7 @@ def add_hosts(inventory: Path, group: str, new: list[NewHost]) -> Edit:
         found = [(parent, value) for name, parent, value in _groups(document) if name == group]
         if found:
             parent, value = found[0]
-            _atomic_write(path, _insert(text, parent, group, value, new))
+            atomic_write(path, _insert(text, parent, group, value, new))
             return Edit(path, text)
     raise UsageError(
         f"--group {group}",
@@ -256,6 +249,6 @@ def remove_hosts(inventory: Path, names: list[str]) -> list[Edit]:
                 del lines[start : end + 1]
             text = "".join(lines)
         if text != original:
-            _atomic_write(path, text)
+            atomic_write(path, text)
             edits.append(Edit(path, original))
     return edits

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clusterai_runner.adapters.files import atomic_write
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
 from clusterai_runner.sandbox import checks, host, inventory, rootfs
@@ -44,7 +45,7 @@ class HostRecord:
 
 
 @dataclass(frozen=True)
-class HostStatus:
+class SandboxHostStatus:
     name: str
     address: str
     group: str
@@ -60,7 +61,7 @@ class SandboxStatus:
     ssh_key: Path
     known_hosts: Path
     ssh_port: int
-    hosts: tuple[HostStatus, ...]
+    hosts: tuple[SandboxHostStatus, ...]
 
     def to_json(self) -> dict[str, Any]:
         """The documented, stable ``--json`` shape."""
@@ -226,7 +227,7 @@ class Sandboxes:
                 state = "running"
             else:
                 state = "starting"
-            states.append(HostStatus(h.name, h.address, h.group, state, pid))
+            states.append(SandboxHostStatus(h.name, h.address, h.group, state, pid))
         return SandboxStatus(
             name=name,
             directory=layout.directory,
@@ -438,11 +439,11 @@ class Sandboxes:
             for h in planned:  # every host, old and new, knows every other by name
                 host.write_etc_hosts(layout.host(h), hosts_file)
             record = SandboxRecord(layout.name, port, planned, lower)
-            inventory.atomic_write(
+            atomic_write(
                 layout.inventory,
                 inventory.render(layout.name, planned, port, layout.ssh_key, layout.known_hosts),
             )
-            inventory.atomic_write(layout.state, record.to_json())
+            atomic_write(layout.state, record.to_json())
         except BaseException:
             # Ctrl-C or a failed host: stop what this run started, without waiting for
             # the other hosts' boot checks, which end once their hosts are gone.
@@ -468,7 +469,7 @@ class Sandboxes:
             inventory.known_hosts_line(h.address, port, host.public_host_key(layout.host(h)))
             for h in hosts
         )
-        inventory.atomic_write(layout.known_hosts, text)
+        atomic_write(layout.known_hosts, text)
 
     def down(self, name: str = DEFAULT_NAME) -> bool:
         """Stop every host and remove the sandbox; False when there was nothing to remove."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,7 +9,7 @@ from typing import Any, Protocol
 import yaml
 
 
-class InventoryHost(Protocol):
+class NamedHost(Protocol):
     @property
     def name(self) -> str: ...
     @property
@@ -19,16 +18,8 @@ class InventoryHost(Protocol):
     def group(self) -> str: ...
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` in one step, so readers never see a half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.chmod(mode)
-    os.replace(temporary, path)
-
-
 def render(
-    sandbox: str, hosts: Sequence[InventoryHost], ssh_port: int, key: Path, known_hosts: Path
+    sandbox: str, hosts: Sequence[NamedHost], ssh_port: int, key: Path, known_hosts: Path
 ) -> str:
     """Render the inventory: one ``control`` host, the rest in ``workers``."""
     groups: dict[str, dict[str, Any]] = {"control": {"hosts": {}}, "workers": {"hosts": {}}}
@@ -67,7 +58,7 @@ def known_hosts_line(address: str, port: int, key: str) -> str:
     return f"{target} {key}\n"
 
 
-def etc_hosts(hosts: Sequence[InventoryHost]) -> str:
+def etc_hosts(hosts: Sequence[NamedHost]) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{host.address}\t{host.name}" for host in hosts]
     return "\n".join(lines) + "\n"

@@ -138,7 +138,7 @@ def test_status_json_has_the_documented_keys(tmp_path: Path) -> None:
         ssh_key=tmp_path / "id_ed25519",
         known_hosts=tmp_path / "known_hosts",
         ssh_port=22,
-        hosts=(core.HostStatus("ctl1", "127.0.10.1", "control", "running", 42),),
+        hosts=(core.SandboxHostStatus("ctl1", "127.0.10.1", "control", "running", 42),),
     )
     data = status.to_json()
     assert set(data) >= {"name", "inventory", "ssh_key", "known_hosts", "hosts"}
