@@ -43,7 +43,7 @@ CHECKS = (
 
 # What runs on the host: the Python Ansible will use, alone, when there is one (one
 # process: on a 2-core controller probing 200 hosts at once every fork shows), else the
-# shell. Both print the same key=value lines. PYTHON, PYCODE, MODELS_DIR and UNITS are
+# shell. Both print the same key=value lines. PYTHON, PYCODE, MODELS_DIR and PORTS are
 # substituted before sending.
 PROBE = r"""
 py=PYTHON
@@ -56,10 +56,27 @@ read -r init < /proc/1/comm; echo "init=$init"
 d=MODELS_DIR; while [ ! -d "$d" ]; do d=${d%/*}; d=${d:-/}; done
 echo "disk_path=$d"
 df -Pk "$d" | { read -r _; read -r _ _ _ avail _; echo "disk_kb=$avail"; }
-awk '
+awk -v ports=" PORTS " '
+  function hex(s,  i, n) { n = 0; s = tolower(s)
+    for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+    return n }
   FILENAME == "/proc/meminfo" && /^MemTotal:/ {print "mem_kb=" $2}
-  FILENAME != "/proc/meminfo" && $4 == "0A" {print "listen=" $2}
-' /proc/meminfo /proc/net/tcp /proc/net/tcp6 2>/dev/null
+  FILENAME != "/proc/meminfo" && $4 == "0A" {
+    print "listen=" $2; split($2, a, ":")
+    if (index(ports, " " hex(a[2]) " ")) print "inode=" $2 " " $10 }
+' /proc/meminfo /proc/net/tcp /proc/net/tcp6 2>/dev/null | while read -r line; do
+  case $line in
+    inode=*)
+      set -- ${line#inode=}; unit=-
+      pid=$(find /proc/[0-9]*/fd -lname "socket:\[$2\]" 2>/dev/null | head -n 1 | cut -d/ -f3)
+      if [ -n "$pid" ]; then
+        unit=$(sed -n 's#.*/\([^/]*\)\.\(service\|scope\)\(/.*\)\{0,1\}$#\1#p' \
+          "/proc/$pid/cgroup" | tail -n 1)
+      fi
+      echo "holder=$1 ${unit:-+}";;
+    *) echo "$line";;
+  esac
+done
 n=0
 for dev in /sys/bus/pci/devices/*; do
   [ -r "$dev/vendor" ] || continue
@@ -67,13 +84,11 @@ for dev in /sys/bus/pci/devices/*; do
   case "$vendor:$class" in 0x10de:0x0300*|0x10de:0x0302*) n=$((n+1));; esac
 done
 echo "gpus=$n"
-set -- UNITS
-for state in $(systemctl is-active "$@" 2>/dev/null); do echo "unit_$1=$state"; shift; done
 echo "time=$(date +%s.%N)"
 """
 
 # The same probe in Python, kept to what Python 3.0 parses so an old interpreter still
-# reports its version. MODELS_DIR, UNITS and PORTS are JSON literals.
+# reports its version. MODELS_DIR and PORTS are JSON literals.
 PYCODE = r"""
 import os, sys, time
 out = []
@@ -151,35 +166,57 @@ def listening():
                     raw = data[offset + 24:offset + 24 + (4 if family == socket.AF_INET else 16)]
                     words = "".join("%08X" % struct.unpack_from("<I", raw, i)[0]
                                     for i in range(0, len(raw), 4))
-                    found.append("%s:%04X" % (words, port))
+                    inode = struct.unpack_from("=I", data, offset + 84)[0]
+                    found.append(("%s:%04X" % (words, port), str(inode)))
                     offset += (length + 3) & ~3
     except OSError:
         return None
     finally:
         sock.close()
     return found
-held = set()
 sockets = listening()
 if sockets is None:
     sockets = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in read(table).splitlines()[1:]:
             fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":
-                sockets.append(fields[1])
-for entry in sockets:
+            if len(fields) > 9 and fields[3] == "0A":
+                sockets.append((fields[1], fields[9]))
+needed = set(PORTS)
+holding = []
+for entry, inode in sockets:
     say("listen", entry)
-    held.add(int(entry.rsplit(":", 1)[1], 16))
-units = UNITS
-if units and held & set(PORTS):
-    import subprocess
-    try:
-        asked = subprocess.Popen(["systemctl", "is-active"] + units, stdout=subprocess.PIPE,
-                                 universal_newlines=True)
-        for unit, state in zip(units, asked.communicate()[0].split()):
-            say("unit_" + unit, state)
-    except OSError:
-        pass
+    if int(entry.rsplit(":", 1)[1], 16) in needed:
+        holding.append((entry, inode))
+if holding:
+    # Who holds a needed port: the systemd unit of the process with the socket open, as
+    # the preflight role's module reads it ("-": no process on this host has it, "+": a
+    # process outside any unit).
+    owners = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owners.setdefault(link[8:-1], pid)
+    for entry, inode in holding:
+        unit = "-"
+        if inode in owners:
+            unit = "+"
+            for line in read("/proc/%s/cgroup" % owners[inode]).splitlines():
+                for part in reversed(line.split(":", 2)[-1].split("/")):
+                    if part.endswith((".service", ".scope")):
+                        unit = part.rsplit(".", 1)[0]
+                        break
+        say("holder", "%s %s" % (entry, unit))
 say("time", "%.6f" % time.time())
 sys.stdout.write("\n".join(out) + "\n")
 """
@@ -482,16 +519,19 @@ def _listen_address(hex_address: str) -> tuple[str, int]:
 
 def _ports_check(host: InventoryHost, v: dict[str, list[str]], settings: dict[str, Any]) -> Check:
     needed = needed_ports(host, settings)
+    holders = dict(line.split(" ", 1) for line in v.get("holder", []) if " " in line)
     problems, ours = [], []
     for hex_address in v.get("listen", []):
         address, port = _listen_address(hex_address)
         if port not in needed or address not in (host.address, "0.0.0.0", "::"):
             continue
-        unit = needed[port]
-        if v.get(f"unit_{unit}", [""])[0] == "active":
+        unit, holder = needed[port], holders.get(hex_address, "-")
+        # Ours means what the preflight role means: the socket's process runs in the unit
+        # allowed to hold that port.
+        if holder == unit:
             ours.append(f"{port} ({unit})")
         else:
-            problems.append(f"{port} on {address}")
+            problems.append(f"{port} on {address} by {_holder_name(holder)}")
     if problems:
         return Check(
             "ports",
@@ -501,6 +541,14 @@ def _ports_check(host: InventoryHost, v: dict[str, list[str]], settings: dict[st
         )
     detail = f"free; already ours: {', '.join(sorted(set(ours)))}" if ours else "free"
     return Check("ports", "pass", detail)
+
+
+def _holder_name(holder: str) -> str:
+    if holder == "-":
+        return "a process outside this host"
+    if holder == "+":
+        return "a process outside any unit"
+    return f"unit {holder}"
 
 
 def _clock_check(remote: str, probe: Probe) -> Check:
@@ -539,16 +587,11 @@ def _fill(template: str, values: dict[str, str]) -> str:
 def probe_script(host: InventoryHost, settings: dict[str, Any]) -> str:
     models = str(settings["preflight_models_dir"])
     ports = needed_ports(host, settings)
-    units = sorted(set(ports.values()))
-    code = _fill(
-        PYCODE,
-        {"MODELS_DIR": json.dumps(models), "UNITS": json.dumps(units),
-         "PORTS": json.dumps(sorted(ports))},
-    )  # fmt: skip
+    code = _fill(PYCODE, {"MODELS_DIR": json.dumps(models), "PORTS": json.dumps(sorted(ports))})
     return _fill(
         PROBE,
         {"PYCODE": _sh_quote(code), "MODELS_DIR": _sh_quote(models),
-         "PYTHON": _sh_quote(interpreter(host)), "UNITS": " ".join(units)},
+         "PYTHON": _sh_quote(interpreter(host)), "PORTS": " ".join(map(str, sorted(ports)))},
     )  # fmt: skip
 
 

@@ -45,8 +45,9 @@ GOOD = "\n".join(
         # 0.0.0.0:11434 (Ollama's port) and 127.0.0.1:9100: another address, not ours
         "listen=00000000:2CAA",
         "listen=0100007F:238C",
-        "unit_clusterai-ollama=active",
-        "unit_prometheus-node-exporter=inactive",
+        # who holds them: the unit of the process with the socket open
+        "holder=00000000:2CAA clusterai-ollama",
+        "holder=0100007F:238C -",
         "time=1000.0",
     ]
 )
@@ -94,7 +95,7 @@ def test_each_problem_names_the_value_and_the_threshold() -> None:
         .replace("python=3.11.2", "python=3.6.9")
         .replace("os=debian 12", "os=ubuntu 20.04")
         .replace("mem_kb=16000000", "mem_kb=1024000")
-        .replace("unit_clusterai-ollama=active", "unit_clusterai-ollama=inactive")
+        .replace("holder=00000000:2CAA clusterai-ollama", "holder=00000000:2CAA nginx")
     )
     found = results(bad, preflight_min_free_disk_gb_workers=500)
     assert found["sudo"] == ("fail", "admin cannot sudo without a password")
@@ -105,7 +106,13 @@ def test_each_problem_names_the_value_and_the_threshold() -> None:
         "fail",
         "/var/lib has 100.0 GiB free, below preflight_min_free_disk_gb_workers (500 GiB)",
     )
-    assert found["ports"] == ("fail", "held by another program: 11434 on 0.0.0.0")
+    assert found["ports"] == ("fail", "held by another program: 11434 on 0.0.0.0 by unit nginx")
+    # Our unit running is not enough: the socket must be its process's (as preflight says).
+    outside = GOOD.replace("holder=00000000:2CAA clusterai-ollama", "holder=00000000:2CAA -")
+    assert results(outside)["ports"] == (
+        "fail",
+        "held by another program: 11434 on 0.0.0.0 by a process outside this host",
+    )
 
 
 def test_clock_skew_warns_then_fails() -> None:
@@ -153,7 +160,7 @@ def test_the_python_probe_and_the_shell_probe_agree_on_this_machine() -> None:
 
     python, shell = values("/usr/bin/python3"), values("/nonexistent/python3")
     assert python["python"][0].startswith("3.") and shell["python"] == [""]
-    for key in ("uid", "os", "init", "disk_path", "mem_kb", "gpus", "listen"):
+    for key in ("uid", "os", "init", "disk_path", "mem_kb", "gpus", "listen", "holder"):
         assert sorted(python.get(key, [])) == sorted(shell.get(key, [])), key
     assert abs(int(python["disk_kb"][0]) - int(shell["disk_kb"][0])) < 1024 * 1024
     assert abs(float(python["time"][0]) - float(shell["time"][0])) < 5
