@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
   openssh-client iproute2 redis-server postgresql unzip
 
-.PHONY: help system-deps venv demo demo-down lint unit integration molecule test clean
+.PHONY: help system-deps venv demo demo-down lint unit controller-cache integration molecule test clean
 
 help:  ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,13 +59,22 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import 
 unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests.
 	$(BIN)/pytest tests/unit tests/store tests/playbooks
 
-integration: system-deps venv  ## Integration tests: sandbox hosts (root), the gateway over llama.cpp.
-	$(BIN)/pytest tests/integration tests/gateway
+# The integration modules run in parallel (each has a sandbox of its own; the Molecule
+# scenarios are one module of them); the controller's caches are built first, once.
+PARALLEL ?= 3
 
-molecule: system-deps venv  ## The Molecule scenario on sandbox hosts.
+controller-cache: venv  ## Build the caches the roles fill on the controller (wheelhouses, model).
+	ANSIBLE_STRATEGY=linear $(BIN)/ansible-playbook -i localhost, -c local \
+	  -e ansible_python_interpreter=$(CURDIR)/$(BIN)/python -e with_gateway=true \
+	  tests/controller_cache.yml > /dev/null
+
+integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecule, the gateway over llama.cpp.
+	$(BIN)/pytest -n $(PARALLEL) --dist loadfile tests/integration tests/gateway
+
+molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all
 
-test: lint molecule unit integration  ## Everything CI runs; pytest closes it.
+test: lint unit integration  ## Everything CI runs; pytest closes it.
 
 clean:  ## Remove the virtual environment and caches (not the sandbox cache).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -101,7 +101,7 @@ def llama_server_assets(scratch: Path) -> tuple[Path, Path]:
     done = subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e",
          f"ansible_python_interpreter={sys.executable}", "-e", f"assets_file={assets}",
-         str(REPO / "tests" / "gateway" / "controller_cache.yml")],
+         str(REPO / "tests" / "controller_cache.yml")],
         capture_output=True, text=True, env=env, timeout=1800, check=False,
     )  # fmt: skip
     if done.returncode != 0:

@@ -41,14 +41,20 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("clusterai-state")
     previous = os.environ.get("CLUSTERAI_STATE_DIR")
     os.environ["CLUSTERAI_STATE_DIR"] = str(state)
+    # Ansible's fact cache of this session's hosts only: other sandboxes (another xdist
+    # worker's, the operator's) name their hosts ctl1 and worker1 too.
+    previous_facts = os.environ.get("ANSIBLE_CACHE_PLUGIN_CONNECTION")
+    os.environ["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(state / "ansible-facts")
     yield state
     # Whatever a failed test left, take it down.
     for name in json.loads(run_cli("sandbox", "list", "--json").stdout or "[]"):
         run_cli("sandbox", "down", "--name", name["name"])
-    if previous is None:
-        del os.environ["CLUSTERAI_STATE_DIR"]
-    else:
-        os.environ["CLUSTERAI_STATE_DIR"] = previous
+    for name, value in (("CLUSTERAI_STATE_DIR", previous),
+                        ("ANSIBLE_CACHE_PLUGIN_CONNECTION", previous_facts)):  # fmt: skip
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
