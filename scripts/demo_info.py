@@ -19,13 +19,20 @@ def main(argv: list[str]) -> int:
     if argv[1] == "inventory":
         print(status["inventory"])
         return 0
+    from pathlib import Path
+
+    from clusterai_runner import backends
+    from clusterai_runner.adapters.inventory import load
+
     control = next(h["address"] for h in status["hosts"] if h["group"] == "control")
-    workers = [h["address"] for h in status["hosts"] if h["group"] == "workers"]
     print("\nThe sandbox is up and provisioned. Look at it:")
     print(f"  Prometheus:    http://{control}:9090/targets")
     print(f"  Alertmanager:  http://{control}:9093")
-    for address in workers:
-        print(f"  inference:     curl http://{address}:8080/v1/models")
+    for host in load(Path(status["inventory"])):
+        server = backends.of_host(host.variables)
+        if host.kind == "workers" and server is not None:
+            where = backends.url(host.address, server.port_for(host.variables), server.models_path)
+            print(f"  inference:     curl {where}")
     print(f"  hosts:         .venv/bin/clusterai sandbox status --name {status['name']}")
     print(
         f"  ping:          .venv/bin/ansible -i {status['inventory']} all -m ansible.builtin.ping"

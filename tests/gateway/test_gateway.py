@@ -216,10 +216,14 @@ def test_a_killed_backend_ends_its_stream_with_an_error_and_new_requests_go_else
 
 
 def kill_mid_stream(gateway: Gateway, pair: list[Server], client: openai.OpenAI) -> None:
+    # Long enough that the server cannot have written all of it into the kernel's socket
+    # buffers (where it would outlive the kill) by the time it is killed: 1,500 tokens,
+    # SmolLM2's end tokens (0 and 2) banned.
     stream = client.chat.completions.create(
         model="smollm2",
         messages=[{"role": "user", "content": "Write a long story about a cat."}],
-        max_tokens=400,
+        max_tokens=1500,
+        logit_bias={"0": -100, "2": -100},
         stream=True,
     )
     first = next(iter(stream))
