@@ -59,8 +59,8 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import 
 unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests.
 	$(BIN)/pytest tests/unit tests/store tests/playbooks
 
-# The integration modules run in parallel (each has a sandbox of its own; the Molecule
-# scenarios are one module of them); the controller's caches are built first, once.
+# The integration modules and the Molecule scenarios run in parallel, each with a sandbox
+# of its own (tests/conftest.py groups them); the controller's caches are built first, once.
 PARALLEL ?= 3
 
 controller-cache: venv  ## Build the caches the roles fill on the controller (wheelhouses, model).
@@ -69,7 +69,7 @@ controller-cache: venv  ## Build the caches the roles fill on the controller (wh
 	  tests/controller_cache.yml > /dev/null
 
 integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecule, the gateway over llama.cpp.
-	$(BIN)/pytest -n $(PARALLEL) --dist loadfile tests/integration tests/gateway
+	$(BIN)/pytest -n $(PARALLEL) --dist loadgroup tests/integration tests/gateway
 
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all

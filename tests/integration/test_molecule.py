@@ -2,8 +2,8 @@
 converges, checks idempotence, verifies with testinfra and destroys them
 (`molecule test -s NAME`, what `make molecule` runs for all of them).
 
-They share the addresses in .config/molecule/config.yml, so they run one after another,
-in this one module; under pytest-xdist the module runs beside the others.
+Each scenario's sandbox takes a free address range, so under pytest-xdist each scenario
+is a group of its own and runs beside the other modules and scenarios.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def test_every_scenario_is_run() -> None:
     assert "default" in SCENARIOS and len(SCENARIOS) >= 7
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize(
+    "scenario", [pytest.param(s, marks=pytest.mark.xdist_group(f"molecule-{s}")) for s in SCENARIOS]
+)
 def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     env = {

@@ -20,7 +20,7 @@ def test_hostname_is_the_inventory_name(host):
 def test_sshd_listens_only_on_the_host_address(host):
     # Sandbox hosts share the machine's network namespace, so `ss` shows every host's
     # listeners; sshd's effective configuration says which one is this host's.
-    address = host.ansible.get_variables()["clusterai_address"]
+    address = host.ansible.get_variables()["ansible_host"]  # clusterai_address follows it
     listen = [
         line.split()[1]
         for line in host.check_output("sshd -T").splitlines()
@@ -41,7 +41,7 @@ def test_python3_is_present(host):
 
 
 def _address(host):
-    return host.ansible.get_variables()["clusterai_address"]
+    return host.ansible.get_variables()["ansible_host"]  # clusterai_address follows it
 
 
 def _groups(host):

@@ -51,7 +51,7 @@ def test_the_unit_is_hardened(host):
 
 
 def test_it_listens_only_on_the_hosts_address(host):
-    address = host.ansible.get_variables()["clusterai_address"]
+    address = host.ansible.get_variables()["ansible_host"]  # clusterai_address follows it
     assert host.socket(f"tcp://{address}:{PORT}").is_listening
     # Sandbox hosts share one network namespace: nothing may hold the port on a wildcard.
     for wildcard in ("0.0.0.0", "::"):
