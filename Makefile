@@ -59,9 +59,10 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import 
 unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests.
 	$(BIN)/pytest tests/unit tests/store tests/playbooks
 
-# The integration modules and the Molecule scenarios run in parallel, each with a sandbox
-# of its own (tests/conftest.py groups them); the controller's caches are built first, once.
-PARALLEL ?= 3
+# The integration modules and the Molecule scenarios run two at a time, each with a
+# sandbox of its own (tests/conftest.py groups them), after the controller's caches are
+# built once; the gateway's tests, whose llama.cpp servers need the CPU, run after them.
+PARALLEL ?= 2
 
 controller-cache: venv  ## Build the caches the roles fill on the controller (wheelhouses, model).
 	ANSIBLE_STRATEGY=linear $(BIN)/ansible-playbook -i localhost, -c local \
@@ -69,7 +70,8 @@ controller-cache: venv  ## Build the caches the roles fill on the controller (wh
 	  tests/controller_cache.yml > /dev/null
 
 integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecule, the gateway over llama.cpp.
-	$(BIN)/pytest -n $(PARALLEL) --dist loadgroup tests/integration tests/gateway
+	$(BIN)/pytest -n $(PARALLEL) --dist loadgroup tests/integration
+	$(BIN)/pytest tests/gateway
 
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all
