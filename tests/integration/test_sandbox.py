@@ -170,8 +170,12 @@ def start_up(name: str) -> tuple[subprocess.Popen[str], int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C must reach it even when this suite was started with SIGINT ignored (a
+        # background job of a non-interactive shell, nohup).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    fragment = f"/sandboxes/{name}/hosts/ctl1/root"
+    # This session's host only: another session may have a sandbox of the same name.
+    fragment = f"{os.environ['CLUSTERAI_STATE_DIR']}/sandboxes/{name}/hosts/ctl1/root"
 
     def nspawn_pid() -> int | None:
         for line in nspawn_command_lines():
@@ -206,9 +210,16 @@ def test_a_host_that_dies_while_booting_is_undone(state_dir: Path) -> None:
 
 def test_ctrl_c_during_up_undoes_it(state_dir: Path) -> None:
     before = sandboxes_in(state_dir)
-    up, _ = start_up("interrupted")
-    up.send_signal(signal.SIGINT)
-    _, stderr = up.communicate(timeout=120)
-    assert up.returncode == 130
+    # A cached host boots in well under a second, so Ctrl-C sent when its nspawn appears
+    # can land after `up` is done; such a try says nothing about Ctrl-C: the sandbox is
+    # taken down and it is tried again, at most five times.
+    for _attempt in range(5):
+        up, _ = start_up("interrupted")
+        up.send_signal(signal.SIGINT)
+        _, stderr = up.communicate(timeout=120)
+        if up.returncode != 0:
+            break
+        assert run_cli("sandbox", "down", "--name", "interrupted").code == 0
+    assert up.returncode == 130, stderr
     assert stderr.splitlines()[-1] == "error: interrupted"
     assert_nothing_left(state_dir, "interrupted", before)
