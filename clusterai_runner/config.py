@@ -94,8 +94,13 @@ class Settings:
     (default ``sqlite:///<state_dir>/state.db``)."""
 
     @property
+    def store_file(self) -> Path:
+        """The default store's SQLite file (used when ``state_url`` is empty)."""
+        return self.state_dir / "state.db"
+
+    @property
     def store_url(self) -> str:
-        return self.state_url or f"sqlite:///{self.state_dir / 'state.db'}"
+        return self.state_url or f"sqlite:///{self.store_file}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,4 +128,4 @@ def open_store(settings: Settings) -> Store:
 
 def store_exists(settings: Settings) -> bool:
     """Whether there is a store to read, for commands that only read and never create one."""
-    return bool(settings.state_url) or (settings.state_dir / "state.db").exists()
+    return bool(settings.state_url) or settings.store_file.exists()

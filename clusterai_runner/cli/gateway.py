@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from clusterai_runner.cli.common import EXIT_CODES, JSON_OPTION, settings_of
-from clusterai_runner.usecases import keys as key_cases
 
 
 @click.group("gateway", epilog=EXIT_CODES, invoke_without_command=True)
@@ -80,6 +79,8 @@ def gateway_keys_create(
     ctx: click.Context, name: str, rpm: int | None, tpm: int | None, admin: bool
 ) -> None:
     """Create a key and print it, once: only its hash is kept."""
+    from clusterai_runner.usecases import keys as key_cases  # SQLAlchemy only here
+
     key = key_cases.create(settings_of(ctx), name, admin, rpm, tpm)
     click.echo(key)
     click.echo(f"key {name} created; it is shown only now", err=True)
@@ -89,6 +90,8 @@ def gateway_keys_create(
 def gateway_keys_generate() -> None:
     """Print a fresh key without storing it: for a vault file that the gateway role
     gives to the gateway (gateway_api_keys)."""
+    from clusterai_runner.usecases import keys as key_cases  # SQLAlchemy only here
+
     click.echo(key_cases.generate())
 
 
@@ -97,6 +100,8 @@ def gateway_keys_generate() -> None:
 @click.pass_context
 def gateway_keys_list(ctx: click.Context, as_json: bool) -> None:
     """Every key: name, prefix, limits, created and revoked times (never the key)."""
+    from clusterai_runner.usecases import keys as key_cases  # SQLAlchemy only here
+
     keys = key_cases.list_keys(settings_of(ctx))
     if as_json:
         click.echo(json.dumps([k.to_json() for k in keys], indent=2))
@@ -116,5 +121,7 @@ def gateway_keys_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def gateway_keys_revoke(ctx: click.Context, name: str) -> None:
     """Revoke a key; running gateways refuse it within their auth.refresh_s."""
+    from clusterai_runner.usecases import keys as key_cases  # SQLAlchemy only here
+
     key_cases.revoke(settings_of(ctx), name)
     click.echo(f"key {name} revoked")
