@@ -73,8 +73,8 @@ controller-cache: venv  ## Build the caches the roles fill on the controller (wh
 	  tests/controller_cache.yml > /dev/null
 
 integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecule, the gateway over llama.cpp.
-	$(BIN)/pytest -n $(PARALLEL) --dist loadgroup tests/integration
-	$(BIN)/pytest tests/gateway
+	$(BIN)/pytest -n $(PARALLEL) --dist loadgroup --durations=40 tests/integration
+	$(BIN)/pytest --durations=15 tests/gateway
 
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all
