@@ -57,14 +57,18 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import 
 	$(BIN)/python scripts/check_argument_specs.py
 
 unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests.
-	$(BIN)/pytest tests/unit tests/store tests/playbooks
+	$(BIN)/pytest -n $(UNIT_PARALLEL) tests/unit tests/store tests/playbooks
 
-# The integration modules and the Molecule scenarios, each with a sandbox of its own, run
-# one after another by default; PARALLEL=2 runs them two at a time (tests/conftest.py
-# keeps each module on one worker and gives each scenario a group of its own). On this
-# project's 2-core machines that was not reliable (a converge timed out beside the
-# others), so CI runs them one at a time. The controller's caches are built once first;
-# the gateway's tests, whose llama.cpp servers need the CPU, run after them.
+# Unit tests run on two workers (each starts its own PostgreSQL; no test binds an address).
+UNIT_PARALLEL ?= 2
+
+# The integration modules and the Molecule scenarios, each with a sandbox and a fact cache
+# of its own, run one after another by default; PARALLEL=2 runs them two at a time
+# (tests/conftest.py keeps each module on one worker and gives each scenario a group of
+# its own). On this project's 2-core machines that was not faster (1,279 s with two
+# workers, which set a module's converged cluster up twice), so CI runs them one at a
+# time. The controller's caches are built once first; the gateway's tests, whose
+# llama.cpp servers need the CPU, run after them.
 PARALLEL ?= 0
 
 controller-cache: venv  ## Build the caches the roles fill on the controller (wheelhouses, model).
