@@ -130,11 +130,12 @@ def llama_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def start_server(python: Path, model: Path, name: str, directory: Path) -> Server:
     port = free_port()
     log = directory / f"{name}.log"
+    # Streams are not cut by a waiting request, as the llamacpp_server role runs it.
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(python), "-m", "llama_cpp.server", "--model", str(model), "--model_alias",
              "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-             "--embedding", "true"],
+             "--embedding", "true", "--interrupt_requests", "false"],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = Server(name, f"http://127.0.0.1:{port}", process, log)

@@ -214,6 +214,40 @@ def test_each_worker_answers_a_chat_completion_from_smollm2(
     assert answer["usage"]["completion_tokens"] > 0
 
 
+def test_a_workers_stream_is_not_cut_by_a_request_waiting_for_its_model(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    """The gateway probes each worker's /v1/models every few seconds and sends it several
+    requests at once: none of them may end an answer that is being streamed."""
+    url = f"http://{address(cluster, 'worker1')}:8080"
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Count from one to one hundred in words."}],
+        "max_tokens": 96,
+        "temperature": 0,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    waited: list[int] = []
+    probe = threading.Thread(
+        target=lambda: waited.append(urllib.request.urlopen(f"{url}/v1/models", timeout=120).status)
+    )
+    chunks = []
+    with urllib.request.urlopen(request, timeout=120) as stream:
+        for line in stream:
+            if line.startswith(b"data: {"):
+                chunks.append(json.loads(line[6:])["choices"][0])
+                if len(chunks) == 2:  # generating: a probe now waits for the model
+                    probe.start()
+    probe.join(120)
+    assert waited == [200]
+    assert len(chunks) > 2 and chunks[-1]["finish_reason"] in ("stop", "length"), chunks[-3:]
+
+
 def gateway_call(
     cluster: dict[str, Any], path: str, body: dict[str, Any] | None = None, key: str = GATEWAY_KEY
 ) -> tuple[int, dict[str, str], Any]:
