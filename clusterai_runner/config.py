@@ -8,7 +8,8 @@ file system) under ``$XDG_CACHE_HOME/clusterai``. Each can be overridden.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,6 +125,21 @@ def open_store(settings: Settings) -> Store:
     if not settings.state_url:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     return Store.open(settings.store_url)
+
+
+@contextmanager
+def using_store(settings: Settings, store: Store | None = None) -> Iterator[Store]:
+    """``store`` when the caller has one; else the settings' store, opened for the call and
+    closed after it, so a long-running caller (the web app, the autoscaler) keeps no
+    connection pool per call."""
+    if store is not None:
+        yield store
+        return
+    opened = open_store(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def store_exists(settings: Settings) -> bool:

@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from clusterai_runner.config import Settings, open_store
+from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.config import load, read_backends_file
 from clusterai_runner.gateway.keys import sync_keys
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(entries, list):
             raise UsageError("standard input", "not a JSON list", "send a list of keys")
         try:
-            changed = sync_keys(open_store(settings), entries)
+            with using_store(settings) as store:
+                changed = sync_keys(store, entries)
         except ValueError as exc:
             raise UsageError("gateway keys", str(exc)) from exc
         print(json.dumps({"changed": changed}))

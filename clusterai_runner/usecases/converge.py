@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from clusterai_runner.adapters.ansible import CancelToken, RunOutcome, TaskEvent, run_playbook
 from clusterai_runner.adapters.inventory import check_inventory
 from clusterai_runner.adapters.inventory import load as load_inventory
-from clusterai_runner.config import Settings, open_store
+from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import Interrupted, UsageError
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a command opens the store
@@ -135,14 +135,15 @@ def up(
     rules of validate_inventory) runs before the store is opened or created."""
     targets = [h.name for h in load_inventory(inventory, limit)]
     check_inventory_rules(inventory, targets if limit else None, cancel)
-    return run_and_record(
-        settings,
-        store or open_store(settings),
-        "site.yml",
-        inventory,
-        limit=limit,
-        tags=tags,
-        check=check,
-        on_event=on_event,
-        cancel=cancel,
-    )
+    with using_store(settings, store) as opened:
+        return run_and_record(
+            settings,
+            opened,
+            "site.yml",
+            inventory,
+            limit=limit,
+            tags=tags,
+            check=check,
+            on_event=on_event,
+            cancel=cancel,
+        )

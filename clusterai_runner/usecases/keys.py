@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clusterai_runner.config import Settings, open_store
+from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.keys import NAME_FORMAT, create_key, new_key
 
@@ -22,7 +22,8 @@ def create(
     """A new key named ``name``; the key is returned once and only its hash is kept."""
     if not NAME_FORMAT.fullmatch(name):
         raise UsageError(f"key name {name!r}", "is not valid", "use letters, digits, . _ -")
-    return create_key(open_store(settings), name, admin, rpm, tpm)
+    with using_store(settings) as store:
+        return create_key(store, name, admin, rpm, tpm)
 
 
 def generate() -> str:
@@ -31,11 +32,14 @@ def generate() -> str:
 
 
 def list_keys(settings: Settings) -> list[ApiKey]:
-    return open_store(settings).list_keys()
+    with using_store(settings) as store:
+        return store.list_keys()
 
 
 def revoke(settings: Settings, name: str) -> None:
-    if not open_store(settings).revoke_key(name):
+    with using_store(settings) as store:
+        revoked = store.revoke_key(name)
+    if not revoked:
         raise UsageError(
             f"key {name}", "no active key of that name", "see `clusterai gateway keys list`"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clusterai_runner.config import Settings, open_store
+from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import UsageError
 
 if TYPE_CHECKING:
@@ -13,18 +13,19 @@ if TYPE_CHECKING:
 
 def list_runs(settings: Settings, last: int = 20) -> list[Run]:
     """The ``last`` runs, newest first."""
-    return open_store(settings).runs(last)
+    with using_store(settings) as store:
+        return store.runs(last)
 
 
 def show_run(
     settings: Settings, run_id: int, host: str | None = None, only_failed: bool = False
 ) -> tuple[Run, list[Event]]:
     """One run and its task results: only ``host``'s, only failed or unreachable ones."""
-    store = open_store(settings)
-    run = store.run(run_id)
-    if run is None:
-        raise UsageError(f"run {run_id}", "no such run", "see `clusterai runs list`")
-    events = store.events(run_id, host)
+    with using_store(settings) as store:
+        run = store.run(run_id)
+        if run is None:
+            raise UsageError(f"run {run_id}", "no such run", "see `clusterai runs list`")
+        events = store.events(run_id, host)
     if host and host not in run.recap and not events:
         raise UsageError(f"--host {host}", f"not in run {run_id}", "see its recap")
     if only_failed:

@@ -25,7 +25,7 @@ from clusterai_runner.adapters.inventory_edit import (
     is_state_inventory,
     remove_hosts,
 )
-from clusterai_runner.config import Settings, open_store
+from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import Interrupted, PreflightError, UsageError
 from clusterai_runner.store import Store
 from clusterai_runner.usecases.converge import (
@@ -162,48 +162,48 @@ def scale_out(
     inventory = check_inventory(inventory)
     if group == "control":
         raise UsageError("--group control", "the cluster has one control host", "add workers")
-    store = store or open_store(settings)
-    placement = _Placement(inventory, store)
-    existing = placement.existing()
-    for host in hosts:
-        groups = existing.get(host.name)
-        if groups is not None and group not in groups:
-            raise UsageError(
-                f"host {host.name}",
-                f"is already in the inventory, in {', '.join(groups) or 'no group'}",
-                "pick another name, or scale it in first",
-            )
-    fresh = [h for h in hosts if h.name not in existing]
-    undo = placement.add(group, fresh) if fresh else (lambda: None)
-    names = [h.name for h in hosts]
-    try:
-        check_inventory_rules(inventory, names, cancel)
-        targets = load_inventory(inventory, ",".join(names))
-        reports = validate(targets, accept_new=accept_new_host_keys, timeout=timeout)
-        if cancel is not None and cancel.canceled:
-            raise Interrupted("scale-out", "canceled", "the inventory was left as it was")
-        if on_validated is not None:
-            on_validated(reports)
-        failed = [r.name for r in reports if r.status == "fail"]
-        if failed:
-            raise PreflightError(
-                "scale-out",
-                f"preflight failed on {', '.join(failed)}; the inventory was left as it was",
-                "fix what is listed above and run it again",
-            )
-    except BaseException:
-        undo()
-        raise
-    record = run_and_record(
-        settings,
-        store,
-        "scale_out.yml",
-        inventory,
-        extravars={"clusterai_targets": ",".join(names)},
-        on_event=on_event,
-        cancel=cancel,
-    )
-    return ScaleResult(record, reports)
+    with using_store(settings, store) as store:
+        placement = _Placement(inventory, store)
+        existing = placement.existing()
+        for host in hosts:
+            groups = existing.get(host.name)
+            if groups is not None and group not in groups:
+                raise UsageError(
+                    f"host {host.name}",
+                    f"is already in the inventory, in {', '.join(groups) or 'no group'}",
+                    "pick another name, or scale it in first",
+                )
+        fresh = [h for h in hosts if h.name not in existing]
+        undo = placement.add(group, fresh) if fresh else (lambda: None)
+        names = [h.name for h in hosts]
+        try:
+            check_inventory_rules(inventory, names, cancel)
+            targets = load_inventory(inventory, ",".join(names))
+            reports = validate(targets, accept_new=accept_new_host_keys, timeout=timeout)
+            if cancel is not None and cancel.canceled:
+                raise Interrupted("scale-out", "canceled", "the inventory was left as it was")
+            if on_validated is not None:
+                on_validated(reports)
+            failed = [r.name for r in reports if r.status == "fail"]
+            if failed:
+                raise PreflightError(
+                    "scale-out",
+                    f"preflight failed on {', '.join(failed)}; the inventory was left as it was",
+                    "fix what is listed above and run it again",
+                )
+        except BaseException:
+            undo()
+            raise
+        record = run_and_record(
+            settings,
+            store,
+            "scale_out.yml",
+            inventory,
+            extravars={"clusterai_targets": ",".join(names)},
+            on_event=on_event,
+            cancel=cancel,
+        )
+        return ScaleResult(record, reports)
 
 
 def scale_in_targets(
@@ -211,26 +211,26 @@ def scale_in_targets(
 ) -> list[InventoryHost]:
     """The hosts ``names`` of the inventory, checked for removal; nothing is changed."""
     inventory = check_inventory(inventory)
-    store = store or open_store(settings)
-    if len(set(names)) != len(names):
-        raise UsageError("scale-in", "a host is named twice", "name each host once")
-    known = {h.name: h for h in load_inventory(inventory)}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise UsageError(
-            f"host {', '.join(missing)}",
-            f"is not in inventory {inventory}",
-            f"hosts: {', '.join(sorted(known)[:20])}",
-        )
-    control = [n for n in names if "control" in known[n].groups]
-    if control:
-        raise UsageError(
-            f"host {', '.join(control)}",
-            "is the control host; scale-in removes workers only",
-            "name workers, or take the cluster down with playbooks/reset.yml",
-        )
-    _Placement(inventory, store).removable(names)
-    return [known[n] for n in names]
+    with using_store(settings, store) as store:
+        if len(set(names)) != len(names):
+            raise UsageError("scale-in", "a host is named twice", "name each host once")
+        known = {h.name: h for h in load_inventory(inventory)}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise UsageError(
+                f"host {', '.join(missing)}",
+                f"is not in inventory {inventory}",
+                f"hosts: {', '.join(sorted(known)[:20])}",
+            )
+        control = [n for n in names if "control" in known[n].groups]
+        if control:
+            raise UsageError(
+                f"host {', '.join(control)}",
+                "is the control host; scale-in removes workers only",
+                "name workers, or take the cluster down with playbooks/reset.yml",
+            )
+        _Placement(inventory, store).removable(names)
+        return [known[n] for n in names]
 
 
 def scale_in(
@@ -247,23 +247,23 @@ def scale_in(
     """Drain and stop ``names`` with scale_in.yml, then delete them from the inventory or
     the state. A failed or canceled run leaves them where they are."""
     inventory = check_inventory(inventory)
-    store = store or open_store(settings)
-    scale_in_targets(settings, inventory, names, store)
-    record = run_and_record(
-        settings,
-        store,
-        "scale_in.yml",
-        inventory,
-        extravars={
-            "clusterai_targets": ",".join(names),
-            "clusterai_confirm": True,
-            "clusterai_drain_timeout": drain_timeout,
-            "clusterai_wipe": wipe,
-        },
-        on_event=on_event,
-        cancel=cancel,
-    )
-    edited: list[Path] = []
-    if record.outcome.status == "successful":
-        edited = _Placement(inventory, store).remove(names)
-    return ScaleResult(record, edited=edited)
+    with using_store(settings, store) as store:
+        scale_in_targets(settings, inventory, names, store)
+        record = run_and_record(
+            settings,
+            store,
+            "scale_in.yml",
+            inventory,
+            extravars={
+                "clusterai_targets": ",".join(names),
+                "clusterai_confirm": True,
+                "clusterai_drain_timeout": drain_timeout,
+                "clusterai_wipe": wipe,
+            },
+            on_event=on_event,
+            cancel=cancel,
+        )
+        edited: list[Path] = []
+        if record.outcome.status == "successful":
+            edited = _Placement(inventory, store).remove(names)
+        return ScaleResult(record, edited=edited)

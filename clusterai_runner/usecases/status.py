@@ -22,7 +22,7 @@ from clusterai_runner import backends
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.backends import url
-from clusterai_runner.config import Settings, open_store, store_exists
+from clusterai_runner.config import Settings, store_exists, using_store
 from clusterai_runner.usecases.parallel import each_host
 
 # The exporters' ports unless the inventory sets the roles' variables; the inference
@@ -194,5 +194,8 @@ def status(
     """Every host of ``inventory`` (``limit``) now, with its result in the last stored
     run; reads the store only when there is one, and never creates it."""
     hosts = load_inventory(inventory, limit)
-    last_runs = open_store(settings).last_results() if store_exists(settings) else {}
+    last_runs = {}
+    if store_exists(settings):
+        with using_store(settings) as store:
+            last_runs = store.last_results()
     return cluster_status(hosts, last_runs, timeout)

@@ -145,7 +145,7 @@ def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
 ) -> None:
     """What the web app and the autoscaler do: the use case in a thread that is not the
     main thread (no signal handler can be installed there), canceled by a token."""
-    from clusterai_runner.config import Settings, open_store
+    from clusterai_runner.config import Settings, using_store
     from clusterai_runner.usecases.converge import CancelToken, RunRecord, TaskEvent, up
 
     settings = Settings.from_env()
@@ -174,7 +174,8 @@ def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
     (record,) = results
     assert isinstance(record, RunRecord), record
     assert record.outcome.status == "canceled"
-    stored = open_store(settings).run(record.id)
+    with using_store(settings) as store:  # closed: no -wal file left behind
+        stored = store.run(record.id)
     assert stored is not None and stored.status == "canceled"
 
 
