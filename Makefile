@@ -77,7 +77,7 @@ controller-cache: venv  ## Build the caches the roles fill on the controller (wh
 	  tests/controller_cache.yml > /dev/null
 
 integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecule, the gateway over llama.cpp.
-	$(BIN)/pytest -n $(PARALLEL) --dist loadgroup --durations=40 tests/integration
+	$(BIN)/pytest -n $(PARALLEL) --dist loadscope --durations=40 tests/integration
 	$(BIN)/pytest --durations=15 tests/gateway
 
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).

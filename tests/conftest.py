@@ -1,15 +1,34 @@
-"""pytest-xdist's groups: every module's tests stay together on one worker (its
-module-scoped fixtures, a converged sandbox above all, are made once), as with
-``--dist loadfile``; a test may name a group of its own to run apart from its module
-(each Molecule scenario, which has a sandbox of its own). `make integration` runs
-``pytest -n N --dist loadgroup``."""
+"""How pytest-xdist shares the suite out (`make integration` runs ``pytest -n N --dist
+loadscope``): every module's tests stay together on one worker, so its module-scoped
+fixtures (a converged sandbox above all) are made once; the modules in ``APART`` give
+each test to whichever worker is free (each Molecule scenario has a sandbox of its own).
+Modules with the most tests start first.
+
+This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
+9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
+reads, so every test was scheduled alone and a module's sandbox was made on each worker.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from xdist.scheduler import LoadScopeScheduling
+
+APART = ("tests/integration/test_molecule.py",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+class ModuleScheduling(LoadScopeScheduling):
+    """xdist's loadscope (a work unit per scope), with a module as the scope."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return nodeid if module in APART else module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    if config.getvalue("dist") == "loadscope":
+        return ModuleScheduling(config, log)
+    return None

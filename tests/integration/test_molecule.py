@@ -3,7 +3,7 @@ converges, checks idempotence, verifies with testinfra and destroys them
 (`molecule test -s NAME`, what `make molecule` runs for all of them).
 
 Each scenario's sandbox takes a free address range, so under pytest-xdist each scenario
-is a group of its own and runs beside the other modules and scenarios.
+runs on its own, beside the other modules and scenarios (see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ def test_every_scenario_is_run() -> None:
     assert "default" in SCENARIOS and len(SCENARIOS) >= 7
 
 
-@pytest.mark.parametrize(
-    "scenario", [pytest.param(s, marks=pytest.mark.xdist_group(f"molecule-{s}")) for s in SCENARIOS]
-)
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     env = {
