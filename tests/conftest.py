@@ -1,8 +1,8 @@
 """How pytest-xdist shares the suite out (`make integration` runs ``pytest -n N --dist
 loadscope``): every module's tests stay together on one worker, so its module-scoped
 fixtures (a converged sandbox above all) are made once; the modules in ``APART`` give
-each test to whichever worker is free (each Molecule scenario has a sandbox of its own).
-Modules with the most tests start first.
+each test to whichever worker is free (each Molecule scenario has a sandbox of its own),
+and those in ``TOGETHER`` run with another. Units with the most tests start first.
 
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
@@ -17,6 +17,10 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 APART = ("tests/integration/test_molecule.py",)
+# Modules that share a session fixture one of them changes run as one unit, in collection
+# order: test_sandbox.py reads the session's `cluster`, which test_site.py then scales
+# out and resets (and the cluster is booted once, not on each worker).
+TOGETHER = {"tests/integration/test_sandbox.py": "tests/integration/test_site.py"}
 
 
 class ModuleScheduling(LoadScopeScheduling):
@@ -24,7 +28,7 @@ class ModuleScheduling(LoadScopeScheduling):
 
     def _split_scope(self, nodeid: str) -> str:
         module = nodeid.split("::", 1)[0]
-        return nodeid if module in APART else module
+        return nodeid if module in APART else TOGETHER.get(module, module)
 
 
 @pytest.hookimpl(tryfirst=True)

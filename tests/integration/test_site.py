@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import urllib.error
@@ -67,6 +69,24 @@ def test_a_second_converge_changes_nothing(converged: list[dict[str, dict[str, i
         "worker1": 0,
         "worker2": 0,
     }
+
+
+def test_the_molecule_default_scenarios_checks_pass_on_this_cluster(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    """molecule/default's testinfra checks, which `make molecule` runs after converging
+    site.yml on two hosts, run here on this module's cluster: the same site.yml, so the
+    suite converges it once for both (tests/integration/test_molecule.py)."""
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--connection=ansible",
+         f"--ansible-inventory={cluster['inventory']}", "molecule/default/tests"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "MOLECULE_INVENTORY_FILE": cluster["inventory"],
+             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert re.search(r"^\d+ passed", done.stdout.splitlines()[-1]), done.stdout[-2000:]
 
 
 def test_prometheus_reports_every_target_up(cluster: dict[str, Any], converged: object) -> None:
