@@ -25,6 +25,11 @@ CLUSTERAI = Path(sys.executable).parent / "clusterai"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
+def venv_path() -> str:
+    """PATH with this virtual environment's tools first (molecule, ansible-inventory)."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+
+
 @dataclass
 class Result:
     code: int

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, venv_path
 
 pytestmark = pytest.mark.sandbox
 
@@ -38,7 +38,7 @@ def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        "PATH": venv_path(),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "PY_COLORS": "0",

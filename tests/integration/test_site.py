@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, ansible_playbook, run_cli, serve_folder, ssh, wait_for
+from tests.helpers import (
+    REPO,
+    ansible_playbook,
+    run_cli,
+    serve_folder,
+    ssh,
+    venv_path,
+    wait_for,
+)
 
 pytestmark = pytest.mark.sandbox
 
@@ -77,13 +85,11 @@ def test_the_molecule_default_scenarios_checks_pass_on_this_cluster(
     """molecule/default's testinfra checks, which `make molecule` runs after converging
     site.yml on two hosts, run here on this module's cluster: the same site.yml, so the
     suite converges it once for both (tests/integration/test_molecule.py)."""
-    bin_dir = Path(sys.executable).parent
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--connection=ansible",
          f"--ansible-inventory={cluster['inventory']}", "molecule/default/tests"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, "MOLECULE_INVENTORY_FILE": cluster["inventory"],
-             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"},
+        env={**os.environ, "MOLECULE_INVENTORY_FILE": cluster["inventory"], "PATH": venv_path()},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert re.search(r"^\d+ passed", done.stdout.splitlines()[-1]), done.stdout[-2000:]
