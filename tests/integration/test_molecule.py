@@ -1,4 +1,4 @@
-"""The Molecule scenarios, as tests of the suite: each one creates its two sandbox hosts,
+"""The Molecule scenarios, as tests of the suite: each one creates its sandbox hosts,
 converges, checks idempotence, verifies with testinfra and destroys them
 (`molecule test -s NAME`, what `make molecule` runs for all of them). The default
 scenario's checks run on test_site.py's cluster instead (see IN_TEST_SITE).
