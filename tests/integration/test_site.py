@@ -582,21 +582,21 @@ def test_a_broken_gateway_config_fails_the_role_and_the_gateway_keeps_serving(
     assert status == 200 and health["healthy"] == ["worker1", "worker2"]
 
 
-SLOW_START = {  # role: (unit, its binary), as Debian's unit starts it
-    "alertmanager": ("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager"),
-    "prometheus": ("prometheus", "/usr/bin/prometheus"),
+SLOW_START = {  # role: (unit, its binary as Debian's unit starts it, port)
+    "alertmanager": ("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", 9093),
+    "prometheus": ("prometheus", "/usr/bin/prometheus", 9090),
 }
 
 
-@pytest.mark.parametrize(("role", "port"), [("alertmanager", 9093), ("prometheus", 9090)])
+@pytest.mark.parametrize("role", sorted(SLOW_START))
 def test_a_reload_right_after_a_restart_waits_for_the_service(
-    cluster: dict[str, Any], converged: object, role: str, port: int
+    cluster: dict[str, Any], converged: object, role: str
 ) -> None:
     """A fresh install notifies both handlers. The service is made slow to start (3 s
     before its binary runs, as on a busy host): a SIGHUP sent while it starts would end
     it for good, so the reload handler must wait until the service is ready."""
     control = address(cluster, "ctl1")
-    unit, binary = SLOW_START[role]
+    unit, binary, port = SLOW_START[role]
     drop_in = f"/etc/systemd/system/{unit}.service.d/zz-test-slow-start.conf"
     slow = f"[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 3; exec {binary} ${{ARGS}}'\n"
     encoded = base64.b64encode(slow.encode()).decode()  # no quoting through ssh's shell
