@@ -82,11 +82,7 @@ integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecul
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all
 
-# lint and unit run beside integration: the sandbox tests leave a third of 2 cores idle
-# (they wait on hosts booting, services starting and Ansible's round trips). Output is
-# kept whole per line; a failure anywhere fails the target once the others finish.
-test: venv  ## Everything CI runs: lint, unit and integration, side by side.
-	$(MAKE) --no-print-directory -j3 --output-sync=line lint unit integration
+test: lint unit integration  ## Everything CI runs; pytest closes it.
 
 clean:  ## Remove the virtual environment and caches (not the sandbox cache).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -48,7 +48,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def bearer(request: web.Request) -> str:
-    return request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    """The token of ``Authorization: Bearer TOKEN``, or "" for anything else: another
+    scheme or none (a bare key is not accepted), or a token that is not printable ASCII
+    (no key is; bytes that are not UTF-8 arrive as surrogates and must not reach the key
+    lookup). The scheme is case-insensitive, as HTTP's are (RFC 9110, 11.1)."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not (token.isascii() and token.isprintable()):
+        return ""
+    return token
 
 
 def _authenticate(request: web.Request) -> ApiKey | None:
@@ -91,21 +99,29 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
         response = await handler(request)
         status = response.status
         return response
-    except ApiError as error:
+    except (ApiError, web.HTTPException) as error:  # the status the client gets
         status = error.status
         raise
     finally:
         elapsed = time.monotonic() - started
+        route = route_label(request)
         request.app[METRICS].observe(
-            request.path, status, elapsed, info["prompt_tokens"], info["completion_tokens"]
+            route, status, elapsed, info["prompt_tokens"], info["completion_tokens"]
         )
         if key is not None:
             request.app[LIMITER].spent(key, info["prompt_tokens"] + info["completion_tokens"])
         writer = request.app[USAGE]
         if writer is not None and info["model"]:
-            writer.add({**info, "key_id": key.id if key else None, "route": request.path,
+            writer.add({**info, "key_id": key.id if key else None, "route": route,
                         "status": status,
                         "latency_ms": elapsed * 1000})  # fmt: skip
+
+
+def route_label(request: web.Request) -> str:
+    """The route's template (``/v1/chat/completions``), never the path a client sent: a
+    label per path would let any key holder add series without end."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 def require_admin(request: web.Request) -> None:

@@ -179,3 +179,54 @@ def test_drain_stops_new_requests_and_undrain_brings_them_back(
             assert backend.app[SEEN] == [1]
 
     run(test)
+
+
+def test_the_authorization_header_is_a_bearer_token_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
+
+    async def test() -> None:
+        async with gateway() as (session, url, _backend, server):
+            answers = {}
+            for header in (f"Bearer {ADMIN}", f"bearer {ADMIN}", f"BEARER  {ADMIN} ",
+                           ADMIN, f"Basic {ADMIN}", f"Bearer{ADMIN}", "Bearer", ""):  # fmt: skip
+                async with session.get(
+                    url + "/admin/backends", headers={"Authorization": header}
+                ) as answer:
+                    answers[header] = answer.status
+            assert answers == {
+                f"Bearer {ADMIN}": 200, f"bearer {ADMIN}": 200, f"BEARER  {ADMIN} ": 200,
+                ADMIN: 401, f"Basic {ADMIN}": 401, f"Bearer{ADMIN}": 401, "Bearer": 401, "": 401,
+            }  # fmt: skip
+            # Bytes that are not UTF-8 after a key's prefix: refused, not an internal error.
+            assert server.host is not None and server.port is not None
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(
+                b"GET /admin/backends HTTP/1.1\r\nHost: gateway\r\n"
+                b"Authorization: Bearer cai_0a1b2c3d_\xff\xfe\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            status_line = await reader.readline()
+            writer.close()
+            assert status_line.split()[1] == b"401", status_line
+
+    run(test)
+
+
+def test_metrics_name_the_route_and_the_status_the_client_got() -> None:
+    async def test() -> None:
+        async with gateway() as (session, url, _backend, _server):
+            async with session.post(url + "/v1/chat/completions", json=CHAT) as answer:
+                assert answer.status == 200
+            for number in range(3):
+                async with session.post(url + f"/v1/no-such-route-{number}", json={}) as a:
+                    assert a.status == 404
+            async with session.get(url + "/metrics") as answer:
+                text = await answer.text()
+            total = "clusterai_gateway_requests_total"
+            assert total + '{route="/v1/chat/completions",status="200"} 1' in text
+            assert total + '{route="unmatched",status="404"} 3' in text
+            assert "no-such-route" not in text and 'status="500"' not in text
+
+    run(test)
