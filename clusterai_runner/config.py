@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,6 +103,15 @@ class Settings:
     def store_url(self) -> str:
         return self.state_url or f"sqlite:///{self.store_file}"
 
+    def private_state_dir(self) -> Path:
+        """The state directory, created for its owner alone (0700): it holds the store,
+        every run's output and the sandboxes' SSH keys. Missing parents get the usual mode;
+        a directory that exists is left as its owner set it."""
+        if not self.state_dir.is_dir():
+            self.state_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        return self.state_dir
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -123,8 +132,17 @@ def open_store(settings: Settings) -> Store:
     from clusterai_runner.store import Store
 
     if not settings.state_url:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.private_state_dir()
+        private_file(settings.store_file)
     return Store.open(settings.store_url)
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty and for its owner alone (0600) unless it exists. SQLite takes an
+    empty file for a new database, and gives its -wal and -shm files the database's mode."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return path
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from clusterai_runner.config import Settings, open_store
+from clusterai_runner.config import Settings, open_store, private_file
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.app import serve
 from clusterai_runner.gateway.config import GatewayConfig
@@ -49,7 +49,7 @@ def run_gateway(
     def prepared() -> GatewayConfig:
         config = read()
         if config.cache_enabled and config.cache_path is None:
-            cache = str(settings.state_dir / "gateway-cache.db")
+            cache = str(private_file(settings.private_state_dir() / "gateway-cache.db"))
             config = dataclasses.replace(config, cache_path=cache)
         return config
 

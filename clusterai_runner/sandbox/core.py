@@ -393,6 +393,7 @@ class Sandboxes:
         created_directory = not layout.directory.exists()
         pool = ThreadPoolExecutor(max_workers=max(1, min(32, len(to_start))))
         try:
+            self.settings.private_state_dir()
             layout.directory.mkdir(parents=True, exist_ok=True)
             layout.directory.chmod(0o700)
             if not layout.ssh_key.exists():

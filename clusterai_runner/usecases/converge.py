@@ -72,7 +72,7 @@ def run_and_record(
         outcome = run_playbook(
             playbook,
             inventory,
-            settings.state_dir / "runs" / str(run_id),
+            settings.private_state_dir() / "runs" / str(run_id),
             limit=limit,
             tags=tags,
             check=check,

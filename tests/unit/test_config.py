@@ -1,8 +1,10 @@
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from clusterai_runner.config import Settings
+from clusterai_runner.config import Settings, open_store
 from clusterai_runner.errors import UsageError
 
 
@@ -46,3 +48,26 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
         Settings.from_env({"HOME": "/root", name: value})
     assert message in str(raised.value)
     assert raised.value.exit_code == 2
+
+
+def test_the_state_directory_and_the_store_are_their_owners_alone(tmp_path: Path) -> None:
+    state = tmp_path / "a/state"
+    settings = Settings.from_env({"HOME": "/home/ops", "CLUSTERAI_STATE_DIR": str(state)})
+    previous = os.umask(0o022)  # the usual umask, which made them 0755 and 0644
+    try:
+        store = open_store(settings)
+        try:
+            store.start_run("site.yml", "hosts.yml")  # a write: SQLite makes its -wal file
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()}
+        finally:
+            store.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert "state.db" in modes and "state.db-wal" in modes
+    assert set(modes.values()) == {0o600}, modes
+    # A directory the operator made is left as they set it.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o750)
+    Settings.from_env({"HOME": "/", "CLUSTERAI_STATE_DIR": str(theirs)}).private_state_dir()
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o750
