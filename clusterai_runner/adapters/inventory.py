@@ -85,6 +85,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 # Host names the CLI, Ansible's --limit and its patterns can all name: an IP address, or
 # letters, digits, '.', '-' and '_' (no spaces, commas, ':', '!', '&', '*', '[', ...).
 HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# What ansible_host and ansible_user may hold besides an IP address: never a leading '-'.
+DNS_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_-]+)*\.?$")
+USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]*\$?$")
 # Files Ansible skips in an inventory directory (its inventory_ignore_extensions).
 _IGNORED = (".orig", ".ini.orig", ".cfg", ".retry", ".pyc", ".pyo", "~", ".md", ".txt", ".rst")
 
@@ -262,14 +265,34 @@ def _check_key_file(where: str, key: str) -> None:
 
 
 def _check_host_address(where: str, host: str) -> None:
-    """An ansible_host that looks like an IP address must be one."""
-    if host.replace(".", "").isdigit() or (":" in host and "." not in host):
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+    """ansible_host is an IP address or a DNS name: one that looks like an address must
+    be one, and nothing that ssh could read as an option (``-oProxyCommand=...``) or that
+    holds spaces, quotes or control characters passes."""
+    looks_like_address = host.replace(".", "").isdigit() or (":" in host and "." not in host)
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        if looks_like_address:
             raise UsageError(
                 where, f"ansible_host {host} is not a valid IP address", "fix the address"
             ) from None
+    if not DNS_NAME.match(host):
+        raise UsageError(
+            where,
+            f"ansible_host {host!r} is not an IP address or host name",
+            "use an address or a name of letters, digits, '.' and '-'",
+        )
+
+
+def _check_user(where: str, user: str) -> None:
+    """ansible_user goes to ssh as ``-l USER``/``USER@HOST``: no leading '-', no spaces."""
+    if not USER_NAME.match(user):
+        raise UsageError(
+            where,
+            f"ansible_user {user!r} is not a user name",
+            "use letters, digits, '.', '_', '-' and '@', not starting with '-'",
+        )
 
 
 def _host(path: Path, name: str, groups: list[str], v: dict[str, Any]) -> InventoryHost:
@@ -293,12 +316,14 @@ def _host(path: Path, name: str, groups: list[str], v: dict[str, Any]) -> Invent
         _check_key_file(where, str(key))
     host = str(v.get("ansible_host") or name)
     _check_host_address(where, host)
+    user = str(v.get("ansible_user") or "root")
+    _check_user(where, user)
     return InventoryHost(
         name=name,
         groups=tuple(g for g in groups if g not in ("all", "ungrouped")),
         host=host,
         port=port,
-        user=str(v.get("ansible_user") or "root"),
+        user=user,
         key_file=str(key) if key else None,
         ssh_args=ssh_args,
         address=str(v.get("clusterai_address") or host),

@@ -20,6 +20,7 @@ from clusterai_runner.cli.common import (
     end_run,
     names,
     settings_of,
+    warn,
 )
 from clusterai_runner.cli.display import LiveView
 from clusterai_runner.errors import PreflightError, RunFailed, UsageError
@@ -294,7 +295,7 @@ def status_command(
     "playbook", "result": "ok"|"failed", "changed"} or null, "problems", "healthy"}],
     "summary": {"healthy", "unhealthy"}}
     """
-    found = cluster_status(settings_of(ctx), inventory, limit, timeout)
+    found = cluster_status(settings_of(ctx), inventory, limit, timeout, warn)
     unhealthy = [s for s in found if not s.healthy]
     if as_json:
         summary = {"healthy": len(found) - len(unhealthy), "unhealthy": len(unhealthy)}

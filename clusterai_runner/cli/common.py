@@ -30,6 +30,11 @@ def progress(message: str) -> None:
     click.echo(f"… {message}", err=True)
 
 
+def warn(message: str) -> None:
+    """Something the operator should know that does not stop the command."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def settings_of(ctx: click.Context) -> Settings:
     settings = ctx.find_object(Settings)
     assert settings is not None  # set by the group callback

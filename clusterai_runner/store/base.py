@@ -36,6 +36,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+
+
 class StoreBase:
     """The engine and its transactions; the record groups build on it."""
 
@@ -75,8 +79,15 @@ class StoreBase:
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreError(
                 f"state store {self._shown_url()}",
-                str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc),
+                _first_line(exc),
                 "check that the file or server is reachable and writable, and retry",
+            ) from exc
+        except sa.exc.DatabaseError as exc:
+            # Not a database, a damaged one, or another program's tables under our names.
+            raise StoreError(
+                f"state store {self._shown_url()}",
+                f"is damaged or not a Cluster AI store ({_first_line(exc)})",
+                "move it aside to start an empty store, or restore it from a backup",
             ) from exc
 
     def _shown_url(self) -> str:

@@ -23,6 +23,7 @@ from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.backends import url
 from clusterai_runner.config import Settings, store_exists, using_store
+from clusterai_runner.errors import StoreError
 from clusterai_runner.usecases.parallel import each_host
 
 # The exporters' ports unless the inventory sets the roles' variables; the inference
@@ -189,13 +190,21 @@ def cluster_status(
 
 
 def status(
-    settings: Settings, inventory: Path, limit: str | None = None, timeout: float = 3.0
+    settings: Settings,
+    inventory: Path,
+    limit: str | None = None,
+    timeout: float = 3.0,
+    warn: Callable[[str], None] = lambda _message: None,
 ) -> list[HostStatus]:
     """Every host of ``inventory`` (``limit``) now, with its result in the last stored
-    run; reads the store only when there is one, and never creates it."""
+    run; reads the store only when there is one, and never creates it. The hosts are
+    asked even when the store cannot be read: ``warn`` hears why the last runs are left out."""
     hosts = load_inventory(inventory, limit)
     last_runs = {}
     if store_exists(settings):
-        with using_store(settings) as store:
-            last_runs = store.last_results()
+        try:
+            with using_store(settings) as store:
+                last_runs = store.last_results()
+        except StoreError as error:
+            warn(f"{error}; the last runs are left out")
     return cluster_status(hosts, last_runs, timeout)

@@ -8,6 +8,7 @@ addresses are loopback addresses nothing listens on.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -70,6 +71,10 @@ def foreign_store(directory: Path) -> None:
         db.execute("create table accounts (id integer)")
 
 
+def damaged_store(directory: Path) -> None:
+    (directory / "state" / "state.db").write_bytes(b"not SQLite" + bytes(range(256)) * 20)
+
+
 def binary_inventory(directory: Path) -> None:
     (directory / "binary.yml").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
 
@@ -126,6 +131,15 @@ CASES = [
     Case("invalid-ansible-host", ["validate", "-i", "{inv}"],
          ["host w1: ansible_host 127.0.99.256 is not a valid IP address"],
          edit=replace("ansible_host: 127.0.99.2", "ansible_host: 127.0.99.256")),
+    Case("ansible-host-is-an-option", ["validate", "-i", "{inv}"],
+         ["host w1: ansible_host '-oProxyCommand=touch x' is not an IP address or host name"],
+         edit=replace("ansible_host: 127.0.99.2", "ansible_host: '-oProxyCommand=touch x'")),
+    Case("ansible-host-with-a-space", ["up", "-i", "{inv}"],
+         ["ansible_host 'gpu one' is not an IP address or host name"],
+         edit=replace("ansible_host: 127.0.99.2", "ansible_host: gpu one")),
+    Case("ansible-user-is-an-option", ["validate", "-i", "{inv}"],
+         ["host w1: ansible_user '-oProxyCommand=x' is not a user name"],
+         edit=replace(W1_ADDRESS, W1_ADDRESS + "          ansible_user: '-oProxyCommand=x'\n")),
     Case("port-not-a-number", ["validate", "-i", "{inv}"],
          ["host w1: ansible_port 'twenty-two' is not a port", "use 1 to 65535"],
          edit=replace(W1_ADDRESS, W1_ADDRESS + "          ansible_port: twenty-two\n")),
@@ -168,6 +182,11 @@ CASES = [
          setup=newer_store),
     Case("store-of-another-program", ["runs", "list"], ["holds tables but no schema version"],
          setup=foreign_store),
+    Case("store-damaged", ["runs", "list"],
+         ["state.db: is damaged or not a Cluster AI store", "restore it from a backup"],
+         setup=damaged_store),
+    Case("store-damaged-keys", ["gateway", "keys", "list"],
+         ["is damaged or not a Cluster AI store (file is not a database)"], setup=damaged_store),
     Case("store-url-unusable", ["runs", "list"], ["is not a usable database URL"],
          env={"CLUSTERAI_STATE_URL": "nosuchdb://x"}),
     Case("unknown-run", ["runs", "show", "424242"], ["run 424242: no such run"]),
@@ -240,7 +259,7 @@ def snapshot(directory: Path) -> dict[str, object]:
         relative = str(path.relative_to(directory))
         if path.name.endswith(("-wal", "-shm")) or path.is_dir():
             continue
-        if path.name == "state.db":
+        if path.name == "state.db" and path.read_bytes().startswith(b"SQLite format 3"):
             with sqlite3.connect(path) as db:
                 found[relative] = list(db.iterdump())
         else:
@@ -298,3 +317,24 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
         assert expected in line, line
     assert snapshot(case_dir) == before
     assert not os.path.exists(case_dir / "state" / "runs")  # no run was started
+
+
+def test_status_asks_the_hosts_when_the_store_is_damaged(
+    case_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status needs the store only for the last runs: a damaged store is a warning naming
+    it, not exit 2, and every host is still asked."""
+    damaged_store(case_dir)
+    inventory = case_dir / "hosts.yml"
+    inventory.write_text(GOOD)
+    monkeypatch.setenv("CLUSTERAI_STATE_DIR", str(case_dir / "state"))
+    monkeypatch.delenv("CLUSTERAI_STATE_URL", raising=False)
+    code = main(["status", "-i", str(inventory), "--limit", "w1", "--timeout", "0.2", "--json"])
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err  # 1 unless something answers on 127.0.99.2
+    (host,) = json.loads(out)["hosts"]
+    assert (host["name"], host["last_run"]) == ("w1", None)
+    assert "warning: state store sqlite:///" in err
+    assert "state.db: is damaged or not a Cluster AI store" in err
+    assert "the last runs are left out" in err
+    assert "Traceback" not in err
