@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from clusterai_runner.gateway.base import CACHE, METRICS, POOL, USAGE, ApiError, log
@@ -30,9 +32,11 @@ async def admin_backends(request: web.Request) -> web.Response:
     cache, writer = request.app[CACHE], request.app[USAGE]
     hits = {"hits": cache.hits, "misses": cache.misses} if cache is not None else None
     written = writer.written if writer is not None else None
+    spooled = await asyncio.to_thread(writer.pending) if writer is not None else None
     return web.json_response({"backends": [b.to_json() for b in pool.backends],
                               "waiting": pool.waiting, "cache": hits,
-                              "usage_records_written": written})  # fmt: skip
+                              "usage_records_written": written,
+                              "usage_records_spooled": spooled})  # fmt: skip
 
 
 async def admin_drain(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -40,17 +41,27 @@ from clusterai_runner.gateway.proxy import openai_models, openai_route
 from clusterai_runner.store import Store
 
 
-def make_app(config: GatewayConfig, store: Store | None = None) -> web.Application:
+def make_app(
+    config: GatewayConfig, store: Store | None = None, usage_spool: Path | None = None
+) -> web.Application:
     """The gateway's application. ``store`` (the state store) holds the API keys and takes
-    the usage records; without it there are neither, and auth must be off."""
+    the usage records, which wait in the directory ``usage_spool`` until it has them;
+    without a store there are neither, and auth must be off."""
     if config.auth_enabled and store is None:
         raise ValueError("auth needs the state store")
+    if store is not None and usage_spool is None:
+        raise ValueError("usage records need a spool directory")
     app = web.Application(middlewares=[errors, gatekeeper], client_max_size=config.max_body_bytes)
     pool = Pool(config)
     app[POOL] = pool
-    app[KEYS] = KeyRing(store) if config.auth_enabled and store is not None else None
+    if config.auth_enabled and store is not None:
+        app[KEYS] = KeyRing(store, config.auth_max_stale_s)
+    else:
+        app[KEYS] = None
     app[LIMITER] = Limiter()
-    app[USAGE] = UsageWriter(store) if store is not None else None
+    app[USAGE] = None
+    if store is not None and usage_spool is not None:
+        app[USAGE] = UsageWriter(store, usage_spool)
     app[METRICS] = Metrics()
     cache: AnswerCache | RedisCache | None = None
     if config.cache_enabled and config.cache_redis_url:
@@ -104,7 +115,7 @@ def make_app(config: GatewayConfig, store: Store | None = None) -> web.Applicati
 # What SIGHUP cannot change: the listener, the request size limit, the cache and auth.
 RESTART_ONLY = (
     "host", "port", "max_body_bytes", "cache_enabled", "cache_path", "cache_ttl_s",
-    "cache_max_entries", "cache_redis_url", "auth_enabled", "auth_refresh_s",
+    "cache_max_entries", "cache_redis_url", "auth_enabled", "auth_refresh_s", "auth_max_stale_s",
 )  # fmt: skip
 
 
@@ -131,9 +142,52 @@ async def reload(app: web.Application, read: Callable[[], GatewayConfig]) -> Non
     )
 
 
+UNPARSABLE = "400 Bad Request: a malformed request line or header, or one over 8190 bytes\n"
+
+
+class _QuietRequestHandler(web.RequestHandler):
+    """aiohttp answers a request it cannot parse with the parser's message, which quotes
+    the start of the offending line (an oversized header's value: a token, a cookie), and
+    logs it with a traceback; this connection handler says what was wrong and quotes
+    nothing."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400:
+            return super().handle_error(request, status, exc, message)
+        kind = type(exc).__name__
+        log.warning("refused an unparsable request from %s (%s)", request.remote, kind)
+        response = web.Response(status=400, text=UNPARSABLE)
+        response.force_close()
+        return response
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """The application's runner, with connections handled by ``_QuietRequestHandler``
+    (aiohttp has no option for the handler's class; tests serve through this too)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _QuietServer
+        return server
+
+
 def serve(
     config: GatewayConfig,
     store: Store | None,
+    usage_spool: Path | None = None,
     ready: Callable[[str], None] | None = None,
     read: Callable[[], GatewayConfig] | None = None,
 ) -> None:
@@ -141,8 +195,8 @@ def serve(
     configuration again), SIGHUP reloads the backends."""
 
     async def main() -> None:
-        app = make_app(config, store)
-        runner = web.AppRunner(app, access_log=None, handle_signals=True)
+        app = make_app(config, store, usage_spool)
+        runner = GatewayRunner(app, access_log=None, handle_signals=True)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         await site.start()

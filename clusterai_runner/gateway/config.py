@@ -72,6 +72,8 @@ class GatewayConfig:
     cache_redis_url: str | None = None
     auth_enabled: bool = True
     auth_refresh_s: float = 5.0
+    # Keys the gateway could not reload for this long are not trusted: requests get 503.
+    auth_max_stale_s: float = 60.0
 
 
 def _where(path: Path | str, key: str) -> str:
@@ -262,6 +264,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     auth_enabled = auth.get("enabled", True)
     if not isinstance(auth_enabled, bool):
         raise UsageError(_where(source, "auth.enabled"), f"{auth_enabled!r} is not true or false")
+    refresh_s = _number(source, "auth.refresh_s", auth.get("refresh_s", 5), 0.1)
     return GatewayConfig(
         host=host,
         port=port,
@@ -282,5 +285,8 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         ),
         cache_redis_url=_redis_url(source, cache.get("redis_url")),
         auth_enabled=auth_enabled,
-        auth_refresh_s=_number(source, "auth.refresh_s", auth.get("refresh_s", 5), 0.1),
+        auth_refresh_s=refresh_s,
+        auth_max_stale_s=_number(
+            source, "auth.max_stale_s", auth.get("max_stale_s", max(60, refresh_s)), refresh_s
+        ),
     )

@@ -3,7 +3,8 @@
 Keys look like ``cai_<prefix>_<secret>``; the store keeps the prefix (to find the key and
 to name it in listings) and the SHA-256 of the whole key, never the key. The gateway holds
 the live keys in memory, reloaded from the store every ``refresh_s``, so a request never
-waits on the database; usage records go to the store in batches from a background task.
+waits on the database; usage records are spooled to local disk as each request ends and
+go to the store in batches from a background task.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
+import os
 import re
 import secrets
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from clusterai_runner.store import ApiKey, Store
@@ -101,15 +106,24 @@ def sync_keys(store: Store, entries: list[dict[str, Any]]) -> list[str]:
 
 
 class KeyRing:
-    """The live keys, by prefix."""
+    """The live keys, by prefix, reloaded from the store every ``refresh_s`` (a revoked key
+    stops working within that time). Keys that could not be reloaded for ``max_stale_s``
+    are not trusted any more: ``stale`` says so, and the gateway refuses with 503 (failing
+    closed) until a reload succeeds."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_stale_s: float = float("inf")) -> None:
         self.store = store
+        self.max_stale_s = max_stale_s
         self.by_prefix: dict[str, ApiKey] = {}
+        self.loaded_at: float | None = None
 
     async def reload(self) -> None:
         keys = await asyncio.to_thread(self.store.list_keys, False)
         self.by_prefix = {k.prefix: k for k in keys}
+        self.loaded_at = time.monotonic()
+
+    def stale(self) -> bool:
+        return self.loaded_at is None or time.monotonic() - self.loaded_at > self.max_stale_s
 
     def find(self, given: str) -> ApiKey | None:
         parts = given.split("_")
@@ -125,8 +139,14 @@ class KeyRing:
             await asyncio.sleep(every)
             try:
                 await self.reload()
-            except Exception:  # keep serving with the keys loaded last
-                log.exception("reloading the API keys failed")
+            except Exception as exc:  # serve with the keys loaded last, until max_stale_s
+                log.warning(
+                    "reloading the API keys failed (%s); %s",
+                    " ".join(str(exc).split())[:300],
+                    "refusing requests until a reload succeeds"
+                    if self.stale()
+                    else "using the keys loaded last",
+                )
 
 
 @dataclass
@@ -167,32 +187,103 @@ class Limiter:
 
 
 class UsageWriter:
-    """Usage records, written to the store in batches off the request path."""
+    """Usage records, each on local disk as its request ends and in the store soon after.
 
-    def __init__(self, store: Store, every: float = 1.0, batch: int = 500) -> None:
-        self.store, self.every, self.batch = store, every, batch
-        self.pending: list[dict[str, Any]] = []
+    ``add`` appends the record as one JSON line to the spool's open file (a ``write(2)``
+    to the page cache, which a ``kill -9`` of the gateway does not undo). Every ``every``
+    seconds a background task seals that file and moves the sealed files' records to the
+    store in batches; a file is removed only once the store holds its records, so a failed
+    write (a locked or unreachable store) is retried on the next round, never dropped. At
+    start, what an earlier process left is sent first; each record carries an id, and the
+    store skips ids it already holds, so a crash between storing and removing stores
+    nothing twice. Records in flight (requests not yet answered) are all a crash loses.
+    """
+
+    CURRENT = "current.jsonl"
+
+    def __init__(self, store: Store, spool: Path, every: float = 1.0, batch: int = 500) -> None:
+        self.store, self.spool, self.every, self.batch = store, spool, every, batch
         self.written = 0
+        self.failing = False
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._seal()  # a file a killed gateway was writing
+        self._file = self._open()
+
+    def _open(self) -> int:
+        return os.open(
+            self.spool / self.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+
+    def _seal(self) -> None:
+        current = self.spool / self.CURRENT
+        with contextlib.suppress(FileNotFoundError):
+            if current.stat().st_size:
+                current.rename(self.spool / f"sealed-{time.time_ns():020d}.jsonl")
 
     def add(self, record: dict[str, Any]) -> None:
         record.setdefault("at", datetime.now(UTC).isoformat(timespec="milliseconds"))
-        self.pending.append(record)
+        record["record_id"] = uuid.uuid4().hex
+        os.write(self._file, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+
+    def pending(self) -> int:
+        """Records in the spool that the store does not hold yet (reads the files)."""
+        return sum(len(self._read(f)) for f in self._files(with_current=True))
+
+    def _files(self, with_current: bool = False) -> list[Path]:
+        sealed = sorted(self.spool.glob("sealed-*.jsonl"))
+        return [*sealed, self.spool / self.CURRENT] if with_current else sealed
+
+    def _read(self, path: Path) -> list[dict[str, Any]]:
+        records = []
+        try:
+            lines = path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut by a full disk or a power loss
+                log.warning("usage spool %s:%d is not a record; it is skipped", path, number)
+        return records
+
+    def _move_sealed(self) -> int:
+        """Store every sealed file's records, oldest first; a thread's work."""
+        moved = 0
+        for path in self._files():
+            records = self._read(path)
+            for first in range(0, len(records), self.batch):
+                self.store.add_usage(records[first : first + self.batch])
+            path.unlink(missing_ok=True)
+            moved += len(records)
+        return moved
 
     async def flush(self) -> None:
-        while self.pending:
-            taken, self.pending = self.pending[: self.batch], self.pending[self.batch :]
-            try:
-                await asyncio.to_thread(self.store.add_usage, taken)
-                self.written += len(taken)
-            except Exception:
-                log.exception("writing %d usage records failed; they are dropped", len(taken))
+        if os.fstat(self._file).st_size:
+            os.close(self._file)
+            self._seal()
+            self._file = self._open()
+        try:
+            self.written += await asyncio.to_thread(self._move_sealed)
+        except Exception as exc:
+            if not self.failing:
+                log.warning(
+                    "writing usage records to the store failed (%s); they stay in %s and are"
+                    " retried every %s s",
+                    " ".join(str(exc).split())[:300], self.spool, self.every,
+                )  # fmt: skip
+            self.failing = True
+            return
+        if self.failing:
+            log.info("usage records reach the store again")
+        self.failing = False
 
     async def run(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             while True:
-                await asyncio.sleep(self.every)
                 await self.flush()
+                await asyncio.sleep(self.every)
         await self.flush()
+        os.close(self._file)
 
 
 def tokens_of(answer: dict[str, Any]) -> tuple[int, int]:

@@ -59,10 +59,19 @@ def bearer(request: web.Request) -> str:
     return token
 
 
+def stale_keys() -> ApiError:
+    """Keys not reloaded for auth.max_stale_s: a revoked key might still be among them."""
+    error = ApiError(503, "the gateway cannot read its API keys now; retry later", "server_error")
+    error.headers["Retry-After"] = "5"
+    return error
+
+
 def _authenticate(request: web.Request) -> ApiKey | None:
     keys = request.app[KEYS]
     if keys is None:
         return None
+    if keys.stale():
+        raise stale_keys()
     key = keys.find(bearer(request))
     if key is None:
         raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY)",
@@ -131,6 +140,8 @@ def require_admin(request: web.Request) -> None:
     if env_key and hmac.compare_digest(given.encode(), env_key.encode()):
         return
     keys = request.app[KEYS]
+    if keys is not None and keys.stale():
+        raise stale_keys()
     key = keys.find(given) if keys is not None else None
     if key is not None and key.admin:
         return

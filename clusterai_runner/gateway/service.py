@@ -7,6 +7,7 @@ only the gateway's own dependencies.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import logging
@@ -40,6 +41,23 @@ def notify_systemd(state: str) -> None:
         sock.sendall(state.encode())
 
 
+def watchdog_interval() -> float | None:
+    """Seconds between pings when systemd watches this process (``WatchdogSec=``): half
+    its timeout, as sd_watchdog_enabled(3) advises; None when nothing watches."""
+    usec, pid = os.environ.get("WATCHDOG_USEC", ""), os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2_000_000
+
+
+async def feed_watchdog(every: float) -> None:
+    """Ping systemd's watchdog from the event loop: a loop that stops turning (blocked,
+    deadlocked) stops the pings, and systemd restarts the service."""
+    while True:
+        notify_systemd("WATCHDOG=1")
+        await asyncio.sleep(every)
+
+
 def run_gateway(
     read: Callable[[], GatewayConfig], settings: Settings, say: Callable[[str], None]
 ) -> None:
@@ -70,9 +88,15 @@ def run_gateway(
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    watchdog = watchdog_interval()
+    feeding: list[asyncio.Task[None]] = []
+
     def ready(url: str) -> None:
         say(f"gateway listening on {url}")
         # Only now: a reload (SIGHUP) that systemd sends after this finds its handler.
         notify_systemd("READY=1")
+        if watchdog is not None:
+            feeding.append(asyncio.get_running_loop().create_task(feed_watchdog(watchdog)))
 
-    serve(config, store, ready=ready, read=prepared)
+    spool = settings.private_state_dir() / "usage-spool"
+    serve(config, store, spool, ready=ready, read=prepared)

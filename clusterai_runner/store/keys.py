@@ -38,7 +38,7 @@ class ApiKey:
 
 USAGE_FIELDS = (
     "at", "key_id", "route", "model", "backend", "status", "prompt_tokens",
-    "completion_tokens", "latency_ms", "ttft_ms", "cache_hit",
+    "completion_tokens", "latency_ms", "ttft_ms", "cache_hit", "record_id",
 )  # fmt: skip
 
 
@@ -96,13 +96,25 @@ class KeyRecords(StoreBase):
             rows = connection.execute(query).all()
         return [ApiKey(**r._mapping) for r in rows]
 
-    def add_usage(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
+    def add_usage(self, records: list[dict[str, Any]]) -> int:
+        """Store the records, skipping those whose ``record_id`` the store already holds
+        (the gateway sends a batch again when it cannot know whether it was stored).
+        Returns how many were new."""
+        ids = [r["record_id"] for r in records if r.get("record_id")]
         with self._begin() as connection:
-            connection.execute(
-                usage_records.insert(), [{f: r.get(f) for f in USAGE_FIELDS} for r in records]
-            )
+            held = set()
+            for first in range(0, len(ids), 500):
+                held |= set(connection.scalars(
+                    sa.select(usage_records.c.record_id).where(
+                        usage_records.c.record_id.in_(ids[first : first + 500])
+                    )
+                ))  # fmt: skip
+            new = [r for r in records if not r.get("record_id") or r["record_id"] not in held]
+            if new:
+                connection.execute(
+                    usage_records.insert(), [{f: r.get(f) for f in USAGE_FIELDS} for r in new]
+                )
+        return len(new)
 
     def usage(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self._begin() as connection:

@@ -101,9 +101,15 @@ def _v3_gateway_keys_and_usage(connection: Connection) -> None:
     frozen.create_all(connection, checkfirst=True)
 
 
+def _v4_usage_record_ids(connection: Connection) -> None:
+    connection.execute(sa.text("ALTER TABLE usage ADD COLUMN record_id VARCHAR(32)"))
+    connection.execute(sa.text("CREATE UNIQUE INDEX ix_usage_record_id ON usage (record_id)"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
     _v3_gateway_keys_and_usage,
+    _v4_usage_record_ids,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

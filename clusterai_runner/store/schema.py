@@ -98,6 +98,9 @@ usage_records = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("ttft_ms", sa.Float),
     sa.Column("cache_hit", sa.Boolean, nullable=False, default=False),
+    # The gateway's id for the record: a record sent again after a crash is stored once.
+    sa.Column("record_id", sa.String(32)),
+    sa.Index("ix_usage_record_id", "record_id", unique=True),
 )
 
 COUNTERS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")

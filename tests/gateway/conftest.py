@@ -147,10 +147,30 @@ def start_server(python: Path, model: Path, name: str, directory: Path) -> Serve
     return server
 
 
+def start_stand_in(directory: Path) -> Server:
+    """The stand-in OpenAI backend (tests/fixtures/openai_stand_in.py) as a process: for
+    tests of the gateway itself, where a model's time would only be noise."""
+    port = free_port()
+    log = directory / "stand-in.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fixtures.openai_stand_in", "--port", str(port)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server("sb1", f"http://127.0.0.1:{port}", process, log)
+    wait_http(server.url + "/v1/models", 30, process, log)
+    return server
+
+
 def start_gateway(
-    servers: list[Server], directory: Path, state_dir: Path | None = None, **settings: Any
+    servers: list[Server],
+    directory: Path,
+    state_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    **settings: Any,
 ) -> Gateway:
-    """``clusterai gateway`` over ``servers``; its state store is in ``state_dir``."""
+    """``clusterai gateway`` over ``servers``; its state store is in ``state_dir``, and
+    ``env`` is added to its environment."""
     port = free_port()
     config = {
         "listen": f"127.0.0.1:{port}",
@@ -169,6 +189,7 @@ def start_gateway(
         **os.environ,
         "CLUSTERAI_GATEWAY_ADMIN_KEY": ADMIN_KEY,
         "CLUSTERAI_STATE_DIR": str(state_dir or directory / "state"),
+        **(env or {}),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -10,37 +10,48 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from clusterai_runner.gateway.app import make_app
+from clusterai_runner.gateway.app import UNPARSABLE, GatewayRunner, make_app
 from clusterai_runner.gateway.base import CACHE
 from clusterai_runner.gateway.cache import RedisCache
 from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
+from clusterai_runner.gateway.keys import create_key
+from clusterai_runner.store import Store, StoreError
 from tests.fixtures.openai_stand_in import SEEN, stand_in_app
 
 ADMIN = "in-process-admin-key"
 
 
+class GatewayTestServer(TestServer):
+    """The application served the way ``serve`` serves it."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @asynccontextmanager
 async def gateway(
-    **settings: Any,
+    store: Store | None = None, spool: Path | None = None, **settings: Any
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, str, TestServer, TestServer]]:
-    """A session, the gateway's base URL, the stand-in backend's server, the gateway's."""
+    """A session, the gateway's base URL, the stand-in backend's server, the gateway's.
+    With a ``store``, auth is on and usage records wait in ``spool``."""
     backend = TestServer(stand_in_app(), host="127.0.0.1")
     await backend.start_server()
     config = GatewayConfig(
         backends=(BackendConfig("sb1", str(backend.make_url("")).rstrip("/"), "openai"),),
-        auth_enabled=False,
+        auth_enabled=store is not None,
         cache_path=":memory:",
         health_interval_s=0.2,
         eject_after=1,
         **settings,
     )
-    server = TestServer(make_app(config), host="127.0.0.1")
+    server = GatewayTestServer(make_app(config, store, spool), host="127.0.0.1")
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
@@ -228,5 +239,81 @@ def test_metrics_name_the_route_and_the_status_the_client_got() -> None:
             assert total + '{route="/v1/chat/completions",status="200"} 1' in text
             assert total + '{route="unmatched",status="404"} 3' in text
             assert "no-such-route" not in text and 'status="500"' not in text
+
+    run(test)
+
+
+def test_a_request_that_cannot_be_parsed_is_a_400_that_quotes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp's own answer to an oversized header quoted its value (a token, a cookie)."""
+
+    async def test() -> None:
+        async with gateway() as (_session, _url, _backend, server):
+            assert server.host is not None and server.port is not None
+            for request in (
+                b"GET /v1/models HTTP/1.1\r\nHost: g\r\nX-Secret: " + b"canary" * 1500 + b"\r\n",
+                b"GET /v1/models HTTP/1.1\r\nHost: g\r\nX-Sec\x00ret-canary: 1\r\n",
+                b"canary /v1/models HTTP/1.1\r\nHost: g\r\n",
+            ):
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(request + b"Connection: close\r\n\r\n")
+                await writer.drain()
+                answer = await reader.read()
+                writer.close()
+                assert answer.startswith(b"HTTP/1.0 400 Bad Request"), answer
+                assert answer.endswith(UNPARSABLE.encode()), answer
+
+    run(test)
+    assert "canary" not in caplog.text
+    assert "refused an unparsable request from 127.0.0.1" in caplog.text
+
+
+def test_revoked_keys_stop_within_refresh_s_and_stale_keys_fail_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys that cannot be reloaded (the store is gone) serve for ``auth.max_stale_s``,
+    then every request gets 503 until a reload succeeds: a revoked key must not work on
+    for ever. The admin key of the environment stays usable, for the operator."""
+    monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    key, other = create_key(store, "app"), create_key(store, "other")
+    list_keys = store.list_keys
+
+    def broken(include_revoked: bool = True) -> Any:
+        raise StoreError("state store", "database is locked", "retry")
+
+    async def test() -> None:
+        async with gateway(store, tmp_path / "spool", auth_refresh_s=0.1,
+                           auth_max_stale_s=1.0) as (session, url, _backend, _server):  # fmt: skip
+
+            async def status(given: str, path: str = "/v1/models") -> int:
+                headers = {"Authorization": f"Bearer {given}"}
+                async with session.get(url + path, headers=headers) as answer:
+                    return answer.status
+
+            async def becomes(given: str, wanted: int, within: float) -> float:
+                started = time.monotonic()
+                while await status(given) != wanted:
+                    assert time.monotonic() - started < within, f"never {wanted}"
+                    await asyncio.sleep(0.02)
+                return time.monotonic() - started
+
+            assert (await status(key), await status(other)) == (200, 200)
+            store.revoke_key("other")
+            await becomes(other, 401, within=2.0)  # refresh_s is 0.1
+            monkeypatch.setattr(store, "list_keys", broken)
+            assert await status(key) == 200  # the keys loaded last, for now
+            await becomes(key, 503, within=5.0)
+            assert await status(other) == 503
+            assert await status(ADMIN, "/admin/backends") == 200
+            headers = {"Authorization": f"Bearer {key}"}
+            async with session.post(url + "/v1/chat/completions", json=CHAT,
+                                    headers=headers) as refused:  # fmt: skip
+                assert refused.status == 503 and refused.headers["Retry-After"] == "5"
+                assert "cannot read its API keys" in (await refused.json())["error"]["message"]
+            monkeypatch.setattr(store, "list_keys", list_keys)
+            await becomes(key, 200, within=2.0)
+            assert await status(other) == 401
 
     run(test)

@@ -8,8 +8,6 @@ setup's latency with Redis up and down."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -17,21 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import Redis, Server, free_port, start_gateway, stop, wait_http
-from tests.helpers import REPO, wait_for
-
-
-def start_stand_in(directory: Path) -> Server:
-    port = free_port()
-    log = directory / "stand-in.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fixtures.openai_stand_in", "--port", str(port)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    server = Server("sb1", f"http://127.0.0.1:{port}", process, log)
-    wait_http(server.url + "/v1/models", 30, process, log)
-    return server
+from tests.gateway.conftest import Redis, start_gateway, start_stand_in, stop
+from tests.helpers import wait_for
 
 
 @pytest.mark.parametrize("outage", ["stopped", "frozen"])

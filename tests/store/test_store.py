@@ -235,6 +235,21 @@ def test_usage_records_round_trip(store_url: str) -> None:
     )  # fmt: skip
 
 
+def test_a_usage_record_sent_again_is_stored_once(store_url: str) -> None:
+    """The gateway sends a batch again when it cannot know whether the store took it."""
+    store = Store.open(store_url)
+    record = {"at": "t1", "key_id": None, "route": "/v1/completions", "model": "m",
+              "backend": "b", "status": 200, "prompt_tokens": 1, "completion_tokens": 1,
+              "latency_ms": 1.0, "ttft_ms": None, "cache_hit": False}  # fmt: skip
+    batch = [{**record, "record_id": f"{n:032x}"} for n in range(3)]
+    assert store.add_usage(batch[:2]) == 2
+    assert store.add_usage(batch) == 1
+    assert store.add_usage([record, record]) == 2  # records without an id: each is new
+    assert sorted(str(r["record_id"]) for r in store.usage()) == sorted(
+        [f"{n:032x}" for n in range(3)] + ["None", "None"]
+    )
+
+
 def test_one_store_serves_many_threads_at_once(store_url: str) -> None:
     store = Store.open(store_url)
     run_id = store.start_run("site.yml", "inv")
