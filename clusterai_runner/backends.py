@@ -29,16 +29,26 @@ class Backend:
     models_path: str
     unit: str
     models_dir_variable: str
+    capabilities: tuple[str, ...]
+    optional_capabilities: Mapping[str, str]  # capability: the variable that turns it on
 
     def port_for(self, variables: Mapping[str, Any]) -> int:
         """The port of this backend on a host with these inventory variables."""
         return int(variables.get(self.port_variable, self.port))
 
+    def capabilities_for(self, variables: Mapping[str, Any]) -> list[str]:
+        """What the gateway may send this backend on a host with these variables."""
+        optional = [c for c, v in self.optional_capabilities.items() if variables.get(v)]
+        return [*self.capabilities, *optional]
+
 
 @cache
 def catalogue() -> dict[str, Backend]:
     entries = yaml.safe_load(CATALOGUE.read_text())
-    return {kind: Backend(kind=kind, **entry) for kind, entry in entries.items()}
+    return {
+        kind: Backend(kind=kind, **{**entry, "capabilities": tuple(entry["capabilities"])})
+        for kind, entry in entries.items()
+    }
 
 
 def of_host(variables: Mapping[str, Any]) -> Backend | None:

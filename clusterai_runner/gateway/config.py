@@ -41,6 +41,7 @@ import yaml
 from clusterai_runner.errors import UsageError
 
 APIS = ("openai", "ollama")
+CAPABILITIES = ("chat", "completions", "embeddings")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -52,6 +53,9 @@ class BackendConfig:
     max_concurrency: int = 4
     api_key: str | None = field(default=None, repr=False)
     fallback: bool = False
+    # What it may be sent (chat, completions, embeddings); None: every one, and what it
+    # cannot serve is learned from its answers (see pool.py).
+    capabilities: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,12 +108,13 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
     key = f"backends[{index}]"
     if not isinstance(raw, dict):
         raise UsageError(_where(path, key), "is not a mapping", "give name, url and api")
-    unknown = set(raw) - {"name", "url", "api", "max_concurrency", "api_key_env", "fallback"}
+    settings = ("name", "url", "api", "max_concurrency", "api_key_env", "fallback", "capabilities")
+    unknown = set(raw) - set(settings)
     if unknown:
         raise UsageError(
             _where(path, f"{key}.{sorted(unknown)[0]}"),
             "is not a backend setting",
-            "use name, url, api, max_concurrency, api_key_env, fallback",
+            f"use {', '.join(settings)}",
         )
     name = str(raw.get("name", ""))
     if not NAME.match(name):
@@ -139,7 +144,16 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
     fallback = raw.get("fallback", False)
     if not isinstance(fallback, bool):
         raise UsageError(_where(path, f"{key}.fallback"), f"{fallback!r} is not true or false")
-    return BackendConfig(name, url, api, concurrency, api_key, fallback)
+    capabilities = raw.get("capabilities")
+    if capabilities is not None and (
+        not isinstance(capabilities, list) or not set(capabilities) <= set(CAPABILITIES)
+    ):
+        raise UsageError(
+            _where(path, f"{key}.capabilities"),
+            f"{capabilities!r} is not a list of {', '.join(CAPABILITIES)}",
+        )
+    declared = tuple(dict.fromkeys(capabilities)) if capabilities is not None else None
+    return BackendConfig(name, url, api, concurrency, api_key, fallback, declared)
 
 
 def _redis_url(source: Path | str, value: Any) -> str | None:
@@ -196,7 +210,7 @@ def read_backends_file(
 
 def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | None = None,
          env: dict[str, str] | None = None,
-         workers: list[dict[str, str]] | None = None, *, relative_to: Path | None = None,
+         workers: list[dict[str, Any]] | None = None, *, relative_to: Path | None = None,
          require_env: bool = True) -> GatewayConfig:  # fmt: skip
     """The configuration in ``path`` (when given), plus the cluster's ``workers`` (entries
     of name, url and api, from the inventory) and backends given as URLs on the command

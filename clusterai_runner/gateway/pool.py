@@ -13,6 +13,14 @@ Health means "a request sent here would succeed": a backend is ejected after
 5xx answers fast, and it returns after its next good probe. A probe that times out while
 the backend has requests in flight, or has just answered one well, counts for nothing:
 it is busy, not sick.
+
+What a request asks for (chat, completions or embeddings: its capability) is not held
+against the backend's health when the backend may not have it: a backend whose
+configuration lists its capabilities is sent nothing else (a request no backend can serve
+is a 400 naming the model and the capability), and one that lists none, answering a
+capability it has never served with 5xx ``eject_after`` times in a row, is not sent that
+capability for ``CAPABILITY_RETRY_S`` while its other requests go on. So a client that
+asks for embeddings over and over cannot eject a backend that serves chat.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
+from clusterai_runner.gateway.config import CAPABILITIES, BackendConfig, GatewayConfig
 
 
 class NoSuchModel(Exception):
@@ -38,6 +46,20 @@ class Busy(Exception):
 
 class NoBackend(Exception):
     """Backends serve the model but none of them is healthy (503)."""
+
+
+class Incapable(Exception):
+    """Backends serve the model, but none of them what the request asks for (400)."""
+
+
+# Request routes and the capability each asks of a backend.
+CAPABILITY = {
+    "/v1/chat/completions": "chat", "/api/chat": "chat",
+    "/v1/completions": "completions", "/api/generate": "completions",
+    "/v1/embeddings": "embeddings", "/api/embed": "embeddings",
+}  # fmt: skip
+# How long a backend that failed a capability it never served is not sent that capability.
+CAPABILITY_RETRY_S = 300.0
 
 
 @dataclass
@@ -53,6 +75,9 @@ class Backend:
     last_error: str = ""
     probed_at: float = 0.0
     succeeded_at: float = 0.0  # when a request last got a good answer here
+    served: set[str] = field(default_factory=set)  # capabilities it answered with 2xx
+    refused: dict[str, int] = field(default_factory=dict)  # capability: 5xx answers in a row
+    off_until: dict[str, float] = field(default_factory=dict)  # capability: tried again then
     # Its own connection pool: closing it after a drain, or when the backend is removed,
     # leaves the server with no idle connection from the gateway.
     session: aiohttp.ClientSession | None = field(default=None, repr=False, compare=False)
@@ -60,6 +85,15 @@ class Backend:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def can(self, capability: str | None) -> bool:
+        """Whether requests of this capability may be sent here now."""
+        declared = self.config.capabilities
+        if capability is None:
+            return True
+        if declared is not None:
+            return capability in declared
+        return self.off_until.get(capability, 0.0) <= time.monotonic()
 
     def client(self) -> aiohttp.ClientSession:
         """The backend's connection pool, opened on first use (inside the event loop)."""
@@ -94,6 +128,7 @@ class Backend:
             "failures": self.failures,
             "last_error": self.last_error,
             "fallback": self.config.fallback,
+            "capabilities": [c for c in CAPABILITIES if self.can(c)],
         }
 
 
@@ -128,12 +163,14 @@ class Pool:
 
     # --- Choosing ------------------------------------------------------------------------
 
-    def _candidates(self, model: str, exclude: Iterable[str]) -> list[Lease]:
+    def _candidates(
+        self, model: str, exclude: Iterable[str], capability: str | None = None
+    ) -> list[Lease]:
         wanted = self.backend_models(model)
         skipped = set(exclude)
         found = []
         for backend in self.backends:
-            if backend.name in skipped:
+            if backend.name in skipped or not backend.can(capability):
                 continue
             for name in wanted:
                 if name in backend.models:
@@ -168,15 +205,20 @@ class Pool:
 
         return min(free, key=preference)
 
-    async def acquire(self, model: str, exclude: Iterable[str] = ()) -> Lease:
-        """A backend for ``model``, waiting in the queue when all are busy."""
+    async def acquire(
+        self, model: str, exclude: Iterable[str] = (), capability: str | None = None
+    ) -> Lease:
+        """A backend for ``model`` that may be sent ``capability``, waiting in the queue
+        when all are busy."""
         excluded = list(exclude)
         if not self.serves(model):
             raise NoSuchModel(model)
+        if not self._candidates(model, (), capability):
+            raise Incapable(model)
         deadline = time.monotonic() + self.config.queue_timeout_s
         async with self._changed:
             while True:
-                candidates = self._candidates(model, excluded)
+                candidates = self._candidates(model, excluded, capability)
                 lease = self._pick(candidates)
                 if lease is not None:
                     lease.backend.outstanding += 1
@@ -196,17 +238,36 @@ class Pool:
                 finally:
                     self.waiting -= 1
 
-    async def release(self, lease: Lease, ok: bool, error: str = "") -> None:
+    async def release(
+        self, lease: Lease, status: int | None, error: str = "", capability: str | None = None
+    ) -> None:
+        """Give the backend back with how its request ended: the HTTP status of its answer,
+        or None when it failed without one (a refused connection, a stream cut)."""
         backend = lease.backend
         async with self._changed:
             backend.outstanding -= 1
-            self._record(backend, ok, error)
+            self._record(backend, status, error, capability)
             self._changed.notify_all()
 
-    def _record(self, backend: Backend, ok: bool, error: str) -> None:
-        if ok:
+    def _record(
+        self, backend: Backend, status: int | None, error: str, capability: str | None = None
+    ) -> None:
+        now = time.monotonic()
+        if status is not None and status < 500:
             backend.failures = 0
-            backend.succeeded_at = time.monotonic()
+            backend.succeeded_at = now
+            if capability is not None and status < 300:
+                backend.served.add(capability)
+                backend.refused.pop(capability, None)
+            return
+        learns = backend.config.capabilities is None and capability not in backend.served
+        if status is not None and capability is not None and learns:
+            # It answered, so it is up; what was asked may be what it cannot do.
+            refused = backend.refused[capability] = backend.refused.get(capability, 0) + 1
+            backend.last_error = f"{capability}: {error}"
+            if refused >= self.config.eject_after:
+                backend.refused.pop(capability)
+                backend.off_until[capability] = now + CAPABILITY_RETRY_S
             return
         backend.failures += 1
         backend.last_error = error
@@ -304,10 +365,14 @@ class Pool:
                 return
             async with self._changed:
                 backend.probed_at = time.monotonic()
-                self._record(backend, False, f"probe: {type(exc).__name__}: {exc}")
+                self._record(backend, None, f"probe: {type(exc).__name__}: {exc}")
                 self._changed.notify_all()
             return
         async with self._changed:
+            if models != backend.models:  # another model: what it can do is learned again
+                backend.served.clear()
+                backend.refused.clear()
+                backend.off_until.clear()
             backend.models, backend.loaded = models, loaded
             backend.probed_at = time.monotonic()
             backend.failures = 0

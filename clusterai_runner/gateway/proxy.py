@@ -27,14 +27,25 @@ from clusterai_runner.gateway.base import (
 )
 from clusterai_runner.gateway.cache import cache_key, deterministic
 from clusterai_runner.gateway.checks import check_openai, model_of, read_body
-from clusterai_runner.gateway.pool import Busy, Lease, NoBackend, NoSuchModel, Pool
+from clusterai_runner.gateway.pool import (
+    CAPABILITY,
+    Busy,
+    Incapable,
+    Lease,
+    NoBackend,
+    NoSuchModel,
+    Pool,
+)
 
 
-async def _lease(pool: Pool, model: str, tried: list[str]) -> Lease:
+async def _lease(pool: Pool, model: str, tried: list[str], capability: str | None) -> Lease:
     try:
-        return await pool.acquire(model, tried)
+        return await pool.acquire(model, tried, capability)
     except NoSuchModel:
         raise ApiError(404, f"model {model!r} not found", "not_found_error") from None
+    except Incapable:
+        raise ApiError(400, f"model {model!r} is not served for {capability} on this cluster"
+                       " (no backend that holds it has that capability)") from None  # fmt: skip
     except Busy:
         error = ApiError(429, f"every backend serving {model!r} is busy; retry later",
                          "rate_limit_error")  # fmt: skip
@@ -51,9 +62,10 @@ async def backend_call(
     """A backend's answer (headers received) to the request; the next backend when one
     fails before its first byte. The lease is released when the caller is done."""
     pool = request.app[POOL]
+    capability = CAPABILITY.get(request.path)
     tried: list[str] = []
     while True:
-        lease = await _lease(pool, model, tried)
+        lease = await _lease(pool, model, tried, capability)
         path, payload = path_for(lease)
         backend = lease.backend
         note(request, backend=backend.name)
@@ -63,21 +75,22 @@ async def backend_call(
             )
         except RETRYABLE as exc:
             log.warning("backend %s failed before answering: %s", backend.name, exc)
-            await pool.release(lease, False, f"{type(exc).__name__}: {exc}")
+            await pool.release(lease, None, f"{type(exc).__name__}: {exc}", capability)
             tried.append(backend.name)
             continue
-        ok = False
+        status: int | None = None  # a stream cut midway: no answer to judge by
         try:
             yield lease, response
-            ok = response.status < 500
+            status = response.status
         except StreamCut:
             raise
         except BaseException:
-            ok = response.status < 500
+            status = response.status
             raise
         finally:
             response.release()
-            await pool.release(lease, ok, "" if ok else f"HTTP {response.status} or cut stream")
+            error = f"HTTP {status}" if status is not None else "the stream was cut"
+            await pool.release(lease, status, error, capability)
         return
 
 

@@ -4,6 +4,7 @@ every worker of an inventory as a backend (read again on each reload)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from clusterai_runner import backends
 from clusterai_runner.adapters.inventory import InventoryHost
@@ -11,15 +12,19 @@ from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.gateway.config import GatewayConfig, load
 
 
-def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, str]]:
-    """One backend entry (name, url, api) per worker with a known inference backend."""
+def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, Any]]:
+    """One backend entry (name, url, api, capabilities) per worker with a known inference
+    backend."""
     found = []
     for host in hosts:
         server = backends.of_host(host.variables)
         if host.kind != "workers" or server is None:
             continue
         address = backends.url(host.address, server.port_for(host.variables))
-        found.append({"name": host.name, "url": address, "api": server.api})
+        capabilities = server.capabilities_for(host.variables)
+        found.append(
+            {"name": host.name, "url": address, "api": server.api, "capabilities": capabilities}
+        )
     return found
 
 

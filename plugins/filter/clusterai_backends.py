@@ -4,7 +4,8 @@
 
 ``hostvars[host] | clusterai_backend`` gives the entry of ``clusterai_runner/backends.yml``
 for the host's ``clusterai_inference_backend``, with what depends on the host worked out:
-``port`` (its inventory's port variable, else the catalogue's), ``listen``
+``port`` (its inventory's port variable, else the catalogue's), ``capabilities`` (with
+the optional ones its variables turn on), ``listen``
 (``address:port``, IPv6 in brackets), ``url`` and ``health_url``. A host without a known
 backend gives ``{}``. ``'llamacpp' | clusterai_backend`` gives the bare entry.
 The whole catalogue is ``lookup('clusterai_backends')``.
@@ -53,8 +54,10 @@ def clusterai_backend(value: Any) -> dict[str, Any]:
     port = int(value.get(entry["port_variable"], entry["port"]))
     address = _bracketed(str(value.get("clusterai_address", "")))
     base = f"http://{address}:{port}"
+    optional = entry["optional_capabilities"]
     return {
         **entry,
+        "capabilities": [*entry["capabilities"], *(c for c in optional if value.get(optional[c]))],
         "port": port,
         "listen": f"{address}:{port}",
         "url": base,

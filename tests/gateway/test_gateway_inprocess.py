@@ -6,6 +6,7 @@ servers (test_gateway.py) stay for the official clients, streams, drain and a ki
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from clusterai_runner.gateway.app import UNPARSABLE, GatewayRunner, make_app
-from clusterai_runner.gateway.base import CACHE
+from clusterai_runner.gateway.base import CACHE, POOL
 from clusterai_runner.gateway.cache import RedisCache
 from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
 from clusterai_runner.gateway.keys import create_key
@@ -315,5 +316,58 @@ def test_revoked_keys_stop_within_refresh_s_and_stale_keys_fail_closed(
             monkeypatch.setattr(store, "list_keys", list_keys)
             await becomes(key, 200, within=2.0)
             assert await status(other) == 401
+
+    run(test)
+
+
+EMBED = {"model": "stand-in", "input": "hello"}
+
+
+def test_embeddings_a_backend_cannot_serve_never_eject_it() -> None:
+    """One backend, which answers embeddings with a 500 (llama.cpp without --embedding):
+    20 embeddings requests between chat requests. The first is the backend's 500 (as a
+    502); the capability is then off on that backend, so the rest are 400s naming the
+    model and the capability; every chat succeeds and the backend stays in."""
+
+    async def test() -> None:
+        async with gateway() as (session, url, backend, server):
+            embeddings, chats = [], []
+            for number in range(20):
+                async with session.post(url + "/v1/embeddings", json=EMBED) as answer:
+                    embeddings.append((answer.status, (await answer.json())["error"]["message"]))
+                chat = {**CHAT, "seed": number}
+                async with session.post(url + "/v1/chat/completions", json=chat) as answer:
+                    chats.append(answer.status)
+            (state,) = [b.to_json() for b in server.app[POOL].backends]
+            assert chats == [200] * 20
+            assert embeddings[0][0] == 502
+            refused = "model 'stand-in' is not served for embeddings on this cluster"
+            assert all(s == 400 and refused in m for s, m in embeddings[1:]), embeddings
+            assert state["healthy"] and state["failures"] == 0
+            assert state["capabilities"] == ["chat", "completions"]
+            assert backend.app[SEEN] == [20]  # the chats; no embeddings reached it after one
+
+    run(test)
+
+
+def test_a_backend_is_sent_only_the_capabilities_it_declares() -> None:
+    """The gateway role lists each llama.cpp worker's capabilities: embeddings go to none
+    of them unless the worker serves embeddings (llamacpp_server_embedding)."""
+
+    async def test() -> None:
+        async with gateway() as (session, url, _backend, server):
+            pool = server.app[POOL]
+            declared = dataclasses.replace(
+                pool.backends[0].config, capabilities=("chat", "completions")
+            )
+            await pool.update(dataclasses.replace(pool.config, backends=(declared,)))
+            await pool.probe_all()
+            async with session.post(url + "/api/embed", json=EMBED) as answer:
+                assert answer.status == 400
+                assert "is not served for embeddings" in (await answer.json())["error"]
+            async with session.post(url + "/v1/chat/completions", json=CHAT) as answer:
+                assert answer.status == 200
+            (state,) = [b.to_json() for b in pool.backends]
+            assert state["healthy"] and state["capabilities"] == ["chat", "completions"]
 
     run(test)

@@ -54,7 +54,11 @@ LOAD_KEY = "cai_4c0ad000_itloadkeyitloadkeyitloadkeyitloadkey"  # in it too, wit
 
 @pytest.fixture(scope="module")
 def converged(cluster: dict[str, Any]) -> list[dict[str, dict[str, int]]]:
-    """The cluster after two site.yml runs, with both runs' recaps."""
+    """The cluster after two site.yml runs, with both runs' recaps. worker1 serves
+    embeddings too (llamacpp_server_embedding), worker2 does not."""
+    host_vars = Path(cluster["inventory"]).parent / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "worker1.yml").write_text("llamacpp_server_embedding: true\n")
     keys = f"@{GATEWAY_KEYS}"
     return [converge(cluster["inventory"], "site.yml", "-e", keys),
             converge(cluster["inventory"], "site.yml", "-e", keys)]  # fmt: skip
@@ -289,6 +293,38 @@ def gateway_call(
             return response.status, dict(response.headers), json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), json.load(error)
+
+
+def test_embeddings_go_only_to_the_worker_that_serves_them(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    """worker2 answers embeddings with a 500 (llama.cpp without --embedding); the gateway
+    role declares each worker's capabilities, so every embeddings request goes to worker1
+    and neither worker's health suffers."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://{address(cluster, 'worker2')}:8080/v1/embeddings",
+            data=b'{"input": "hello"}', headers={"Content-Type": "application/json"},
+        ), timeout=60)  # fmt: skip
+        raise AssertionError("worker2 served embeddings")
+    except urllib.error.HTTPError as error:
+        assert error.code == 500
+
+    def embed(text: str) -> tuple[int, dict[str, str], Any] | None:
+        answer = gateway_call(cluster, "/v1/embeddings", {"model": "smollm2", "input": text})
+        return answer if answer[0] != 401 else None  # the gateway reloads its keys
+
+    answers = [wait_for(lambda: embed("hello"), 30, "the gateway to know the role's key")]
+    answers += [embed(f"hi {n}") or (401, {}, None) for n in range(5)]
+    assert [a[0] for a in answers] == [200] * 6, answers[0]
+    assert len(answers[0][2]["data"][0]["embedding"]) > 0
+    status, _, backends = gateway_call(cluster, "/admin/backends", key=admin_key(cluster))
+    assert status == 200
+    assert {(b["name"], b["healthy"], b["failures"], tuple(b["capabilities"]))
+            for b in backends["backends"]} == {
+        ("worker1", True, 0, ("chat", "completions", "embeddings")),
+        ("worker2", True, 0, ("chat", "completions")),
+    }  # fmt: skip
 
 
 def admin_key(cluster: dict[str, Any]) -> str:

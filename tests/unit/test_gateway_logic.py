@@ -31,7 +31,7 @@ def test_the_least_loaded_backend_holding_the_model_wins() -> None:
         # Loaded in memory beats idle until it is full; then the least loaded.
         assert [lease.backend.name for lease in leases] == ["b", "b", "a"]
         for lease in leases:
-            await pool.release(lease, True)
+            await pool.release(lease, 200)
         assert [b.outstanding for b in pool.backends] == [0, 0]
 
     asyncio.run(scenario())
@@ -46,7 +46,7 @@ def test_a_full_queue_is_busy_and_release_wakes_a_waiter() -> None:
         await asyncio.sleep(0.01)
         with pytest.raises(Busy):  # the one queue slot is taken
             await pool.acquire("smollm2")
-        await pool.release(held, True)
+        await pool.release(held, 200)
         lease = await asyncio.wait_for(waiter, 1)
         assert lease.backend.name == "a"
 
@@ -74,7 +74,7 @@ def test_unknown_models_drained_and_ejected_backends() -> None:
             await pool.acquire("smollm2")
         await pool.set_draining("a", False)
         for _ in range(2):
-            await pool.release(await pool.acquire("smollm2"), False, "HTTP 500")
+            await pool.release(await pool.acquire("smollm2"), 500, "HTTP 500")
         assert pool.backends[0].healthy is False
         with pytest.raises(NoBackend):
             await pool.acquire("smollm2")
@@ -150,7 +150,7 @@ def test_an_update_keeps_the_state_of_unchanged_backends() -> None:
         assert [x.healthy for x in added] == [False, False]  # unprobed: no traffic yet
         added, removed = await pool.update(GatewayConfig(backends=(moved,)))
         assert (added, removed) == ([], ["a", "c"])
-        await pool.release(lease, True)  # a request in flight on a removed backend ends
+        await pool.release(lease, 200)  # a request in flight on a removed backend ends
         assert lease.backend.outstanding == 0
 
     asyncio.run(scenario())
@@ -246,12 +246,22 @@ all:
       hosts:
         w1: {ansible_host: 192.0.2.21, clusterai_address: 192.0.2.21,
              clusterai_inference_backend: llamacpp, llamacpp_server_port: 8081}
+        w3: {ansible_host: 192.0.2.23, clusterai_address: 192.0.2.23,
+             clusterai_inference_backend: llamacpp, llamacpp_server_embedding: true}
         w2: {ansible_host: 192.0.2.22, clusterai_address: "2001:db8::22",
              clusterai_inference_backend: ollama}
 """)  # fmt: skip
     assert worker_backends(load_inventory(inventory)) == [
-        {"name": "w1", "url": "http://192.0.2.21:8081", "api": "openai"},
-        {"name": "w2", "url": "http://[2001:db8::22]:11434", "api": "ollama"},
-    ]
+        {"name": "w1", "url": "http://192.0.2.21:8081", "api": "openai",
+         "capabilities": ["chat", "completions"]},
+        {"name": "w3", "url": "http://192.0.2.23:8080", "api": "openai",
+         "capabilities": ["chat", "completions", "embeddings"]},
+        {"name": "w2", "url": "http://[2001:db8::22]:11434", "api": "ollama",
+         "capabilities": ["chat", "completions", "embeddings"]},
+    ]  # fmt: skip
     config = load(None, workers=worker_backends(load_inventory(inventory)), env={})
-    assert [(b.name, b.api) for b in config.backends] == [("w1", "openai"), ("w2", "ollama")]
+    assert [(b.name, b.api, b.capabilities) for b in config.backends] == [
+        ("w1", "openai", ("chat", "completions")),
+        ("w3", "openai", ("chat", "completions", "embeddings")),
+        ("w2", "ollama", ("chat", "completions", "embeddings")),
+    ]
