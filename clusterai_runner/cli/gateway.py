@@ -74,14 +74,19 @@ def gateway_keys() -> None:
 @click.option("--rpm", type=click.IntRange(1), help="Requests per minute allowed.")
 @click.option("--tpm", type=click.IntRange(1), help="Tokens per minute allowed.")
 @click.option("--admin", is_flag=True, help="Also allowed on the admin routes.")
+@click.option(
+    "--tenant",
+    is_flag=True,
+    help="A separate tenant: cached answers are kept apart from other keys' (cache.scope).",
+)
 @click.pass_context
 def gateway_keys_create(
-    ctx: click.Context, name: str, rpm: int | None, tpm: int | None, admin: bool
+    ctx: click.Context, name: str, rpm: int | None, tpm: int | None, admin: bool, tenant: bool
 ) -> None:
     """Create a key and print it, once: only its hash is kept."""
     from clusterai_runner.usecases import keys as key_cases  # SQLAlchemy only here
 
-    key = key_cases.create(settings_of(ctx), name, admin, rpm, tpm)
+    key = key_cases.create(settings_of(ctx), name, admin, rpm, tpm, tenant)
     click.echo(key)
     click.echo(f"key {name} created; it is shown only now", err=True)
 
@@ -112,7 +117,8 @@ def gateway_keys_list(ctx: click.Context, as_json: bool) -> None:
         state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
         limits = f"rpm={k.rpm or '-'} tpm={k.tpm or '-'}"
         click.echo(
-            f"{k.name:<20} cai_{k.prefix}_…  {limits:<22} {'admin ' if k.admin else ''}{state}"
+            f"{k.name:<20} cai_{k.prefix}_…  {limits:<22} {'admin ' if k.admin else ''}"
+            f"{'tenant ' if k.tenant else ''}{state}"
         )
 
 

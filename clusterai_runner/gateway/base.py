@@ -17,6 +17,7 @@ from clusterai_runner.gateway.cache import AnswerCache, RedisCache
 from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter, tokens_of
 from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.pool import Pool
+from clusterai_runner.store import ApiKey
 
 log = logging.getLogger("clusterai.gateway")
 
@@ -29,6 +30,7 @@ USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # The request's usage record, filled as it goes and written by the gatekeeper at the end.
 USAGE_RECORD: web.RequestKey[dict[str, Any]] = web.RequestKey("usage", dict)
+API_KEY: web.RequestKey[ApiKey | None] = web.RequestKey("api_key")  # who sent the request
 # Failures before a backend's first byte: the request goes to another backend.
 RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 # Failures in the middle of a backend's answer: the caller gets an error event.

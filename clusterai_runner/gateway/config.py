@@ -12,6 +12,7 @@
       - name: hosted
         url: https://api.example.com/v1     # any OpenAI-compatible provider
         api: openai
+        capabilities: [chat, completions] # what it may be sent; unset: learned from answers
         api_key_env: HOSTED_API_KEY        # the key comes from the environment, never the file
         fallback: true                     # used only when no worker can take the request
     aliases:
@@ -20,9 +21,11 @@
                                            # file); SIGHUP re-reads both files' backends
     queue: {size: 256, timeout_s: 30}
     health: {interval_s: 5, eject_after: 3}
-    cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000}
+    cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000,
+            scope: tenant}                 # tenant (--tenant keys apart), key or shared
     # or, shared by every gateway replica: cache: {redis_url: redis://192.0.2.10:6379/0}
-    auth: {enabled: true, refresh_s: 5}  # keys: `clusterai gateway keys create NAME`
+    auth: {enabled: true, refresh_s: 5,    # keys: `clusterai gateway keys create NAME`
+           max_stale_s: 60}                # keys not reloaded this long: 503 until they are
 
 Errors name the file and the field and say how to fix it.
 """
@@ -42,6 +45,7 @@ from clusterai_runner.errors import UsageError
 
 APIS = ("openai", "ollama")
 CAPABILITIES = ("chat", "completions", "embeddings")
+CACHE_SCOPES = ("tenant", "key", "shared")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -74,6 +78,9 @@ class GatewayConfig:
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 10000
     cache_redis_url: str | None = None
+    # Whose requests share cached answers: "tenant" (keys created with --tenant each keep
+    # theirs apart, the others share), "key" (every key its own) or "shared" (everyone).
+    cache_scope: str = "tenant"
     auth_enabled: bool = True
     auth_refresh_s: float = 5.0
     # Keys the gateway could not reload for this long are not trusted: requests get 503.
@@ -88,6 +95,12 @@ def _int(path: Path | str, key: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise UsageError(_where(path, key), f"{value!r} is not a number from {low} to {high}")
     return value
+
+
+def _choice(path: Path | str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageError(_where(path, key), f"{value!r} is not one of {', '.join(choices)}")
+    return str(value)
 
 
 def _number(path: Path | str, key: str, value: Any, low: float) -> float:
@@ -298,6 +311,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
             source, "cache.max_entries", cache.get("max_entries", 10000), 1, 10**8
         ),
         cache_redis_url=_redis_url(source, cache.get("redis_url")),
+        cache_scope=_choice(source, "cache.scope", cache.get("scope", "tenant"), CACHE_SCOPES),
         auth_enabled=auth_enabled,
         auth_refresh_s=refresh_s,
         auth_max_stale_s=_number(

@@ -44,10 +44,15 @@ def digest(key: str) -> str:
 
 
 def create_key(
-    store: Store, name: str, admin: bool = False, rpm: int | None = None, tpm: int | None = None
+    store: Store,
+    name: str,
+    admin: bool = False,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    tenant: bool = False,
 ) -> str:
     key, prefix, hashed = new_key()
-    store.add_key(name, prefix, hashed, admin, rpm, tpm)
+    store.add_key(name, prefix, hashed, admin, rpm, tpm, tenant)
     return key
 
 
@@ -64,7 +69,7 @@ def sync_keys(store: Store, entries: list[dict[str, Any]]) -> list[str]:
         where = f"key {entry.get('name')!r}" if isinstance(entry, dict) else f"entry {number}"
         if not isinstance(entry, dict) or not NAME_FORMAT.fullmatch(str(entry.get("name", ""))):
             raise ValueError(f"{where}: needs a name of letters, digits, . _ -")
-        unknown = set(entry) - {"name", "key", "state", "admin", "rpm", "tpm"}
+        unknown = set(entry) - {"name", "key", "state", "admin", "rpm", "tpm", "tenant"}
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         state = entry.get("state", "present")
@@ -79,8 +84,9 @@ def sync_keys(store: Store, entries: list[dict[str, Any]]) -> list[str]:
             value = entry.get(limit)
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{where}: {limit} must be a whole number of at least 1")
-        if not isinstance(entry.get("admin", False), bool):
-            raise ValueError(f"{where}: admin must be true or false")
+        for flag in ("admin", "tenant"):
+            if not isinstance(entry.get(flag, False), bool):
+                raise ValueError(f"{where}: {flag} must be true or false")
         wanted.append((state, entry))
     names = [e["name"] for _, e in wanted]
     if len(set(names)) != len(names):
@@ -100,7 +106,8 @@ def sync_keys(store: Store, entries: list[dict[str, Any]]) -> list[str]:
                 changed.append(f"revoked {name}")
             continue
         limits = bool(entry.get("admin", False)), entry.get("rpm"), entry.get("tpm")
-        if store.put_key(name, present[name], digest(entry["key"]), *limits):
+        tenant = bool(entry.get("tenant", False))
+        if store.put_key(name, present[name], digest(entry["key"]), *limits, tenant):
             changed.append(f"set {name}")
     return changed
 

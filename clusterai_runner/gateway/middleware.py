@@ -12,6 +12,7 @@ from aiohttp import web
 
 from clusterai_runner.gateway.base import (
     ADMIN_KEY_ENV,
+    API_KEY,
     KEYS,
     LIMITER,
     METRICS,
@@ -89,6 +90,7 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
     if not request.path.startswith(("/v1/", "/api/")):
         return await handler(request)
     key = _authenticate(request)
+    request[API_KEY] = key
     if request.method != "POST":
         return await handler(request)
     if key is not None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.base import (
+    API_KEY,
     CACHE,
     CUT,
     POOL,
@@ -186,6 +187,15 @@ def stream_error(request: web.Request, message: str) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
+def cache_scope(request: web.Request) -> str:
+    """Whose cached answers this request may get (cache.scope): an ``X-Cache: hit`` must
+    not tell one tenant what another asked."""
+    key, scope = request.get(API_KEY), request.app[POOL].config.cache_scope
+    if key is None or scope == "shared" or (scope == "tenant" and not key.tenant):
+        return ""
+    return f"key:{key.id}"
+
+
 async def cache_lookup(
     request: web.Request, body: dict[str, Any], model: str, stream: bool
 ) -> tuple[web.StreamResponse | None, Recorder]:
@@ -195,7 +205,8 @@ async def cache_lookup(
     control = request.headers.get("Cache-Control", "")
     if cache is None or not deterministic(body) or "no-cache" in control or "no-store" in control:
         return None, Recorder(None)
-    key = cache_key(request.path, request.app[POOL].backend_models(model), body)
+    pool = request.app[POOL]
+    key = cache_key(request.path, pool.backend_models(model), body, cache_scope(request))
     hit = await cache.get(key)
     if hit is None:
         return None, Recorder(key)

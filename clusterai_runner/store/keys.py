@@ -23,12 +23,14 @@ class ApiKey:
     tpm: int | None
     created_at: str
     revoked_at: str | None
+    tenant: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "prefix": self.prefix,
             "admin": self.admin,
+            "tenant": self.tenant,
             "rpm": self.rpm,
             "tpm": self.tpm,
             "created_at": self.created_at,
@@ -44,7 +46,14 @@ USAGE_FIELDS = (
 
 class KeyRecords(StoreBase):
     def add_key(
-        self, name: str, prefix: str, digest: str, admin: bool, rpm: int | None, tpm: int | None
+        self,
+        name: str,
+        prefix: str,
+        digest: str,
+        admin: bool,
+        rpm: int | None,
+        tpm: int | None,
+        tenant: bool = False,
     ) -> None:
         with self._begin() as connection:
             taken = connection.execute(
@@ -55,15 +64,23 @@ class KeyRecords(StoreBase):
             connection.execute(
                 api_keys.insert().values(
                     name=name, prefix=prefix, hash=digest, admin=admin, rpm=rpm, tpm=tpm,
-                    created_at=now(),
+                    tenant=tenant, created_at=now(),
                 )
             )  # fmt: skip
 
     def put_key(
-        self, name: str, prefix: str, digest: str, admin: bool, rpm: int | None, tpm: int | None
+        self,
+        name: str,
+        prefix: str,
+        digest: str,
+        admin: bool,
+        rpm: int | None,
+        tpm: int | None,
+        tenant: bool = False,
     ) -> bool:
         """Make the key of this name exactly this one, active; False when it already was."""
-        wanted = {"prefix": prefix, "hash": digest, "admin": admin, "rpm": rpm, "tpm": tpm}
+        wanted = {"prefix": prefix, "hash": digest, "admin": admin, "rpm": rpm, "tpm": tpm,
+                  "tenant": tenant}  # fmt: skip
         with self._begin() as connection:
             row = connection.execute(sa.select(api_keys).where(api_keys.c.name == name)).first()
             if row is None:

@@ -106,10 +106,17 @@ def _v4_usage_record_ids(connection: Connection) -> None:
     connection.execute(sa.text("CREATE UNIQUE INDEX ix_usage_record_id ON usage (record_id)"))
 
 
+def _v5_tenant_keys(connection: Connection) -> None:
+    connection.execute(
+        sa.text("ALTER TABLE api_keys ADD COLUMN tenant BOOLEAN NOT NULL DEFAULT FALSE")
+    )
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
     _v3_gateway_keys_and_usage,
     _v4_usage_record_ids,
+    _v5_tenant_keys,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -81,6 +81,8 @@ api_keys = sa.Table(
     sa.Column("tpm", sa.Integer),  # tokens per minute; NULL: no limit
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("revoked_at", sa.String(32)),
+    # A separate tenant: the gateway's answer cache keeps its answers apart (cache.scope).
+    sa.Column("tenant", sa.Boolean, nullable=False, default=False),
 )
 
 usage_records = sa.Table(

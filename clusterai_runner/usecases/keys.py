@@ -18,12 +18,13 @@ def create(
     admin: bool = False,
     rpm: int | None = None,
     tpm: int | None = None,
+    tenant: bool = False,
 ) -> str:
     """A new key named ``name``; the key is returned once and only its hash is kept."""
     if not NAME_FORMAT.fullmatch(name):
         raise UsageError(f"key name {name!r}", "is not valid", "use letters, digits, . _ -")
     with using_store(settings) as store:
-        return create_key(store, name, admin, rpm, tpm)
+        return create_key(store, name, admin, rpm, tpm, tenant)
 
 
 def generate() -> str:

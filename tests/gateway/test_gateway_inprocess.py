@@ -371,3 +371,35 @@ def test_a_backend_is_sent_only_the_capabilities_it_declares() -> None:
             assert state["healthy"] and state["capabilities"] == ["chat", "completions"]
 
     run(test)
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        # what keys alice (a tenant), bob and carol see, asking the same in that order
+        ("tenant", ["miss", "miss", "hit"]),
+        ("key", ["miss", "miss", "miss"]),
+        ("shared", ["miss", "hit", "hit"]),
+    ],
+)
+def test_the_answer_cache_is_scoped_to_tenants(
+    tmp_path: Path, scope: str, expected: list[str]
+) -> None:
+    """An ``X-Cache: hit`` tells the caller that someone asked the same before: a key
+    created as a separate tenant never shares answers (cache.scope tenant, the default)."""
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    keys = [create_key(store, "alice", tenant=True), create_key(store, "bob"),
+            create_key(store, "carol")]  # fmt: skip
+
+    async def test() -> None:
+        async with gateway(store, tmp_path / "spool", cache_scope=scope) as (session, url, *_):
+            seen = []
+            for key in keys:
+                headers = {"Authorization": f"Bearer {key}"}
+                async with session.post(url + "/v1/chat/completions", json=CHAT,
+                                        headers=headers) as answer:  # fmt: skip
+                    assert answer.status == 200
+                    seen.append(answer.headers["X-Cache"])
+            assert seen == expected
+
+    run(test)

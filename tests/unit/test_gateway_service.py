@@ -40,6 +40,11 @@ def test_sync_keys_creates_updates_and_revokes_and_is_quiet_when_nothing_changes
     assert sync_keys(store, [{"name": "ops", "state": "absent"}]) == ["revoked ops"]
     assert sync_keys(store, [{"name": "ops", "state": "absent"}]) == []
     assert sync_keys(store, [{"name": "ops", "key": ops, "admin": True}]) == ["set ops"]
+    tenant = [{"name": "ops", "key": ops, "admin": True, "tenant": True}]
+    assert sync_keys(store, tenant) == ["set ops"]
+    assert [(k.name, k.tenant) for k in store.list_keys(include_revoked=False)] == [
+        ("app", False), ("ops", True),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -52,6 +57,7 @@ def test_sync_keys_creates_updates_and_revokes_and_is_quiet_when_nothing_changes
         ([{"name": "app", "key": "K", "rpm": "60"}], "rpm must be a whole number"),
         ([{"name": "app", "key": "K", "rpm": 0}], "rpm must be a whole number"),
         ([{"name": "app", "key": "K", "admin": "yes"}], "admin must be true or false"),
+        ([{"name": "app", "key": "K", "tenant": 1}], "tenant must be true or false"),
         ([{"name": "app", "key": "K", "owner": "me"}], "unknown field(s) owner"),
         ([{"name": "app", "key": "K"}, {"name": "app", "key": "K2"}], "appears twice"),
         ([{"name": "a", "key": "K"}, {"name": "b", "key": "K"}], "share a prefix"),
