@@ -56,11 +56,19 @@ def test_the_drop_in_is_the_baseline_with_the_exceptions_and_notifies_once(
     assert code == 0, out[-3000:]
     assert "demo restarted" in out
     written = (tmp_path / "demo.service.d/clusterai.conf").read_text()
-    settings = dict(re.findall(r"^(\w+)=(.*)$", written, re.M))
-    expected = {k: str(v).lower() if isinstance(v, bool) else v for k, v in BASELINE.items()}
-    expected.update(PrivateDevices="false", ReadWritePaths="/var/lib/demo")
+    settings: dict[str, list[str]] = {}
+    for key, value in re.findall(r"^(\w+)=(.*)$", written, re.M):
+        settings.setdefault(key, []).append(value)
+    expected = {
+        key: [str(v).lower() if isinstance(v, bool) else v for v in values]
+        for key, value in BASELINE.items()
+        for values in [value if isinstance(value, list) else [value]]
+    }
+    expected.update(PrivateDevices=["false"], ReadWritePaths=["/var/lib/demo"])
     del expected["MemoryDenyWriteExecute"]
     assert settings == expected
+    # A list is one line per item, in its order.
+    assert settings["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
     assert "\n[Service]\n" in written
     code, again = run(tmp_path)
     assert code == 0, again[-3000:]
