@@ -1,32 +1,66 @@
 """The one module that imports ansible-runner (an import contract checks it).
 
-Every playbook run goes through ``start_playbook``: ``ansible_runner.run_async`` (never a
-subprocess of ``ansible-playbook``) in a private data directory of its own, with
-``suppress_env_files`` so secrets given as extra variables are not written to disk,
-artifact rotation, an event handler that turns Ansible's events into ``TaskEvent``s, and
-a cancel callback that reads a ``CancelToken``. Nothing here touches signals, so any
-thread (the CLI's main thread, a web request's, the autoscaler's) and an asyncio loop
-(``PlaybookRun.wait_async``) can run a playbook; the CLI alone wires Ctrl-C to a token.
+Every playbook run goes through ``start_playbook``: ansible-runner's ``RunnerConfig`` and
+``Runner`` (never a subprocess of ``ansible-playbook``) in a private data directory of its
+own (0700), with artifact rotation, an event handler that turns Ansible's events into
+``TaskEvent``s, and a cancel callback that reads a ``CancelToken``. Nothing here touches
+signals, so any thread (the CLI's main thread, a web request's, the autoscaler's) and an
+asyncio loop (``PlaybookRun.wait_async``) can run a playbook; the CLI alone wires Ctrl-C
+to a token.
+
+ansible-runner's own defaults that would undo ``ansible.cfg`` are put back: host key
+checking stays on (it turns it off), and the fact cache stays shared across runs (it
+moves it into each run's artifacts).
+
+Secrets stay off disk and out of ``ps``: ansible-runner records each run's environment in
+``artifacts/<id>/command``, so ansible-playbook gets only the variables Ansible needs
+(``ENVIRONMENT``), not the operator's whole environment (a provider key, a token); extra
+variables go in a 0600 file of the run directory, removed when the run ends, not on the
+command line; a vault password stays in memory (see vault.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ansible_runner
 
-from clusterai_runner.config import ANSIBLE_CONFIG, REPO
+from clusterai_runner.adapters.vault import NO_VAULT, Vault
+from clusterai_runner.config import ANSIBLE_CONFIG, REPO, private_file
 
 PLAYBOOKS = REPO / "playbooks"
 # Keep the artifacts of this many runs per data directory.
 KEEP_ARTIFACTS = 20
+
+# The operator's environment variables ansible-playbook is given: what Ansible, ssh and
+# the roles read (ANSIBLE_*, the locale, ssh's agent, proxies for the controller's
+# downloads, the CLUSTERAI_* settings the inventory plugin and roles read); nothing else.
+ENVIRONMENT = re.compile(
+    r"^(HOME|USER|LOGNAME|LANG|LANGUAGE|TZ|TMPDIR|TERM|SSH_AUTH_SOCK|XDG_\w+|LC_\w+"
+    r"|ANSIBLE_\w+|(?i:https?_proxy|no_proxy)"
+    r"|CLUSTERAI_(STATE_DIR|STATE_URL|CACHE_DIR|DEBUG))$"
+)
+
+
+def ansible_environment(prepared: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
+    """``prepared`` (ansible-runner's: the operator's environment, then its own and
+    ``ours``) without the operator's variables that ``ENVIRONMENT`` does not name."""
+    operator = os.environ
+    return {
+        name: value
+        for name, value in prepared.items()
+        if name in ours or ENVIRONMENT.match(name) or operator.get(name) != value
+    }
+
 
 _STATUS_OF_EVENT = {
     "runner_on_ok": "ok",
@@ -183,10 +217,11 @@ def start_playbook(
     check: bool = False,
     on_event: Callable[[TaskEvent], None] | None = None,
     cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> PlaybookRun:
     """Start ``playbooks/<playbook>`` against ``inventory`` in a thread of its own.
     ``on_event`` is called from that thread; ``cancel`` stops the run (its outcome then
-    says ``canceled``)."""
+    says ``canceled``); ``vault`` opens the inventory's encrypted values."""
     token = cancel or CancelToken()
     recap: dict[str, dict[str, int]] = {}
 
@@ -203,25 +238,52 @@ def start_playbook(
     data_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.parent.chmod(0o700)
     data_dir.mkdir(mode=0o700, exist_ok=True)
-    thread, runner = ansible_runner.run_async(
+    variables = None
+    if extravars:
+        variables = private_file(data_dir / f"extravars-{os.getpid()}-{threading.get_ident()}")
+        variables.write_text(json.dumps(extravars))
+    options, passwords = vault.runner_arguments()
+    ours = {
+        "ANSIBLE_CONFIG": str(ANSIBLE_CONFIG),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": _path_with_ansible(),
+        # ansible-runner turns host key checking off unless this is set; ansible.cfg has
+        # it on, and an operator who means otherwise says so in the environment.
+        "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+    }
+    config = ansible_runner.RunnerConfig(
         private_data_dir=str(data_dir),
         playbook=str(PLAYBOOKS / playbook),
         inventory=str(inventory),
         limit=limit,
-        extravars=extravars or {},
+        extravars=str(variables) if variables else None,
         tags=tags,
-        cmdline="--check" if check else None,
-        envvars={
-            "ANSIBLE_CONFIG": str(ANSIBLE_CONFIG),
-            "ANSIBLE_NOCOLOR": "1",
-            "PATH": _path_with_ansible(),
-        },
+        cmdline=" ".join([*options, *(["--check"] if check else [])]) or None,
+        envvars=ours,
+        passwords=passwords,
         suppress_env_files=True,
         rotate_artifacts=KEEP_ARTIFACTS,
         quiet=True,
-        event_handler=handle_event,
-        cancel_callback=lambda: token.canceled,
+        # ansible-runner would point the fact cache into this run's artifacts, where the
+        # next run never finds it (a run with --tags then lacks gpu_facts' facts): the
+        # cache stays where ansible.cfg or ANSIBLE_CACHE_PLUGIN_CONNECTION puts it.
+        fact_cache_type="",
     )
+    config.prepare()
+    config.env = ansible_environment(config.env, ours)
+    runner = ansible_runner.Runner(
+        config, event_handler=handle_event, cancel_callback=lambda: token.canceled
+    )
+
+    def run() -> None:
+        try:
+            runner.run()
+        finally:
+            if variables is not None:
+                variables.unlink(missing_ok=True)
+
+    thread = threading.Thread(target=run, name=f"ansible-runner {playbook}")
+    thread.start()
     return PlaybookRun(thread, runner, token, recap)
 
 
@@ -236,6 +298,7 @@ def run_playbook(
     check: bool = False,
     on_event: Callable[[TaskEvent], None] | None = None,
     cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> RunOutcome:
     """``start_playbook`` and wait for its outcome."""
     return start_playbook(
@@ -248,4 +311,5 @@ def run_playbook(
         check=check,
         on_event=on_event,
         cancel=cancel,
+        vault=vault,
     ).wait()

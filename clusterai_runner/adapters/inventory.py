@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import ANSIBLE_CONFIG
 from clusterai_runner.errors import UsageError
 
@@ -182,9 +183,10 @@ def _ansible_warnings() -> Iterator[list[str]]:
         del display.warning
 
 
-def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
+def load(path: Path, limit: str | None = None, vault: Vault = NO_VAULT) -> list[InventoryHost]:
     """The hosts of the inventory at ``path`` (a file or directory), restricted to the
-    Ansible pattern ``limit``. Raises UsageError naming the file, host or pattern."""
+    Ansible pattern ``limit``; ``vault`` opens its encrypted values. Raises UsageError
+    naming the file, host or pattern."""
     check_inventory(path)
     _check_files(path)
     # Ansible reads its configuration once, at import: ours names plugins/inventory, where
@@ -198,6 +200,7 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
     from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
+    loader.set_vault_secrets(vault.secrets(loader))
     with _ansible_warnings() as warnings:
         try:
             manager = InventoryManager(loader=loader, sources=[str(path)])
@@ -230,13 +233,24 @@ def load(path: Path, limit: str | None = None) -> list[InventoryHost]:
         constants.CACHE_PLUGIN = cache_plugin
     hosts = []
     for host in selected:
-        raw = variables.get_vars(host=host, include_hostvars=False)
-        templar = Templar(loader=loader, variables=raw)
         try:
+            raw = variables.get_vars(host=host, include_hostvars=False)
+            templar = Templar(loader=loader, variables=raw)
             rendered = {
                 key: templar.template(raw[key]) for key in raw if key.startswith(VARIABLE_PREFIXES)
             }
         except AnsibleError as exc:
+            if "vault" in str(exc).lower():
+                given = bool(vault.secrets(loader))
+                raise UsageError(
+                    f"inventory {path}",
+                    "the vault password given does not open its ansible-vault encrypted values"
+                    if given
+                    else "holds ansible-vault encrypted values and no vault password was given",
+                    "check the password"
+                    if given
+                    else "add --vault-password-file FILE or --ask-vault-pass",
+                ) from exc
             raise UsageError(
                 f"inventory {path}: host {host.name}", str(exc).splitlines()[0], "fix its variables"
             ) from exc

@@ -20,11 +20,13 @@ from clusterai_runner.cli.common import (
     end_run,
     names,
     settings_of,
+    vault_options,
     warn,
 )
 from clusterai_runner.cli.display import LiveView
 from clusterai_runner.errors import PreflightError, RunFailed, UsageError
 from clusterai_runner.usecases import converge
+from clusterai_runner.usecases.converge import Vault
 from clusterai_runner.usecases.status import HostStatus
 from clusterai_runner.usecases.status import status as cluster_status
 from clusterai_runner.usecases.validate import CHECKS, HostReport, validate, validate_targets
@@ -35,9 +37,15 @@ from clusterai_runner.usecases.validate import CHECKS, HostReport, validate, val
 @LIMIT_OPTION
 @click.option("--tags", help="Only tasks with these tags (comma-separated).")
 @click.option("--check", is_flag=True, help="Show what would change; change nothing.")
+@vault_options
 @click.pass_context
 def up(
-    ctx: click.Context, inventory: Path, limit: str | None, tags: str | None, check: bool
+    ctx: click.Context,
+    inventory: Path,
+    limit: str | None,
+    tags: str | None,
+    check: bool,
+    vault: Vault,
 ) -> None:
     """Converge the cluster: run playbooks/site.yml with a live view.
 
@@ -55,6 +63,7 @@ def up(
                 check=check,
                 on_event=view,
                 cancel=cancel,
+                vault=vault,
             )
     finally:
         view.finish()
@@ -83,6 +92,7 @@ def up(
     is_flag=True,
     help="Record the new hosts' keys in known_hosts (changed keys still fail).",
 )
+@vault_options
 @click.pass_context
 def scale_out_command(
     ctx: click.Context,
@@ -93,6 +103,7 @@ def scale_out_command(
     user: str | None,
     port: int | None,
     accept_new_host_keys: bool,
+    vault: Vault,
 ) -> None:
     """Add worker HOSTS to the cluster.
 
@@ -121,6 +132,7 @@ def scale_out_command(
                 on_validated=_print_validation,
                 on_event=view,
                 cancel=cancel,
+                vault=vault,
             )
     finally:
         view.finish()
@@ -140,6 +152,7 @@ def scale_out_command(
     help="Seconds to wait for requests open on the inference servers before stopping them.",
 )
 @click.option("--wipe", is_flag=True, help="Also delete the hosts' models and Cluster AI files.")
+@vault_options
 @click.pass_context
 def scale_in_command(
     ctx: click.Context,
@@ -148,6 +161,7 @@ def scale_in_command(
     yes: bool,
     drain_timeout: int,
     wipe: bool,
+    vault: Vault,
 ) -> None:
     """Remove worker HOSTS from the cluster.
 
@@ -158,7 +172,7 @@ def scale_in_command(
     from clusterai_runner.usecases.scale import scale_in, scale_in_targets
 
     settings = settings_of(ctx)
-    targets = [h.name for h in scale_in_targets(settings, inventory, list(hosts))]
+    targets = [h.name for h in scale_in_targets(settings, inventory, list(hosts), vault=vault)]
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -178,6 +192,7 @@ def scale_in_command(
                 wipe=wipe,
                 on_event=view,
                 cancel=cancel,
+                vault=vault,
             )
     finally:
         view.finish()
@@ -207,6 +222,7 @@ SYMBOL = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
     help="Record unknown host keys (changed keys still fail).",
 )
 @JSON_OPTION
+@vault_options
 @click.pass_context
 def validate_command(
     ctx: click.Context,
@@ -216,6 +232,7 @@ def validate_command(
     timeout: float,
     accept_new_host_keys: bool,
     as_json: bool,
+    vault: Vault,
 ) -> None:
     """Check every host over SSH at once, before anything changes.
 
@@ -226,7 +243,7 @@ def validate_command(
     preflight role's variables, overridable per host in the inventory.
     Exit 3 when any host fails a check.
     """
-    hosts = validate_targets(inventory, limit)
+    hosts = validate_targets(inventory, limit, vault)
     done = 0
 
     def progress(report: HostReport) -> None:
@@ -279,9 +296,15 @@ def _print_validation(reports: list[HostReport]) -> None:
     help="Seconds to wait for each answer.",
 )
 @JSON_OPTION
+@vault_options
 @click.pass_context
 def status_command(
-    ctx: click.Context, inventory: Path, limit: str | None, timeout: float, as_json: bool
+    ctx: click.Context,
+    inventory: Path,
+    limit: str | None,
+    timeout: float,
+    as_json: bool,
+    vault: Vault,
 ) -> None:
     """Each host now: SSH reachable, inference server health and loaded models, node
     exporter, GPUs (from the GPU exporter) and the result of the last stored run.
@@ -295,7 +318,7 @@ def status_command(
     "playbook", "result": "ok"|"failed", "changed"} or null, "problems", "healthy"}],
     "summary": {"healthy", "unhealthy"}}
     """
-    found = cluster_status(settings_of(ctx), inventory, limit, timeout, warn)
+    found = cluster_status(settings_of(ctx), inventory, limit, timeout, warn, vault)
     unhealthy = [s for s in found if not s.healthy]
     if as_json:
         summary = {"healthy": len(found) - len(unhealthy), "unhealthy": len(unhealthy)}

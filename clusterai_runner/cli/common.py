@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -13,8 +14,8 @@ import click
 
 from clusterai_runner.cli.display import recap_lines
 from clusterai_runner.config import Settings
-from clusterai_runner.errors import Interrupted, RunFailed
-from clusterai_runner.usecases.converge import CancelToken, RunRecord
+from clusterai_runner.errors import Interrupted, RunFailed, UsageError
+from clusterai_runner.usecases.converge import CancelToken, RunRecord, Vault
 
 EXIT_CODES = """\b
 Exit codes:
@@ -52,6 +53,36 @@ INVENTORY_OPTION = click.option(
 )
 
 LIMIT_OPTION = click.option("--limit", help="Only these hosts or groups (an Ansible pattern).")
+
+
+def vault_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--vault-password-file`` and ``--ask-vault-pass``, handed to the command as one
+    ``vault`` argument. A typed password stays in this process's memory."""
+
+    @click.option(
+        "--ask-vault-pass",
+        is_flag=True,
+        help="Ask for the password of the inventory's ansible-vault encrypted values.",
+    )
+    @click.option(
+        "--vault-password-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A file (or a script that prints it) holding the vault password.",
+    )
+    @functools.wraps(command)
+    def with_vault(
+        *args: object, vault_password_file: Path | None, ask_vault_pass: bool, **kwargs: object
+    ) -> None:
+        if vault_password_file is not None and ask_vault_pass:
+            raise UsageError(
+                "--ask-vault-pass", "and --vault-password-file both given", "give one of them"
+            )
+        password = None
+        if ask_vault_pass:
+            password = click.prompt("Vault password", hide_input=True, err=True)
+        command(*args, vault=Vault(vault_password_file, password), **kwargs)
+
+    return with_vault
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from clusterai_runner.adapters.ansible import CancelToken, RunOutcome, TaskEvent, run_playbook
 from clusterai_runner.adapters.inventory import check_inventory
 from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import Interrupted, UsageError
 
@@ -26,6 +27,7 @@ __all__ = [
     "CancelToken",
     "RunRecord",
     "TaskEvent",
+    "Vault",
     "check_inventory_rules",
     "run_and_record",
     "up",
@@ -55,6 +57,7 @@ def run_and_record(
     extravars: dict[str, object] | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
     cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> RunRecord:
     """Run a playbook, storing the run, every task result per host and the recap.
     ``on_event`` is called from the runner's thread."""
@@ -79,6 +82,7 @@ def run_and_record(
             extravars=dict(extravars or {}),
             on_event=record,
             cancel=cancel,
+            vault=vault,
         )
     except BaseException:
         store.finish_run(run_id, "failed", None, {})
@@ -88,7 +92,10 @@ def run_and_record(
 
 
 def check_inventory_rules(
-    inventory: Path, targets: list[str] | None = None, cancel: CancelToken | None = None
+    inventory: Path,
+    targets: list[str] | None = None,
+    cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> None:
     """Run the inventory checks every playbook starts with (playbooks/boilerplate.yml: the
     validate_inventory role), without contacting a host or recording a run; their first
@@ -109,6 +116,7 @@ def check_inventory_rules(
             extravars=extravars,
             on_event=collect,
             cancel=cancel,
+            vault=vault,
         )
     if outcome.status == "canceled":
         raise Interrupted("inventory check", "canceled", "nothing was changed")
@@ -130,11 +138,12 @@ def up(
     store: Store | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
     cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> RunRecord:
     """Converge the cluster with site.yml. Every check (the inventory, ``limit``, the
     rules of validate_inventory) runs before the store is opened or created."""
-    targets = [h.name for h in load_inventory(inventory, limit)]
-    check_inventory_rules(inventory, targets if limit else None, cancel)
+    targets = [h.name for h in load_inventory(inventory, limit, vault)]
+    check_inventory_rules(inventory, targets if limit else None, cancel, vault)
     with using_store(settings, store) as opened:
         return run_and_record(
             settings,
@@ -146,4 +155,5 @@ def up(
             check=check,
             on_event=on_event,
             cancel=cancel,
+            vault=vault,
         )

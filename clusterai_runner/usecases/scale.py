@@ -25,6 +25,7 @@ from clusterai_runner.adapters.inventory_edit import (
     is_state_inventory,
     remove_hosts,
 )
+from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import Interrupted, PreflightError, UsageError
 from clusterai_runner.store import Store
@@ -91,8 +92,9 @@ class _Placement:
     file of the inventory that defines the group. Hosts are removed from wherever
     they are."""
 
-    def __init__(self, inventory: Path, store: Store) -> None:
+    def __init__(self, inventory: Path, store: Store, vault: Vault = NO_VAULT) -> None:
         self.inventory = inventory
+        self.vault = vault
         self.store = store
         configs = [inventory] if inventory.is_file() else list(inventory.glob("*.y*ml"))
         self.in_state = any(is_state_inventory(p) for p in configs)
@@ -102,7 +104,10 @@ class _Placement:
         recorded = {h.name: tuple(h.groups) for h in self.store.hosts()}
         if self.in_state and self.inventory.is_file():
             return recorded
-        return {**recorded, **{h.name: h.groups for h in load_inventory(self.inventory)}}
+        return {
+            **recorded,
+            **{h.name: h.groups for h in load_inventory(self.inventory, vault=self.vault)},
+        }
 
     def add(self, group: str, hosts: list[NewHost]) -> Callable[[], None]:
         if not self.in_state:
@@ -154,6 +159,7 @@ def scale_out(
     on_validated: Callable[[list[HostReport]], None] | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
     cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> ScaleResult:
     """Add ``hosts`` (from ``new_hosts``) to ``group``, check them over SSH, then converge
     them and the control host with scale_out.yml. Hosts already in ``group`` are
@@ -163,7 +169,7 @@ def scale_out(
     if group == "control":
         raise UsageError("--group control", "the cluster has one control host", "add workers")
     with using_store(settings, store) as store:
-        placement = _Placement(inventory, store)
+        placement = _Placement(inventory, store, vault)
         existing = placement.existing()
         for host in hosts:
             groups = existing.get(host.name)
@@ -177,8 +183,8 @@ def scale_out(
         undo = placement.add(group, fresh) if fresh else (lambda: None)
         names = [h.name for h in hosts]
         try:
-            check_inventory_rules(inventory, names, cancel)
-            targets = load_inventory(inventory, ",".join(names))
+            check_inventory_rules(inventory, names, cancel, vault)
+            targets = load_inventory(inventory, ",".join(names), vault)
             reports = validate(targets, accept_new=accept_new_host_keys, timeout=timeout)
             if cancel is not None and cancel.canceled:
                 raise Interrupted("scale-out", "canceled", "the inventory was left as it was")
@@ -202,19 +208,24 @@ def scale_out(
             extravars={"clusterai_targets": ",".join(names)},
             on_event=on_event,
             cancel=cancel,
+            vault=vault,
         )
         return ScaleResult(record, reports)
 
 
 def scale_in_targets(
-    settings: Settings, inventory: Path, names: list[str], store: Store | None = None
+    settings: Settings,
+    inventory: Path,
+    names: list[str],
+    store: Store | None = None,
+    vault: Vault = NO_VAULT,
 ) -> list[InventoryHost]:
     """The hosts ``names`` of the inventory, checked for removal; nothing is changed."""
     inventory = check_inventory(inventory)
     with using_store(settings, store) as store:
         if len(set(names)) != len(names):
             raise UsageError("scale-in", "a host is named twice", "name each host once")
-        known = {h.name: h for h in load_inventory(inventory)}
+        known = {h.name: h for h in load_inventory(inventory, vault=vault)}
         missing = [n for n in names if n not in known]
         if missing:
             raise UsageError(
@@ -229,7 +240,7 @@ def scale_in_targets(
                 "is the control host; scale-in removes workers only",
                 "name workers, or take the cluster down with playbooks/reset.yml",
             )
-        _Placement(inventory, store).removable(names)
+        _Placement(inventory, store, vault).removable(names)
         return [known[n] for n in names]
 
 
@@ -243,12 +254,13 @@ def scale_in(
     wipe: bool = False,
     on_event: Callable[[TaskEvent], None] | None = None,
     cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
 ) -> ScaleResult:
     """Drain and stop ``names`` with scale_in.yml, then delete them from the inventory or
     the state. A failed or canceled run leaves them where they are."""
     inventory = check_inventory(inventory)
     with using_store(settings, store) as store:
-        scale_in_targets(settings, inventory, names, store)
+        scale_in_targets(settings, inventory, names, store, vault)
         record = run_and_record(
             settings,
             store,
@@ -262,8 +274,9 @@ def scale_in(
             },
             on_event=on_event,
             cancel=cancel,
+            vault=vault,
         )
         edited: list[Path] = []
         if record.outcome.status == "successful":
-            edited = _Placement(inventory, store).remove(names)
+            edited = _Placement(inventory, store, vault).remove(names)
         return ScaleResult(record, edited=edited)

@@ -21,6 +21,7 @@ from typing import Any
 from clusterai_runner import backends
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
+from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.backends import url
 from clusterai_runner.config import Settings, store_exists, using_store
 from clusterai_runner.errors import StoreError
@@ -195,11 +196,12 @@ def status(
     limit: str | None = None,
     timeout: float = 3.0,
     warn: Callable[[str], None] = lambda _message: None,
+    vault: Vault = NO_VAULT,
 ) -> list[HostStatus]:
     """Every host of ``inventory`` (``limit``) now, with its result in the last stored
     run; reads the store only when there is one, and never creates it. The hosts are
     asked even when the store cannot be read: ``warn`` hears why the last runs are left out."""
-    hosts = load_inventory(inventory, limit)
+    hosts = load_inventory(inventory, limit, vault)
     last_runs = {}
     if store_exists(settings):
         try:

@@ -29,6 +29,7 @@ from clusterai_runner.adapters import ssh as sshprobe
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.openssh import openssh_argv
+from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import REPO
 
 PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
@@ -689,6 +690,8 @@ def validate(
     return asyncio.run(every())
 
 
-def validate_targets(inventory: Path, limit: str | None = None) -> list[InventoryHost]:
+def validate_targets(
+    inventory: Path, limit: str | None = None, vault: Vault = NO_VAULT
+) -> list[InventoryHost]:
     """The hosts ``validate`` checks: the inventory's, or those ``limit`` matches."""
-    return load_inventory(inventory, limit)
+    return load_inventory(inventory, limit, vault)

@@ -13,13 +13,14 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import CLUSTERAI, REPO, booted_sandbox, processes_mentioning, run_cli
+from tests.helpers import CLUSTERAI, REPO, booted_sandbox, processes_mentioning, run_cli, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -40,9 +41,72 @@ def ansible_recap(state_dir: Path, run_id: int) -> list[str]:
     return [line.rstrip() for line in RECAP.findall(text[text.rindex("PLAY RECAP") :])]
 
 
+# Secrets that must reach no file of the state directory, no journal and no ps output:
+# the vault's password, two values encrypted in the inventory's vault file (the gateway's
+# admin key and an API key, which the gateway role uses), and a provider key in the
+# operator's environment.
+CANARIES = {
+    "vault_password": "canary-vault-password-6e1f0c",
+    "admin_key": "canary-admin-key-4b9d2a7e51c3",
+    "api_key": "cai_c0ffee01_canaryapikeycanaryapikeycanaryapikey",
+    "environment": "canary-provider-key-93ad17",
+}
+SECRET_ENV = {"PROVIDER_API_KEY": CANARIES["environment"]}
+
+
+@dataclass(frozen=True)
+class Vaulted:
+    inventory: Path  # a directory: the sandbox's hosts and group_vars/all/vault.yml
+    password_file: Path
+
+
+def vaulted_inventory(directory: Path, hosts: str, password_file: Path) -> Path:
+    """``directory`` holding ``hosts`` and an ansible-vault encrypted vars file."""
+    (directory / "group_vars" / "all").mkdir(parents=True)
+    (directory / "hosts.yml").write_text(hosts)
+    secrets = directory / "group_vars" / "all" / "vault.yml"
+    secrets.write_text(yaml.safe_dump({
+        "gateway_admin_key": CANARIES["admin_key"],
+        "gateway_api_keys": [{"name": "canary", "key": CANARIES["api_key"]}],
+    }))  # fmt: skip
+    encrypted = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", str(secrets),
+         "--vault-password-file", str(password_file)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert encrypted.returncode == 0, encrypted.stderr
+    assert CANARIES["admin_key"] not in secrets.read_text()
+    return directory
+
+
+def controller_files(state_dir: Path) -> list[Path]:
+    """Every file of the state directory but the sandbox hosts' own disks (a host keeps
+    the gateway's admin key on purpose, in a root-only file)."""
+    found = []
+    for directory, subdirectories, files in os.walk(state_dir):
+        here = Path(directory)
+        if here.parent == state_dir / "sandboxes":
+            subdirectories[:] = [d for d in subdirectories if d != "hosts"]
+        found += [here / f for f in files if (here / f).is_file()]
+    return found
+
+
 @pytest.fixture(scope="module")
-def converged(sandbox: dict[str, Any]) -> list[Any]:
-    return [run_cli("up", "-i", sandbox["inventory"], timeout=1200) for _ in range(2)]
+def vaulted(sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Vaulted:
+    directory = tmp_path_factory.mktemp("vaulted")
+    password_file = directory / "vault-password"
+    password_file.write_text(CANARIES["vault_password"] + "\n")
+    password_file.chmod(0o600)
+    hosts = Path(sandbox["inventory"]).read_text()
+    return Vaulted(vaulted_inventory(directory / "inventory", hosts, password_file), password_file)
+
+
+@pytest.fixture(scope="module")
+def converged(sandbox: dict[str, Any], vaulted: Vaulted) -> list[Any]:
+    """Two ``up`` runs over the vaulted inventory, a provider key in the environment."""
+    return [run_cli("up", "-i", str(vaulted.inventory), "--vault-password-file",
+                    str(vaulted.password_file), env=SECRET_ENV, timeout=1200)
+            for _ in range(2)]  # fmt: skip
 
 
 def test_up_converges_and_a_second_run_changes_nothing(converged: list[Any]) -> None:
@@ -56,9 +120,11 @@ def test_up_converges_and_a_second_run_changes_nothing(converged: list[Any]) -> 
     assert "Install the base packages" in first.stderr
 
 
-def test_runs_show_prints_the_recap_ansible_printed(state_dir: Path, converged: list[Any]) -> None:
+def test_runs_show_prints_the_recap_ansible_printed(
+    state_dir: Path, converged: list[Any], vaulted: Vaulted
+) -> None:
     runs = json.loads(run_cli("runs", "list", "--json").stdout)
-    mine = [r for r in runs if r["inventory"].endswith("cliup/inventory.yml")]
+    mine = [r for r in runs if r["inventory"] == str(vaulted.inventory)]
     assert [r["status"] for r in mine[:2]] == ["successful", "successful"]
     run_id = mine[0]["id"]
     shown = run_cli("runs", "show", str(run_id))
@@ -108,9 +174,44 @@ def test_status_shows_each_hosts_health_models_and_last_run(
     assert table.stdout.splitlines()[0].split()[:4] == ["host", "address", "ssh", "inference"]
 
 
-def start_up(inventory: str) -> subprocess.Popen[str]:
+def test_up_with_tags_finds_the_facts_of_earlier_runs(
+    sandbox: dict[str, Any], converged: list[Any]
+) -> None:
+    """--tags skips gpu_facts, whose facts the GPU roles' conditions need: they come from
+    the fact cache the earlier runs filled (ansible-runner kept it per run: every host
+    failed on clusterai_gpu_count)."""
+    result = run_cli("up", "-i", sandbox["inventory"], "--tags", "node_exporter", "--limit",
+                     "worker1", timeout=600)  # fmt: skip
+    assert result.code == 0, result.stdout + result.stderr[-3000:]
+    recap = r"^worker1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0\s"
+    assert re.search(recap, result.stdout, re.M), result.stdout
+
+
+def test_a_host_whose_key_changed_is_not_contacted(
+    sandbox: dict[str, Any], converged: list[Any], tmp_path: Path
+) -> None:
+    """ansible-runner turns Ansible's host key checking off unless told: a host that
+    answers with another key than known_hosts holds must fail, not be converged."""
+    address = next(h["address"] for h in sandbox["hosts"] if h["name"] == "worker1")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)  # fmt: skip
+    public = (tmp_path / "k.pub").read_text().split()
+    (tmp_path / "known_hosts").write_text(f"{address} {public[0]} {public[1]}\n")
+    inventory = tmp_path / "hosts.yml"
+    text = Path(sandbox["inventory"]).read_text()
+    assert sandbox["known_hosts"] in text
+    inventory.write_text(text.replace(sandbox["known_hosts"], str(tmp_path / "known_hosts")))
+    result = run_cli("up", "-i", str(inventory), "--limit", "worker1", "--tags", "gpu_facts")
+    assert result.code == 1, result.stdout + result.stderr[-3000:]
+    # Mitogen's words for OpenSSH's "Host key verification failed"; the facts-free
+    # inventory checks before it count as ok, nothing reached the host.
+    assert "mismatching host key" in result.stderr, result.stderr[-3000:]
+    assert re.search(r"^worker1\s+: .*changed=0\s+unreachable=1\s", result.stdout, re.M)
+
+
+def start_up(inventory: str, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [str(CLUSTERAI), "up", "-i", inventory],
+        [str(CLUSTERAI), "up", "-i", inventory, *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -188,9 +289,11 @@ def kill_host(sandbox: dict[str, Any], name: str) -> None:
 
 
 def test_a_host_killed_mid_run_fails_alone_and_a_rerun_heals_it(
-    sandbox: dict[str, Any], converged: list[Any]
+    sandbox: dict[str, Any], converged: list[Any], vaulted: Vaulted
 ) -> None:
-    process = start_up(sandbox["inventory"])
+    # The inventory and vault of the converge it is compared with.
+    vault = ("--vault-password-file", str(vaulted.password_file))
+    process = start_up(str(vaulted.inventory), *vault)
     wait_for_task(process, 8)
     kill_host(sandbox, "worker1")
     _, stderr = process.communicate(timeout=900)
@@ -213,7 +316,7 @@ def test_a_host_killed_mid_run_fails_alone_and_a_rerun_heals_it(
 
     restarted = run_cli("sandbox", "up", "--hosts", "2", "--name", "cliup")
     assert restarted.code == 0, restarted.stderr
-    healed = run_cli("up", "-i", sandbox["inventory"], timeout=1200)
+    healed = run_cli("up", "-i", str(vaulted.inventory), *vault, timeout=1200)
     assert healed.code == 0, healed.stderr[-3000:]
     assert latest_run()["recap"]["worker1"]["failed"] == 0
 
@@ -263,31 +366,47 @@ def test_scale_out_then_scale_in_leaves_the_inventory_byte_identical(
 
 
 def test_scale_out_into_the_state_store_then_in_again(
-    sandbox: dict[str, Any], converged: list[Any], tmp_path: Path
+    sandbox: dict[str, Any],
+    converged: list[Any],
+    vaulted: Vaulted,
+    state_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    # An inventory directory holding the static hosts and the state plugin's config:
-    # scale-out records the new host in the store and leaves hosts.yml alone.
-    inventory = tmp_path / "inventory"
-    inventory.mkdir()
+    """Scale-out and scale-in over an inventory directory holding the static hosts, the
+    vault file and the state plugin's config: scale-out records the new host in the store
+    and leaves hosts.yml alone. At the end no secret of the vaulted runs is on the
+    controller's disk (the state directory), in a host's journal or in ps."""
     # The sandbox's inventory without worker2 (an earlier test grew the sandbox).
     static = yaml.safe_load(Path(sandbox["inventory"]).read_text())
     static["all"]["children"]["workers"]["hosts"].pop("worker2", None)
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(static, sort_keys=False))
+    inventory = vaulted_inventory(
+        tmp_path / "inventory", yaml.safe_dump(static, sort_keys=False), vaulted.password_file
+    )
     (inventory / "clusterai_state.yml").write_text("plugin: clusterai_state\n")
+    vault = ("--vault-password-file", str(vaulted.password_file))
+    watching = threading.Event()
+    seen_in_ps: list[str] = []
+
+    def watch_ps() -> None:
+        while not watching.wait(0.2):
+            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True)
+            seen_in_ps.extend(n for n, v in CANARIES.items() if v in listing.stdout)
+
+    watcher = threading.Thread(target=watch_ps)
+    watcher.start()
     before = (inventory / "hosts.yml").read_bytes()
     grown = run_cli("sandbox", "up", "--hosts", "3", "--name", "cliup", "--json")
     hosts = json.loads(grown.stdout)["hosts"]
     address = next(h["address"] for h in hosts if h["name"] == "worker2")
 
-    added = run_cli(
-        "scale-out", "-i", str(inventory), "worker2", "--address", address, timeout=1200
-    )
+    added = run_cli("scale-out", "-i", str(inventory), "worker2", "--address", address, *vault,
+                    env=SECRET_ENV, timeout=1200)  # fmt: skip
     assert added.code == 0, added.stdout + added.stderr[-3000:]
     assert (inventory / "hosts.yml").read_bytes() == before
     # Plain Ansible sees the recorded host through the plugin.
     listed = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory),
-         "--host", "worker2"],
+         "--host", "worker2", *vault],
         capture_output=True, text=True, check=False,
         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
     )  # fmt: skip
@@ -298,12 +417,26 @@ def test_scale_out_into_the_state_store_then_in_again(
     # open request, and the drain (60 s by default) must not wait for it.
     with urllib.request.urlopen(f"http://{address}:8080/v1/models", timeout=10) as answer:
         assert answer.status == 200
-    removed = run_cli("scale-in", "-i", str(inventory), "worker2", "--yes")
+    removed = run_cli("scale-in", "-i", str(inventory), "worker2", "--yes", *vault,
+                      env=SECRET_ENV)  # fmt: skip
+    watching.set()
+    watcher.join()
     assert removed.code == 0, removed.stdout + removed.stderr[-3000:]
     assert removed.stdout.splitlines()[-1] == "removed worker2 from the state store"
     run = json.loads(run_cli("runs", "show", str(latest_run()["id"]), "--json").stdout)
     drained = [e for e in run["events"] if e["task"].startswith("Wait until no other request")]
     assert [(e["host"], e["status"], e["message"]) for e in drained] == [("worker2", "ok", "")]
     assert (inventory / "hosts.yml").read_bytes() == before
-    again = run_cli("status", "-i", str(inventory), "--json")
+    again = run_cli("status", "-i", str(inventory), "--json", *vault)
+    assert again.code == 0, again.stderr[-3000:]
     assert "worker2" not in {h["name"] for h in json.loads(again.stdout)["hosts"]}
+    assert seen_in_ps == []
+    files = controller_files(state_dir)
+    on_disk = {
+        n: [str(p) for p in files if v.encode() in p.read_bytes()] for n, v in CANARIES.items()
+    }
+    assert on_disk == {name: [] for name in CANARIES}
+    for host in sandbox["hosts"]:
+        journal = ssh(sandbox, host["address"], "journalctl -o cat --no-pager")
+        assert journal.returncode == 0, journal.stderr
+        assert [n for n, v in CANARIES.items() if v in journal.stdout] == [], host["name"]

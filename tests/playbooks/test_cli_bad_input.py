@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,20 @@ def foreign_store(directory: Path) -> None:
 
 def damaged_store(directory: Path) -> None:
     (directory / "state" / "state.db").write_bytes(b"not SQLite" + bytes(range(256)) * 20)
+
+
+def vaulted_inventory(directory: Path) -> None:
+    inventory = directory / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(GOOD)
+    secret = inventory / "group_vars" / "all.yml"
+    secret.write_text("owner_token: secret\n")
+    (directory / "password").write_text("a password\n")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", str(secret),
+         "--vault-password-file", str(directory / "password")],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 
 def binary_inventory(directory: Path) -> None:
@@ -235,6 +251,21 @@ CASES = [
          edit=replace("    workers:\n      hosts:\n", "    workers:\n      hosts:\n        web 1:\n"
                       "          ansible_host: 127.0.99.3\n"
                       "          clusterai_address: 127.0.99.3\n")),
+    # --- ansible-vault -------------------------------------------------------------------
+    Case("vault-without-a-password", ["status", "-i", "{dir}/inventory"],
+         ["holds ansible-vault encrypted values and no vault password was given",
+          "add --vault-password-file FILE or --ask-vault-pass"],
+         inventory=None, setup=vaulted_inventory),
+    Case("vault-wrong-password", ["validate", "-i", "{dir}/inventory", "--vault-password-file",
+                                  "{dir}/hosts.yml"],
+         ["the vault password given does not open its ansible-vault encrypted values"],
+         setup=vaulted_inventory),
+    Case("vault-password-file-missing", ["up", "-i", "{inv}", "--vault-password-file",
+                                         "{dir}/nope"],
+         ["--vault-password-file", "nope: is not a readable file"]),
+    Case("vault-both-ways", ["scale-out", "-i", "{inv}", "w3", "--ask-vault-pass",
+                             "--vault-password-file", "{dir}/nope"],
+         ["--ask-vault-pass: and --vault-password-file both given"]),
     # --- scale-in ----------------------------------------------------------------------
     Case("scale-in-unknown-host", ["scale-in", "-i", "{inv}", "w9", "--yes"],
          ["host w9: is not in inventory", "hosts: ctl1, w1"]),
