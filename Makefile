@@ -66,8 +66,8 @@ UNIT_PARALLEL ?= 2
 # of its own, run on two pytest-xdist workers (tests/conftest.py keeps each module on one
 # worker and hands each scenario out alone; PARALLEL=0 runs them one after another). One
 # worker leaves half of 2 cores idle (45% busy): two measured 777 s against 1,138 s.
-# The controller's caches are built once first; the gateway's tests, whose llama.cpp
-# servers need the CPU, run after them.
+# The controller's caches are built once first. The gateway's tests are scheduled last in
+# the same run, so they fill the end of it while the other worker finishes.
 PARALLEL ?= 2
 
 controller-cache: venv  ## Build the caches the roles fill on the controller (wheelhouses, model).
@@ -76,13 +76,16 @@ controller-cache: venv  ## Build the caches the roles fill on the controller (wh
 	  tests/controller_cache.yml > /dev/null
 
 integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecule, the gateway over llama.cpp.
-	$(BIN)/pytest -n $(PARALLEL) --dist loadscope --durations=40 tests/integration
-	$(BIN)/pytest --durations=15 tests/gateway
+	$(BIN)/pytest -n $(PARALLEL) --dist loadscope --durations=50 tests/integration tests/gateway
 
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all
 
-test: lint unit integration  ## Everything CI runs; pytest closes it.
+# lint and unit run side by side (lint is one process; the unit tests wait on PostgreSQL
+# and subprocesses), each one's output kept together.
+test:  ## Everything CI runs: lint and unit side by side, then integration.
+	$(MAKE) -j2 --output-sync=target lint unit
+	$(MAKE) integration
 
 clean:  ## Remove the virtual environment and caches (not the sandbox cache).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,12 @@
 """How pytest-xdist shares the suite out (`make integration` runs ``pytest -n N --dist
-loadscope``): every module's tests stay together on one worker, so its module-scoped
-fixtures (a converged sandbox above all) are made once; the modules in ``APART`` give
-each test to whichever worker is free (each Molecule scenario has a sandbox of its own),
-and those in ``TOGETHER`` run with another. Units with the most tests start first.
+loadscope`` over tests/integration and tests/gateway): every module's tests stay together
+on one worker, so its module-scoped fixtures (a converged sandbox above all) are made
+once; the modules in ``APART`` give each test to whichever worker is free (each Molecule
+scenario has a sandbox of its own), and those in ``TOGETHER`` run as one unit.
+
+Units start longest first (``FIRST``, measured in CI), so that no long one starts last
+while the other worker sits idle; the gateway's tests, a minute of small modules, go
+last and fill the end of the run.
 
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
@@ -19,20 +23,55 @@ from xdist.scheduler import LoadScopeScheduling
 APART = ("tests/integration/test_molecule.py",)
 # Modules that share a session fixture one of them changes run as one unit, in collection
 # order: test_sandbox.py reads the session's `cluster`, which test_site.py then scales
-# out and resets (and the cluster is booted once, not on each worker).
+# out and resets (and the cluster is booted once, not on each worker). The gateway's
+# modules share its session's llama.cpp servers.
 TOGETHER = {"tests/integration/test_sandbox.py": "tests/integration/test_site.py"}
+TOGETHER_DIRECTORIES = {"tests/gateway/": "tests/gateway"}
+# Longest first (about 580 s, 420 s and 380 s in all on CI's two workers); the rest in
+# collection order, the gateway's last.
+FIRST = (
+    "tests/integration/test_site.py",
+    "tests/integration/test_cli_up.py",
+    "tests/integration/test_molecule.py",
+)
+LAST = ("tests/gateway",)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled in: its module, a module it runs with, or itself."""
+    module = nodeid.split("::", 1)[0]
+    if module in APART:
+        return nodeid
+    for directory, unit in TOGETHER_DIRECTORIES.items():
+        if module.startswith(directory):
+            return unit
+    return TOGETHER.get(module, module)
+
+
+def start_rank(nodeid: str) -> int:
+    unit = work_unit(nodeid).split("::", 1)[0]
+    if unit in FIRST:
+        return FIRST.index(unit)
+    return len(FIRST) + 1 if unit in LAST else len(FIRST)
 
 
 class ModuleScheduling(LoadScopeScheduling):
     """xdist's loadscope (a work unit per scope), with a module as the scope."""
 
     def _split_scope(self, nodeid: str) -> str:
-        module = nodeid.split("::", 1)[0]
-        return nodeid if module in APART else TOGETHER.get(module, module)
+        return work_unit(nodeid)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
     if config.getvalue("dist") == "loadscope":
+        # The order pytest_collection_modifyitems gives, not xdist's largest-unit-first.
+        config.option.loadscopereorder = False
         return ModuleScheduling(config, log)
     return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getvalue("dist") == "loadscope" or hasattr(config, "workerinput"):
+        # A stable sort: each module's tests keep their order (test_site.py's matter).
+        items.sort(key=lambda item: start_rank(item.nodeid))
