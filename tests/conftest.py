@@ -21,12 +21,14 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 APART = ("tests/integration/test_molecule.py",)
-# Modules that share a session fixture one of them changes run as one unit, in collection
-# order: test_sandbox.py reads the session's `cluster`, which test_site.py then scales
-# out and resets (and the cluster is booted once, not on each worker). The gateway's
-# modules share its session's llama.cpp servers.
-TOGETHER = {"tests/integration/test_sandbox.py": "tests/integration/test_site.py"}
-TOGETHER_DIRECTORIES = {"tests/gateway/": "tests/gateway"}
+# Modules whose path starts with a key run as one unit, in collection order, with the
+# modules of the same value: test_sandbox.py reads the session's `cluster`, which
+# test_site.py then scales out and resets (and the cluster is booted once, not on each
+# worker); the gateway's modules share its session's llama.cpp servers.
+TOGETHER = {
+    "tests/integration/test_sandbox.py": "tests/integration/test_site.py",
+    "tests/gateway/": "tests/gateway",
+}
 # Longest first (about 580 s, 420 s and 380 s in all on CI's two workers); the rest in
 # collection order, the gateway's last.
 FIRST = (
@@ -42,10 +44,7 @@ def work_unit(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
     if module in APART:
         return nodeid
-    for directory, unit in TOGETHER_DIRECTORIES.items():
-        if module.startswith(directory):
-            return unit
-    return TOGETHER.get(module, module)
+    return next((unit for start, unit in TOGETHER.items() if module.startswith(start)), module)
 
 
 def start_rank(nodeid: str) -> int:
@@ -72,6 +71,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeSch
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getvalue("dist") == "loadscope" or hasattr(config, "workerinput"):
-        # A stable sort: each module's tests keep their order (test_site.py's matter).
+    # xdist's workers collect (the controller does not, and a worker's dist option reads
+    # "no"); the scheduler hands units out in the order they collected. A stable sort:
+    # each module's tests keep their order (test_site.py's matter).
+    if hasattr(config, "workerinput"):
         items.sort(key=lambda item: start_rank(item.nodeid))
