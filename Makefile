@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
   openssh-client iproute2 redis-server postgresql unzip
 
-.PHONY: help system-deps venv demo demo-down lint unit controller-cache integration molecule test clean
+.PHONY: help system-deps venv lock demo demo-down lint unit controller-cache integration molecule test clean
 
 help:  ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,13 +28,17 @@ system-deps:  ## Install the Debian packages the sandbox needs (as root).
 	  status=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; [ $$status -eq 0 ]; \
 	fi
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	$(BIN)/pip install -q -c constraints.txt -r requirements-dev.txt -e .
 	touch $@
 
 venv: $(BIN)/.installed  ## Create the virtual environment with every dependency.
+
+lock: venv  ## Rewrite constraints.txt from the virtual environment (after changing a pin).
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: system-deps venv  ## Bring up a 3-host sandbox and provision it with site.yml.
 	$(BIN)/clusterai sandbox up --hosts 3

@@ -134,13 +134,17 @@ def test_the_roles_pins_match_the_packages() -> None:
         for line in path.read_text().splitlines():
             name, sep, version = line.partition("==")
             if sep and not line.startswith("#"):
-                found[name.strip().lower()] = version.strip()
+                found[name.strip().lower().replace("_", "-")] = version.split()[0].strip()
         return found
 
     package = pins(REPO / "requirements.txt")
+    locked = pins(REPO / "constraints.txt")
     role = pins(REPO / "roles/gateway/files/requirements.txt")
     for name in ("aiohttp", "pyyaml", "sqlalchemy", "redis"):
         assert role[name] == package[name], name
+    # What the gateway pulls in runs the same versions on the control host as in the tests.
+    drift = {name: (role[name], locked[name]) for name in role.keys() & locked.keys()}
+    assert {name: pair for name, pair in drift.items() if pair[0] != pair[1]} == {}
 
 
 def test_systemd_hears_ready_on_its_notify_socket(
