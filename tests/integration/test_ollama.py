@@ -99,10 +99,11 @@ def test_a_checksum_mismatch_stops_before_anything_changes(
     wrong = "0" * 64
     code, out = run_role(sandbox, archive, cache, ollama_archive_sha256=wrong)
     assert code != 0
-    messages = [line for line in out.splitlines() if "ollama: " in line and "did not match" in line]
-    assert messages, out[-3000:]
-    assert wrong in messages[0] and archive["sha256"] in messages[0]
-    assert "nothing was installed" in out
+    url = archive["url"].replace("ARCH", "amd64")
+    assert (
+        f"ollama: {url} has SHA-256 {archive['sha256']}, not the pinned {wrong} (nothing was"
+        " installed; check ollama_archive_url and ollama_archive_sha256"
+    ) in out, out[-3000:]
     assert not list(cache.rglob("*.tgz"))
     host = worker(sandbox)
     assert ssh(sandbox, host, "test -e /opt/clusterai/ollama").returncode == 1
@@ -126,8 +127,8 @@ def test_a_supplied_archive_that_does_not_match_is_refused(
     assert code != 0
     assert (
         f"ollama: {archive['path']} has SHA-256 {archive['sha256']}, not {wrong} (nothing was"
-        " installed; check ollama_archive_path and ollama_archive_sha256)"
-    ) in out
+        " installed; check ollama_archive_url and ollama_archive_sha256, ollama_archive_path"
+    ) in out, out[-3000:]
     assert ssh(sandbox, worker(sandbox), "test -e /opt/clusterai/ollama").returncode == 1
 
 
