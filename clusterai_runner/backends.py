@@ -16,6 +16,10 @@ from typing import Any
 import yaml
 
 CATALOGUE = Path(__file__).with_name("backends.yml")
+# The inventory variable holding the key that `auth: bearer` servers require, and the
+# environment variable the gateway reads it from (roles/gateway writes it there).
+KEY_VARIABLE = "clusterai_backend_api_key"
+KEY_ENVIRONMENT = "CLUSTERAI_BACKEND_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class Backend:
     kind: str  # the value of clusterai_inference_backend
     role: str
     api: str  # openai or ollama: what the gateway speaks to it
+    auth: str  # bearer (clusterai_backend_api_key) or none
     port: int  # unless the inventory sets port_variable
     port_variable: str
     health_path: str
@@ -35,6 +40,12 @@ class Backend:
     def port_for(self, variables: Mapping[str, Any]) -> int:
         """The port of this backend on a host with these inventory variables."""
         return int(variables.get(self.port_variable, self.port))
+
+    def headers_for(self, variables: Mapping[str, Any]) -> dict[str, str]:
+        """What a client sends this backend on a host with these variables: the key,
+        when the server requires one and the inventory gives it."""
+        key = variables.get(KEY_VARIABLE)
+        return {"Authorization": f"Bearer {key}"} if self.auth == "bearer" and key else {}
 
     def capabilities_for(self, variables: Mapping[str, Any]) -> list[str]:
         """What the gateway may send this backend on a host with these variables."""

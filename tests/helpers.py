@@ -16,6 +16,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from clusterai_runner.adapters.openssh import openssh_argv
 
 T = TypeVar("T")
@@ -64,6 +66,13 @@ def booted_sandbox(name: str, hosts: int) -> Iterator[dict[str, Any]]:
     finally:
         down = run_cli("sandbox", "down", "--name", name)
         assert down.code == 0, down.stderr
+
+
+def backend_headers(status: dict[str, Any]) -> dict[str, str]:
+    """What a client sends a sandbox worker's inference server: its inventory's backend
+    key (llama.cpp's servers answer 401 without it)."""
+    inventory = yaml.safe_load(Path(status["inventory"]).read_text())
+    return {"Authorization": f"Bearer {inventory['all']['vars']['clusterai_backend_api_key']}"}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:

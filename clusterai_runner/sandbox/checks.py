@@ -16,6 +16,7 @@ TOOLS = {
     "debootstrap": "debootstrap",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "nft": "nftables",  # each host's traffic from its own address (network.py)
 }
 MEMORY_RESERVE_MIB = 512
 

@@ -11,6 +11,7 @@ import fcntl
 import ipaddress
 import json
 import re
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from typing import Any
 from clusterai_runner.adapters.files import atomic_write
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
-from clusterai_runner.sandbox import checks, host, inventory, rootfs
+from clusterai_runner.sandbox import checks, host, inventory, network, rootfs
 
 DEFAULT_NAME = "default"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
@@ -124,6 +125,8 @@ class Layout:
         self.ssh_key = self.directory / "id_ed25519"
         self.known_hosts = self.directory / "known_hosts"
         self.inventory = self.directory / "inventory.yml"
+        # The key the workers' inference servers require (clusterai_backend_api_key).
+        self.backend_key = self.directory / "backend-api-key"
         self.hosts = self.directory / "hosts"
 
     def host(self, record: HostRecord) -> host.HostSpec:
@@ -413,11 +416,19 @@ class Sandboxes:
                     check=True,
                     stdin=subprocess.DEVNULL,
                 )
+            if not layout.backend_key.exists():
+                atomic_write(layout.backend_key, secrets.token_urlsafe(32) + "\n", mode=0o600)
             authorized = (layout.ssh_key.parent / f"{layout.ssh_key.name}.pub").read_text()
             for h in new:
                 self.progress(f"creating host {h.name} ({h.address})")
                 host.create(lower, layout.host(h), port, authorized)
             self._write_known_hosts(layout, planned, port)
+            warnings = set()
+            for h in to_start:  # before it boots, so that no connection leaves it unnamed
+                cgroup = host.make_cgroups(layout.host(h).root)
+                warnings.add(network.attach(h.address, cgroup, host.CGROUP_LEVEL))
+            for warning in sorted(w for w in warnings if w):
+                self.progress(f"warning: {warning}")
             if to_start:
                 names = ", ".join(h.name for h in to_start)
                 self.progress(f"booting {len(to_start)} host(s): {names}")
@@ -442,7 +453,15 @@ class Sandboxes:
             record = SandboxRecord(layout.name, port, planned, lower)
             atomic_write(
                 layout.inventory,
-                inventory.render(layout.name, planned, port, layout.ssh_key, layout.known_hosts),
+                inventory.render(
+                    layout.name,
+                    planned,
+                    port,
+                    layout.ssh_key,
+                    layout.known_hosts,
+                    layout.backend_key.read_text().strip(),
+                ),
+                mode=0o600,  # it holds the backend key
             )
             atomic_write(layout.state, record.to_json())
         except BaseException:
@@ -451,6 +470,8 @@ class Sandboxes:
             pool.shutdown(wait=False, cancel_futures=True)
             self.progress("failed: undoing what this run created")
             host.stop(layout.hosts, only={layout.host(h).root for h in to_start})
+            for h in to_start:
+                network.detach(h.address)
             if created_directory:
                 host.remove_tree(layout.directory)
             else:
@@ -483,9 +504,10 @@ class Sandboxes:
             running = host.host_processes(layout.directory)
             if running:
                 self.progress(f"stopping {len(running)} host(s)")
-            host.stop(layout.directory)
+            host.stop(layout.directory, halt=False)  # their disks are deleted next
             record = SandboxRecord.from_file(layout.state) if layout.state.is_file() else None
             for h in record.hosts if record else ():
                 host.remove_cgroups(layout.host(h).root)  # left by a host that crashed
+                network.detach(h.address)
             host.remove_tree(layout.directory)
         return True

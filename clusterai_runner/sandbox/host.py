@@ -108,6 +108,21 @@ def cgroups(root: Path, mountinfo: Path = MOUNTINFO) -> list[Path]:
     ]
 
 
+# The depth of a host's own cgroup (CGROUP_PARENT/name) in each hierarchy.
+CGROUP_LEVEL = 2
+
+
+def make_cgroups(root: Path, mountinfo: Path = MOUNTINFO) -> Path | None:
+    """Create the host's cgroups; return its cgroup v2 directory, if there is one."""
+    unified = {point for point, fstype, _options in _mounts(mountinfo) if fstype == "cgroup2"}
+    found = None
+    for cgroup in cgroups(root, mountinfo):
+        cgroup.mkdir(parents=True, exist_ok=True)
+        if cgroup.parents[CGROUP_LEVEL - 1] in unified:
+            found = cgroup
+    return found
+
+
 def remove_cgroups(root: Path) -> None:
     """Remove a stopped host's cgroups, innermost first; empty cgroups are all that is left."""
     for cgroup in cgroups(root):
@@ -260,10 +275,8 @@ def host_processes(under: Path) -> dict[Path, Processes]:
 def start(host: HostSpec, lower: Path) -> int:
     """Boot the host in the background and return the PID of its systemd-nspawn."""
     mount(host, lower)
-    procs = []
-    for cgroup in cgroups(host.root):
-        cgroup.mkdir(parents=True, exist_ok=True)
-        procs.append(str(cgroup / "cgroup.procs"))
+    make_cgroups(host.root)
+    procs = [str(cgroup / "cgroup.procs") for cgroup in cgroups(host.root)]
     with host.log.open("ab") as log:
         process = subprocess.Popen(
             [
@@ -282,6 +295,10 @@ def start(host: HostSpec, lower: Path) -> int:
                 f"--machine={host.machine}",
                 f"--hostname={host.name}",
                 f"--setenv={MARKER}={host.root}",
+                # The firewall role runs nft for real. The hosts share this machine's
+                # network, so its rules match only the host's own address (roles/firewall)
+                # and the sandbox deletes them with the host (network.detach).
+                "--capability=CAP_NET_ADMIN",
                 "--console=read-only",
                 "--link-journal=no",
             ],
@@ -329,10 +346,15 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     return alive
 
 
-def stop(under: Path, only: Collection[Path] | None = None, timeout: float = 30.0) -> None:
+def stop(
+    under: Path, only: Collection[Path] | None = None, timeout: float = 30.0, halt: bool = True
+) -> None:
     """Stop the hosts at or below ``under`` (or just the roots in ``only``).
 
-    SIGTERM asks each nspawn to halt its container. It is repeated while we wait: a
+    Without ``halt`` (hosts whose disks are deleted next) each container's init gets
+    SIGKILL at once, which ends every process in its PID namespace and then its nspawn:
+    a clean shutdown of services that are thrown away only costs seconds per host.
+    Otherwise SIGTERM asks each nspawn to halt its container. It is repeated while we wait: a
     container whose systemd has not yet installed its handlers drops the halt request,
     as a PID-namespace init ignores unhandled signals. An orphaned container init (its
     nspawn is gone) ignores SIGTERM too, so it gets SIGKILL, which ends every process in
@@ -349,12 +371,18 @@ def stop(under: Path, only: Collection[Path] | None = None, timeout: float = 30.
                 found.append(processes)
         return (
             [pid for processes in found for pid in processes.nspawn],
-            [pid for processes in found for pid in processes.orphans],
+            [
+                pid
+                for processes in found
+                for pid in (processes.orphans if halt else [p for p, _ in processes.inits])
+            ],
         )
 
     nspawn, orphans = scan()
     seen = [*nspawn, *orphans]
     _signal(orphans, signal.SIGKILL)
+    if not halt:
+        nspawn = _wait_gone(nspawn, timeout)
     deadline = time.monotonic() + timeout
     while nspawn and time.monotonic() < deadline:
         _signal(nspawn, signal.SIGTERM)

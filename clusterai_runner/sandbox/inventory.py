@@ -19,7 +19,12 @@ class NamedHost(Protocol):
 
 
 def render(
-    sandbox: str, hosts: Sequence[NamedHost], ssh_port: int, key: Path, known_hosts: Path
+    sandbox: str,
+    hosts: Sequence[NamedHost],
+    ssh_port: int,
+    key: Path,
+    known_hosts: Path,
+    backend_key: str,
 ) -> str:
     """Render the inventory: one ``control`` host, the rest in ``workers``."""
     groups: dict[str, dict[str, Any]] = {"control": {"hosts": {}}, "workers": {"hosts": {}}}
@@ -27,6 +32,9 @@ def render(
         groups[host.group]["hosts"][host.name] = {
             "ansible_host": host.address,
             "clusterai_address": host.address,
+            # The hosts share this machine's loopback: a service meant for the host alone
+            # listens on its address, and its firewall lets nothing else in.
+            "clusterai_loopback_address": host.address,
         }
     document = {
         "all": {
@@ -41,6 +49,11 @@ def render(
                 "clusterai_sandbox": sandbox,
                 # llama.cpp, built on the controller, needs nothing outside it.
                 "clusterai_inference_backend": "llamacpp",
+                # The key the workers' inference servers require: the gateway holds it.
+                "clusterai_backend_api_key": backend_key,
+                # This machine runs the sandbox, its CLI and its tests: to the hosts it is
+                # the operator's controller, which reaches them from 127.0.0.1.
+                "firewall_allow": ["127.0.0.1"],
             },
             "children": groups,
         }
@@ -49,6 +62,7 @@ def render(
         f"# Inventory of the sandbox {sandbox!r}, written by `clusterai sandbox up`.\n"
         "# It is rewritten on every `up`: copy it before editing by hand.\n"
         "# clusterai_address is the address every service on the host binds to.\n"
+        "# It holds a secret (clusterai_backend_api_key): keep it 0600.\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

@@ -3,6 +3,7 @@ every worker of an inventory as a backend (read again on each reload)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from clusterai_runner.gateway.config import GatewayConfig, load
 
 def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, Any]]:
     """One backend entry (name, url, api, capabilities) per worker with a known inference
-    backend."""
+    backend; a server that requires a key reads it from the environment (KEY_ENVIRONMENT)."""
     found = []
     for host in hosts:
         server = backends.of_host(host.variables)
@@ -22,10 +23,25 @@ def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, Any]]:
             continue
         address = backends.url(host.address, server.port_for(host.variables))
         capabilities = server.capabilities_for(host.variables)
-        found.append(
-            {"name": host.name, "url": address, "api": server.api, "capabilities": capabilities}
-        )
+        entry = {"name": host.name, "url": address, "api": server.api, "capabilities": capabilities}
+        if server.auth == "bearer":
+            entry["api_key_env"] = backends.KEY_ENVIRONMENT
+        found.append(entry)
     return found
+
+
+def backend_key_environment(hosts: list[InventoryHost]) -> dict[str, str]:
+    """The environment the gateway reads backend keys from: this process's, with the
+    inventory's clusterai_backend_api_key unless the environment sets the key already."""
+    env = dict(os.environ)
+    keys = {
+        str(h.variables[backends.KEY_VARIABLE])
+        for h in hosts
+        if h.variables.get(backends.KEY_VARIABLE)
+    }
+    if keys and not env.get(backends.KEY_ENVIRONMENT):
+        env[backends.KEY_ENVIRONMENT] = sorted(keys)[0]
+    return env
 
 
 def gateway_config(
@@ -36,5 +52,11 @@ def gateway_config(
 ) -> GatewayConfig:
     """The configuration file (or defaults), with ``backends`` URLs and, when
     ``inventory`` is given, each of its workers' inference servers."""
-    workers = worker_backends(load_inventory(inventory)) if inventory is not None else []
-    return load(config_path, backends, listen, workers=workers)
+    hosts = load_inventory(inventory) if inventory is not None else []
+    return load(
+        config_path,
+        backends,
+        listen,
+        env=backend_key_environment(hosts),
+        workers=worker_backends(hosts),
+    )

@@ -70,12 +70,20 @@ def _port(host: InventoryHost, variable: str) -> int:
     return int(host.variables.get(variable, EXPORTER_PORTS[variable]))
 
 
-def _get(url: str, timeout: float) -> str | None:
-    """The body of a 200 answer, or None when the service does not answer well."""
+# A server that answers 401 is up: it wants a key this inventory does not give.
+LOCKED = "(a key is required)"
+
+
+def _get(url: str, timeout: float, headers: dict[str, str] | None = None) -> str | None:
+    """The body of a 200 answer, LOCKED for a 401, or None when the service does not
+    answer well (or does not answer: down, or a firewall keeps this machine out)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body: bytes = response.read(4_000_000)
             return body.decode("utf-8", "replace") if response.status == 200 else None
+    except urllib.error.HTTPError as error:
+        return LOCKED if error.code == 401 else None
     except (OSError, urllib.error.URLError, ValueError):
         return None
 
@@ -89,7 +97,7 @@ def _tcp_open(address: str, port: int, timeout: float) -> bool:
 
 
 def _models(backend: str, body: str | None) -> list[str]:
-    if body is None:
+    if body is None or body == LOCKED:
         return []
     try:
         data = json.loads(body)
@@ -145,19 +153,25 @@ def host_status(host: InventoryHost, last_run: dict[str, Any] | None, timeout: f
         status.problems.append(f"clusterai_inference_backend {backend!r} is not one of {known}")
     elif host.kind == "workers" and server is not None:
         port = server.port_for(host.variables)
-        health = _get(url(host.address, port, server.health_path), timeout)
+        headers = server.headers_for(host.variables)
+        health = _get(url(host.address, port, server.health_path), timeout, headers)
         healthy = health is not None
         models = health
         if healthy and server.models_path != server.health_path:
-            models = _get(url(host.address, port, server.models_path), timeout)
+            models = _get(url(host.address, port, server.models_path), timeout, headers)
         status.inference = "up" if healthy else "down"
         status.models = _models(backend, models)
         if not healthy:
-            status.problems.append(f"{backend} server on port {port} is down")
+            status.problems.append(
+                f"{backend} server on port {port} does not answer (down, or its firewall "
+                "keeps this machine out: list this machine's address in firewall_allow)"
+            )
     node = _get(url(host.address, _port(host, "node_exporter_port"), "/metrics"), timeout)
     status.exporter = "up" if node is not None else "down"
     if node is None:
-        status.problems.append("node exporter is down")
+        status.problems.append(
+            "node exporter does not answer (down, or its firewall keeps this machine out)"
+        )
     gpu_metrics = _get(url(host.address, _port(host, "gpu_exporter_port"), "/metrics"), timeout)
     if gpu_metrics is not None:
         status.gpus = parse_gpus(gpu_metrics)

@@ -42,13 +42,15 @@ def ansible_recap(state_dir: Path, run_id: int) -> list[str]:
 
 
 # Secrets that must reach no file of the state directory, no journal and no ps output:
-# the vault's password, two values encrypted in the inventory's vault file (the gateway's
-# admin key and an API key, which the gateway role uses), and a provider key in the
-# operator's environment.
+# the vault's password, three values encrypted in the inventory's vault file (the gateway's
+# admin key and an API key, which the gateway role uses, and the key the workers' servers
+# require, which the llamacpp_server, gateway and blackbox_exporter roles use), and a
+# provider key in the operator's environment.
 CANARIES = {
     "vault_password": "canary-vault-password-6e1f0c",
     "admin_key": "canary-admin-key-4b9d2a7e51c3",
     "api_key": "cai_c0ffee01_canaryapikeycanaryapikeycanaryapikey",
+    "backend_key": "canary-backend-key-7d21e0f94b",
     "environment": "canary-provider-key-93ad17",
 }
 SECRET_ENV = {"PROVIDER_API_KEY": CANARIES["environment"]}
@@ -65,9 +67,11 @@ def vaulted_inventory(directory: Path, hosts: str, password_file: Path) -> Path:
     (directory / "group_vars" / "all").mkdir(parents=True)
     (directory / "hosts.yml").write_text(hosts)
     secrets = directory / "group_vars" / "all" / "vault.yml"
+    # group_vars/all overrides the key the sandbox's own inventory gives (its all: vars).
     secrets.write_text(yaml.safe_dump({
         "gateway_admin_key": CANARIES["admin_key"],
         "gateway_api_keys": [{"name": "canary", "key": CANARIES["api_key"]}],
+        "clusterai_backend_api_key": CANARIES["backend_key"],
     }))  # fmt: skip
     encrypted = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", str(secrets),
@@ -156,9 +160,12 @@ def latest_run() -> dict[str, Any]:
 
 
 def test_status_shows_each_hosts_health_models_and_last_run(
-    sandbox: dict[str, Any], converged: list[Any]
+    sandbox: dict[str, Any], converged: list[Any], vaulted: Vaulted
 ) -> None:
-    result = run_cli("status", "-i", sandbox["inventory"], "--json")
+    # The vaulted inventory's backend key is the one the servers were given: with it,
+    # status lists their models.
+    vault = ("--vault-password-file", str(vaulted.password_file))
+    result = run_cli("status", "-i", str(vaulted.inventory), "--json", *vault)
     assert result.code == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     hosts = {h["name"]: h for h in report["hosts"]}
@@ -415,7 +422,11 @@ def test_scale_out_into_the_state_store_then_in_again(
 
     # An answered request leaves its connection in TIME_WAIT for a minute: that is not an
     # open request, and the drain (60 s by default) must not wait for it.
-    with urllib.request.urlopen(f"http://{address}:8080/v1/models", timeout=10) as answer:
+    asked = urllib.request.Request(
+        f"http://{address}:8080/v1/models",
+        headers={"Authorization": f"Bearer {CANARIES['backend_key']}"},
+    )
+    with urllib.request.urlopen(asked, timeout=10) as answer:
         assert answer.status == 200
     removed = run_cli("scale-in", "-i", str(inventory), "worker2", "--yes", *vault,
                       env=SECRET_ENV)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,12 @@ def test_up_restarts_a_killed_host_and_keeps_the_others(cluster: dict[str, Any])
     assert ssh(cluster, after["worker2"]["address"], "true").returncode == 0
 
 
+def nft_tables() -> set[str]:
+    listed = subprocess.run(["nft", "--json", "list", "tables"], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    return {t["table"]["name"] for t in json.loads(listed.stdout)["nftables"] if "table" in t}
+
+
 def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
     cluster: dict[str, Any],
     state_dir: Path,
@@ -141,6 +148,25 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
         "worker1",
     ]
 
+    # Each host's traffic leaves from its own address: a listener of this test's own, on a
+    # loopback address of its own, sees worker1's connection come from worker1's address.
+    with socket.socket() as listener:
+        listener.bind(("127.0.99.7", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        connect = f"import socket; socket.create_connection(('127.0.99.7', {port}))"
+        reached = ssh(second, hosts[1]["address"], f'python3 -c "{connect}"')
+        assert reached.returncode == 0, reached.stderr
+        assert listener.accept()[1][0] == hosts[1]["address"]
+    # A table of worker1's own in this machine's rule set (as the firewall role makes in
+    # a host): `down` takes it away with the host's own source-address table.
+    table = f"clusterai_fw_{hosts[1]['address'].replace('.', '_')}"
+    made = ssh(second, hosts[1]["address"], f"nft add table inet {table}")
+    assert made.returncode == 0, made.stderr
+    assert {f"clusterai_sandbox_{h['address'].replace('.', '_')}" for h in hosts} | {table} <= (
+        nft_tables()
+    )
+
     directory = Path(second["directory"])
     # An orphaned container (its nspawn killed) is found and stopped too.
     os.kill(hosts[1]["pid"], signal.SIGKILL)
@@ -155,6 +181,8 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
     assert [c for root in roots for c in sandbox_host.cgroups(root) if c.exists()] == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert str(directory) not in ps.stdout
+    suffixes = tuple(f"_{h['address'].replace('.', '_')}" for h in hosts)
+    assert [t for t in nft_tables() if t.endswith(suffixes)] == []
     assert "second" not in run_cli("sandbox", "list").stdout
     # The first sandbox is untouched.
     assert all(h["state"] == "running" for h in status_of("it")["hosts"])

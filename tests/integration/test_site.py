@@ -24,6 +24,7 @@ import yaml
 from tests.helpers import (
     REPO,
     ansible_playbook,
+    backend_headers,
     run_cli,
     serve_folder,
     ssh,
@@ -238,7 +239,10 @@ def test_services_run_hardened_as_a_dedicated_user(
     assert shell.endswith(":/usr/sbin/nologin")
 
 
-@pytest.mark.parametrize(("host", "unit"), [(host, unit) for host, unit, _ in SERVICES])
+@pytest.mark.parametrize(
+    ("host", "unit"),
+    [(host, unit) for host, unit, _ in SERVICES] + [("worker1", "clusterai-firewall")],
+)
 def test_every_units_exposure_is_at_most_2(
     cluster: dict[str, Any], converged: object, host: str, unit: str
 ) -> None:
@@ -272,7 +276,7 @@ def test_each_worker_answers_a_chat_completion_from_smollm2(
     request = urllib.request.Request(
         f"http://{address(cluster, worker)}:8080/v1/chat/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **backend_headers(cluster)},
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         answer = json.load(response)
@@ -299,11 +303,12 @@ def test_a_workers_stream_is_not_cut_by_a_request_waiting_for_its_model(
     request = urllib.request.Request(
         f"{url}/v1/chat/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **backend_headers(cluster)},
     )
     waited: list[int] = []
+    models = urllib.request.Request(f"{url}/v1/models", headers=backend_headers(cluster))
     probe = threading.Thread(
-        target=lambda: waited.append(urllib.request.urlopen(f"{url}/v1/models", timeout=120).status)
+        target=lambda: waited.append(urllib.request.urlopen(models, timeout=120).status)
     )
     chunks = []
     with urllib.request.urlopen(request, timeout=120) as stream:
@@ -342,7 +347,8 @@ def test_embeddings_go_only_to_the_worker_that_serves_them(
     try:
         urllib.request.urlopen(urllib.request.Request(
             f"http://{address(cluster, 'worker2')}:8080/v1/embeddings",
-            data=b'{"input": "hello"}', headers={"Content-Type": "application/json"},
+            data=b'{"input": "hello"}',
+            headers={"Content-Type": "application/json", **backend_headers(cluster)},
         ), timeout=60)  # fmt: skip
         raise AssertionError("worker2 served embeddings")
     except urllib.error.HTTPError as error:
@@ -414,6 +420,43 @@ def test_inference_listens_only_on_worker_addresses(
     workers = {h["address"] for h in cluster["hosts"] if h["group"] == "workers"}
     assert listeners(8080) >= workers
     assert not listeners(8080) & {"0.0.0.0", "*", "[::]", address(cluster, "ctl1")}
+
+
+def http_code(cluster: dict[str, Any], host: str, url: str, *headers: str) -> str:
+    """The status code ``host`` gets for ``url`` ("000": no answer within 3 s)."""
+    options = " ".join(f"-H '{h}'" for h in headers)
+    command = f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {options} {url}"
+    return ssh(cluster, address(cluster, host), command).stdout
+
+
+def test_a_workers_services_answer_the_control_host_only(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    """The firewall role: from another host's address a worker's inference server and
+    exporter do not answer; from the control host they do (the server wants its key).
+    Through the gateway the same server answers (test_the_gateway_serves_both_workers...),
+    and Prometheus still scrapes every target (test_prometheus_reports_every_target_up,
+    test_every_workers_inference_endpoint_is_probed_successfully)."""
+    worker1, worker2, ctl1 = (address(cluster, h) for h in ("worker1", "worker2", "ctl1"))
+    inference, exporter = f"http://{worker1}:8080/v1/models", f"http://{worker1}:9100/metrics"
+    key = backend_headers(cluster)["Authorization"]
+    # worker2's connections leave from its own address (the sandbox's source addresses).
+    assert http_code(cluster, "worker2", inference) == "000"
+    assert http_code(cluster, "worker2", exporter) == "000"
+    assert http_code(cluster, "ctl1", inference) == "401"
+    assert http_code(cluster, "ctl1", inference, f"Authorization: {key}") == "200"
+    assert http_code(cluster, "ctl1", exporter) == "200"
+    # The same from this machine, a socket bound to worker2's address by hand.
+    for port in (8080, 9100):
+        with pytest.raises(OSError):
+            socket.create_connection((worker1, port), timeout=2, source_address=(worker2, 0))
+    # The blackbox exporter, which fetches any URL it is given, answers its own host only.
+    assert http_code(cluster, "worker1", f"http://{ctl1}:9115/metrics") == "000"
+    assert http_code(cluster, "ctl1", f"http://{ctl1}:9115/metrics") == "200"
+    # Each host's rules: a table of its own, loaded by a unit under the hardening baseline.
+    table = ssh(cluster, worker1, "systemctl is-active clusterai-firewall; nft list tables")
+    assert table.stdout.split("\n")[0] == "active"
+    assert f"table inet clusterai_fw_{worker1.replace('.', '_')}" in table.stdout
 
 
 def test_common_role_made_the_service_user_and_capped_the_journal(

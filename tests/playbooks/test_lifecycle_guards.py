@@ -17,7 +17,10 @@ from tests.helpers import ansible_playbook
 HOST = {"ansible_host": "127.0.0.2", "clusterai_address": "127.0.0.2"}
 INVENTORY = {
     "all": {
-        "vars": {"clusterai_inference_backend": "llamacpp"},
+        "vars": {
+            "clusterai_inference_backend": "llamacpp",
+            "clusterai_backend_api_key": "lifecycle-test-key-0123",
+        },
         "children": {
             "control": {"hosts": {"ctl1": HOST}},
             "workers": {"hosts": {"w1": HOST, "w2": HOST}},

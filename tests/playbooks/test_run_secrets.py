@@ -38,7 +38,10 @@ def vaulted_inventory(directory: Path) -> tuple[Path, Path]:
     (inventory / "group_vars" / "all").mkdir(parents=True)
     (inventory / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
     secret = inventory / "group_vars" / "all" / "vault.yml"
-    secret.write_text(yaml.safe_dump({"clusterai_canary": VAULTED}))
+    # The backend key is a real secret the checks read (llama.cpp's servers require it).
+    secret.write_text(
+        yaml.safe_dump({"clusterai_canary": VAULTED, "clusterai_backend_api_key": VAULTED})
+    )
     password = directory / "vault-password"
     password.write_text(PASSWORD + "\n")
     subprocess.run(

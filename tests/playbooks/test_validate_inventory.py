@@ -23,11 +23,15 @@ def run_boilerplate(
     return ansible_playbook(path, "boilerplate.yml", timeout=300)
 
 
+KEY = "k" * 24  # clusterai_backend_api_key: llama.cpp's servers require one
+
+
 def host(address: object = "127.0.0.2", backend: str = "llamacpp") -> dict[str, object]:
     return {
         "ansible_host": "127.0.0.2",
         "clusterai_address": address,
         "clusterai_inference_backend": backend,
+        "clusterai_backend_api_key": KEY,
     }
 
 
@@ -96,6 +100,31 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
         (
             inventory({"ctl1": host()}, {"w1": {**host(), "ollama_models_prune": "yes"}}),
             'inventory: host w1: ollama_models_prune is "yes", not a bool',
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "firewall_allow": "127.0.0.1"}}),
+            'inventory: host w1: firewall_allow is "127.0.0.1", not a list',
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_backend_api_key": ""}}),
+            "inventory: host w1: its llamacpp server requires a key and"
+            " clusterai_backend_api_key is not set (set clusterai_backend_api_key:"
+            ' "{{ vault_clusterai_backend_api_key }}" in group_vars/all',
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_backend_api_key": "short"}}),
+            "clusterai_backend_api_key is shorter than 16 characters",
+        ),
+        (
+            inventory(
+                {"ctl1": host()},
+                {"w1": host(), "w2": {**host(), "clusterai_backend_api_key": "x" * 20}},
+            ),
+            "inventory: clusterai_backend_api_key differs between workers (w1, w2)",
+        ),
+        (
+            inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_loopback_address": "lo"}}),
+            "inventory: host w1: clusterai_loopback_address lo is not an IP address",
         ),
     ],
 )

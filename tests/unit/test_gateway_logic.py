@@ -234,10 +234,15 @@ def test_bad_ollama_requests_name_the_field(body: dict[str, object], expected: s
 
 def test_the_inventorys_workers_become_backends(tmp_path: Path) -> None:
     from clusterai_runner.adapters.inventory import load as load_inventory
-    from clusterai_runner.usecases.gateway_backends import worker_backends
+    from clusterai_runner.usecases.gateway_backends import (
+        backend_key_environment,
+        worker_backends,
+    )
 
     inventory = write(tmp_path, """\
 all:
+  vars:
+    clusterai_backend_api_key: inventory-backend-key-0123
   children:
     control:
       hosts:
@@ -251,17 +256,23 @@ all:
         w2: {ansible_host: 192.0.2.22, clusterai_address: "2001:db8::22",
              clusterai_inference_backend: ollama}
 """)  # fmt: skip
+    # llama.cpp's servers require the backend key (the catalogue's auth: bearer); Ollama's
+    # have none.
     assert worker_backends(load_inventory(inventory)) == [
         {"name": "w1", "url": "http://192.0.2.21:8081", "api": "openai",
-         "capabilities": ["chat", "completions"]},
+         "capabilities": ["chat", "completions"], "api_key_env": "CLUSTERAI_BACKEND_API_KEY"},
         {"name": "w3", "url": "http://192.0.2.23:8080", "api": "openai",
-         "capabilities": ["chat", "completions", "embeddings"]},
+         "capabilities": ["chat", "completions", "embeddings"],
+         "api_key_env": "CLUSTERAI_BACKEND_API_KEY"},
         {"name": "w2", "url": "http://[2001:db8::22]:11434", "api": "ollama",
          "capabilities": ["chat", "completions", "embeddings"]},
     ]  # fmt: skip
-    config = load(None, workers=worker_backends(load_inventory(inventory)), env={})
-    assert [(b.name, b.api, b.capabilities) for b in config.backends] == [
-        ("w1", "openai", ("chat", "completions")),
-        ("w3", "openai", ("chat", "completions", "embeddings")),
-        ("w2", "ollama", ("chat", "completions", "embeddings")),
+    hosts = load_inventory(inventory)
+    env = backend_key_environment(hosts)
+    assert env["CLUSTERAI_BACKEND_API_KEY"] == "inventory-backend-key-0123"
+    config = load(None, workers=worker_backends(hosts), env=env)
+    assert [(b.name, b.api, b.capabilities, b.api_key) for b in config.backends] == [
+        ("w1", "openai", ("chat", "completions"), "inventory-backend-key-0123"),
+        ("w3", "openai", ("chat", "completions", "embeddings"), "inventory-backend-key-0123"),
+        ("w2", "ollama", ("chat", "completions", "embeddings"), None),
     ]

@@ -8,7 +8,7 @@ import yaml
 
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
-from clusterai_runner.sandbox import checks, core, host, inventory
+from clusterai_runner.sandbox import checks, core, host, inventory, network
 
 
 def nothing_listens(_address: str, _port: int) -> bool:
@@ -153,10 +153,16 @@ def test_inventory_groups_hosts_and_keeps_host_key_checking(tmp_path: Path) -> N
         core.HostRecord("ctl1", "127.0.10.1", "control"),
         core.HostRecord("worker1", "127.0.10.2", "workers"),
     ]
-    text = inventory.render("demo", hosts, 2222, tmp_path / "key", tmp_path / "kh")
+    text = inventory.render("demo", hosts, 2222, tmp_path / "key", tmp_path / "kh", "k" * 43)
     data = yaml.safe_load(text)["all"]
+    assert data["vars"]["clusterai_backend_api_key"] == "k" * 43
+    assert data["vars"]["firewall_allow"] == ["127.0.0.1"]
     assert data["children"]["control"]["hosts"] == {
-        "ctl1": {"ansible_host": "127.0.10.1", "clusterai_address": "127.0.10.1"}
+        "ctl1": {
+            "ansible_host": "127.0.10.1",
+            "clusterai_address": "127.0.10.1",
+            "clusterai_loopback_address": "127.0.10.1",
+        }
     }
     assert list(data["children"]["workers"]["hosts"]) == ["worker1"]
     assert data["vars"]["ansible_port"] == 2222
@@ -229,3 +235,32 @@ def test_each_host_gets_cgroups_of_its_own_in_the_hierarchies_nspawn_uses(
     assert all(c.name.startswith("ctl1-") for c in ctl)
     # Same host name in another sandbox: different cgroups.
     assert {c.name for c in ctl}.isdisjoint({c.name for c in other})
+
+
+def test_each_hosts_source_address_table_marks_only_its_own_cgroup() -> None:
+    text = network.ruleset("127.0.10.2", "unified/clusterai-sandbox/x-0123", 2)
+    assert text.startswith(
+        "table ip clusterai_sandbox_127_0_10_2\ndelete table ip clusterai_sandbox_127_0_10_2\n"
+    )
+    assert (
+        'socket cgroupv2 level 2 "unified/clusterai-sandbox/x-0123" ip saddr 127.0.0.1 '
+        "ip daddr != 127.0.0.1 meta mark set 0x7f000a02" in text
+    )
+    assert "meta mark 0x7f000a02 ip saddr 127.0.0.1 snat ip to 127.0.10.2" in text
+    # Another host's mark differs, so neither takes the other's packets.
+    assert "0x7f000a03" in network.ruleset("127.0.10.3", "unified/clusterai-sandbox/y", 2)
+
+
+def test_a_hosts_cgroup_v2_is_found_in_a_hybrid_or_unified_layout(tmp_path: Path) -> None:
+    for v2 in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        mountinfo = tmp_path / "mountinfo"
+        mounts = [f"30 1 0:26 / {tmp_path}{v2} rw - cgroup2 cgroup2 rw"]
+        if v2.endswith("unified"):
+            mounts.append(
+                f"31 1 0:27 / {tmp_path}/sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd"
+            )
+        mountinfo.write_text("\n".join(mounts) + "\n")
+        found = host.make_cgroups(Path("/state/sandboxes/demo/hosts/w1/root"), mountinfo)
+        assert found is not None and found.is_dir()
+        assert found.parents[1] == Path(f"{tmp_path}{v2}")
+        assert found.parent.name == host.CGROUP_PARENT

@@ -90,7 +90,11 @@ def test_workers_serve_smollm2_on_their_address(host):
     assert service.is_enabled
     assert host.user("clusterai-llamacpp").shell == "/usr/sbin/nologin"
     assert host.socket(f"tcp://{_address(host)}:8080").is_listening
-    models = host.check_output(f"curl -sf http://{_address(host)}:8080/v1/models")
+    url = f"http://{_address(host)}:8080/v1/models"
+    # Every request must bear the backend key: without it, 401.
+    assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}") == "401"
+    key = host.ansible.get_variables()["clusterai_backend_api_key"]
+    models = host.check_output(f"curl -sf -H 'Authorization: Bearer {key}' {url}")
     assert '"id":"smollm2"' in models.replace(" ", "")
 
 
