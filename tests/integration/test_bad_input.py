@@ -41,7 +41,7 @@ def path_without(tmp_path: Path, tool: str) -> str:
     """A PATH holding every sandbox tool but one."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("systemd-nspawn", "debootstrap", "ssh", "ssh-keygen", "cp"):
+    for name in ("systemd-nspawn", "debootstrap", "ssh", "ssh-keygen", "nft", "cp"):
         found = shutil.which(name)
         if name != tool and found:
             (bin_dir / name).symlink_to(found)
@@ -77,7 +77,8 @@ def test_not_root(unchanged: None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("tool", "package"), [("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap")]
+    ("tool", "package"),
+    [("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap"), ("nft", "nftables")],
 )
 def test_missing_tool_prints_the_apt_line(
     tool: str, package: str, tmp_path: Path, unchanged: None

@@ -76,7 +76,11 @@ def test_inventory_matches_the_hosts(cluster: dict[str, Any]) -> None:
     inventory = yaml.safe_load(Path(cluster["inventory"]).read_text())["all"]
     for group in ("control", "workers"):
         expected = {
-            h["name"]: {"ansible_host": h["address"], "clusterai_address": h["address"]}
+            h["name"]: {
+                "ansible_host": h["address"],
+                "clusterai_address": h["address"],
+                "clusterai_loopback_address": h["address"],
+            }
             for h in cluster["hosts"]
             if h["group"] == group
         }
@@ -157,12 +161,13 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
         connect = f"import socket; socket.create_connection(('127.0.99.7', {port}))"
         reached = ssh(second, hosts[1]["address"], f'python3 -c "{connect}"')
         assert reached.returncode == 0, reached.stderr
-        assert listener.accept()[1][0] == hosts[1]["address"]
-    # A table of worker1's own in this machine's rule set (as the firewall role makes in
-    # a host): `down` takes it away with the host's own source-address table.
+        accepted, peer = listener.accept()
+        accepted.close()
+        assert peer[0] == hosts[1]["address"]
+    # A table named after worker1 in this machine's rule set (as the firewall role makes
+    # one from inside the host): `down` takes it away with the host's source-address table.
     table = f"clusterai_fw_{hosts[1]['address'].replace('.', '_')}"
-    made = ssh(second, hosts[1]["address"], f"nft add table inet {table}")
-    assert made.returncode == 0, made.stderr
+    subprocess.run(["nft", "add", "table", "inet", table], check=True)
     assert {f"clusterai_sandbox_{h['address'].replace('.', '_')}" for h in hosts} | {table} <= (
         nft_tables()
     )
