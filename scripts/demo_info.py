@@ -21,18 +21,20 @@ def main(argv: list[str]) -> int:
         return 0
     from pathlib import Path
 
-    from clusterai_runner import backends
-    from clusterai_runner.adapters.inventory import load
+    from clusterai_runner.config import Settings
 
     control = next(h["address"] for h in status["hosts"] if h["group"] == "control")
+    sandbox = Path(status["inventory"]).parent
+    ca = Settings.from_env().cache_dir / "pki" / control / "ca.crt"
     print("\nThe sandbox is up and provisioned. Look at it:")
-    print(f"  Prometheus:    http://{control}:9090/targets")
-    print(f"  Alertmanager:  http://{control}:9093")
-    for host in load(Path(status["inventory"])):
-        server = backends.of_host(host.variables)
-        if host.kind == "workers" and server is not None:
-            where = backends.url(host.address, server.port_for(host.variables), server.models_path)
-            print(f"  inference:     curl {where}")
+    print(f"  Prometheus:    https://{control}:9090/targets")
+    print(f"  Alertmanager:  https://{control}:9093")
+    print(f"    login:       clusterai, password in {sandbox / 'monitoring-password'}")
+    print(f"    CA:          {ca} (the cluster's own: trust it, or curl --cacert it)")
+    print(f"  gateway:       http://{control}:8000/v1/models (API keys: gateway_api_keys in the"
+          " inventory, roles/gateway/README.md)")  # fmt: skip
+    print("  workers:       their inference servers answer only the control host (firewall)")
+    print(f"  status:        .venv/bin/clusterai status -i {status['inventory']}")
     print(f"  hosts:         .venv/bin/clusterai sandbox status --name {status['name']}")
     print(
         f"  ping:          .venv/bin/ansible -i {status['inventory']} all -m ansible.builtin.ping"

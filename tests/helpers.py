@@ -75,6 +75,28 @@ def backend_headers(status: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {inventory['all']['vars']['clusterai_backend_api_key']}"}
 
 
+def monitoring_get(status: dict[str, Any], url: str, login: bool = True) -> str:
+    """GET a sandbox's monitoring service (Prometheus, Alertmanager, an exporter) over TLS,
+    its certificate checked against the CA copy the converge left on this machine, with
+    the inventory's monitoring login; the answer's text (an error status raises)."""
+    import base64
+    import ssl
+    import urllib.request
+
+    from clusterai_runner.config import Settings
+
+    inventory = yaml.safe_load(Path(status["inventory"]).read_text())
+    control = next(h["address"] for h in status["hosts"] if h["group"] == "control")
+    ca = Settings.from_env().cache_dir / "pki" / control / "ca.crt"
+    password = inventory["all"]["vars"]["clusterai_monitoring_password"]
+    token = base64.b64encode(f"clusterai:{password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"} if login else {}
+    context = ssl.create_default_context(cafile=str(ca))
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        return str(response.read().decode())
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
     """Run the installed ``clusterai`` console script as an operator would."""
     completed = subprocess.run(

@@ -31,6 +31,7 @@ from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.config import load, read_backends_file
 from clusterai_runner.gateway.keys import sync_keys
+from clusterai_runner.gateway.monitoring import read_web_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.backends is not None:
                 read_backends_file(args.backends, env=None)
             else:
-                load(args.config, relative_to=args.relative_to, require_env=False)
+                config = load(args.config, relative_to=args.relative_to, require_env=False)
+                if config.metrics_web_config is not None:
+                    read_web_config(Path(config.metrics_web_config))
             print(f"ok: {args.backends or args.config}")
             return 0
         settings = Settings.from_env()

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from clusterai_runner.gateway.config import GatewayConfig
 from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter
 from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.middleware import errors, gatekeeper
+from clusterai_runner.gateway.monitoring import WebConfig, metrics_app
 from clusterai_runner.gateway.ollama import ollama_ps, ollama_route, ollama_tags, ollama_version
 from clusterai_runner.gateway.pool import Pool
 from clusterai_runner.gateway.proxy import openai_models, openai_route
@@ -81,7 +83,8 @@ def make_app(
     app.router.add_get("/api/ps", ollama_ps)
     app.router.add_get("/api/version", ollama_version)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if config.metrics_host is None:  # else only on the metrics listener (monitoring.py)
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/backends", admin_backends)
     app.router.add_post("/admin/backends/{name}/drain", admin_drain)
     app.router.add_post("/admin/backends/{name}/undrain", admin_drain)
@@ -112,10 +115,11 @@ def make_app(
     return app
 
 
-# What SIGHUP cannot change: the listener, the request size limit, the cache and auth.
+# What SIGHUP cannot change: the listeners, the request size limit, the cache and auth.
 RESTART_ONLY = (
     "host", "port", "max_body_bytes", "cache_enabled", "cache_path", "cache_ttl_s",
     "cache_max_entries", "cache_redis_url", "auth_enabled", "auth_refresh_s", "auth_max_stale_s",
+    "metrics_host", "metrics_port", "metrics_web_config",
 )  # fmt: skip
 
 
@@ -190,9 +194,11 @@ def serve(
     usage_spool: Path | None = None,
     ready: Callable[[str], None] | None = None,
     read: Callable[[], GatewayConfig] | None = None,
+    monitoring: tuple[WebConfig, ssl.SSLContext] | None = None,
 ) -> None:
     """Run the gateway until SIGINT or SIGTERM; with ``read`` (which loads the
-    configuration again), SIGHUP reloads the backends."""
+    configuration again), SIGHUP reloads the backends. With ``monitoring`` (the metrics
+    listener's web configuration and TLS context), /metrics is served there."""
 
     async def main() -> None:
         app = make_app(config, store, usage_spool)
@@ -200,6 +206,14 @@ def serve(
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         await site.start()
+        runners: list[web.AppRunner] = [runner]
+        if monitoring is not None and config.metrics_host is not None:
+            web_config, context = monitoring
+            metrics_runner = web.AppRunner(metrics_app(web_config, app), access_log=None)
+            await metrics_runner.setup()
+            runners.append(metrics_runner)
+            await web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port,
+                              ssl_context=context, reuse_address=True).start()  # fmt: skip
         pending: set[asyncio.Task[None]] = set()
         if read is not None:
 
@@ -214,7 +228,8 @@ def serve(
         try:
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            for each in reversed(runners):
+                await each.cleanup()
 
     with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
         asyncio.run(main())

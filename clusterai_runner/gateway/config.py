@@ -26,6 +26,8 @@
     # or, shared by every gateway replica: cache: {redis_url: redis://192.0.2.10:6379/0}
     auth: {enabled: true, refresh_s: 5,    # keys: `clusterai gateway keys create NAME`
            max_stale_s: 60}                # keys not reloaded this long: 503 until they are
+    metrics: {listen: 192.0.2.10:8001,     # /metrics for Prometheus only there, over TLS
+              web_config: metrics-web.yml} # with a login (see monitoring.py)
 
 Errors name the file and the field and say how to fix it.
 """
@@ -85,6 +87,11 @@ class GatewayConfig:
     auth_refresh_s: float = 5.0
     # Keys the gateway could not reload for this long are not trusted: requests get 503.
     auth_max_stale_s: float = 60.0
+    # /metrics on a listener of its own, with TLS and a login (monitoring.py); None: on
+    # the client listener, open.
+    metrics_host: str | None = None
+    metrics_port: int = 0
+    metrics_web_config: str | None = None
 
 
 def _where(path: Path | str, key: str) -> str:
@@ -234,7 +241,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     raw: dict[str, Any] = _read(path) if path is not None else {}
     source: Path | str = path or "(command line)"
     known = {"listen", "backends", "backends_file", "aliases", "queue", "health",
-             "max_body_bytes", "cache", "auth"}  # fmt: skip
+             "max_body_bytes", "cache", "auth", "metrics"}  # fmt: skip
     unknown = set(raw) - known
     if unknown:
         raise UsageError(
@@ -282,7 +289,10 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     health = raw.get("health") or {}
     cache = raw.get("cache") or {}
     auth = raw.get("auth") or {}
-    for name, section in (("queue", queue), ("health", health), ("cache", cache), ("auth", auth)):
+    monitoring = raw.get("metrics") or {}
+    sections = (("queue", queue), ("health", health), ("cache", cache), ("auth", auth),
+                ("metrics", monitoring))  # fmt: skip
+    for name, section in sections:
         if not isinstance(section, dict):
             raise UsageError(_where(source, name), "is not a mapping")
     enabled = cache.get("enabled", True)
@@ -292,6 +302,12 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     if not isinstance(auth_enabled, bool):
         raise UsageError(_where(source, "auth.enabled"), f"{auth_enabled!r} is not true or false")
     refresh_s = _number(source, "auth.refresh_s", auth.get("refresh_s", 5), 0.1)
+    metrics_host, metrics_port, metrics_web_config = _metrics(
+        source, monitoring, relative_to or (path.parent if path is not None else Path.cwd())
+    )
+    if (metrics_host, metrics_port) == (host, port):
+        raise UsageError(_where(source, "metrics.listen"), "is the client listener too",
+                         "give the metrics a port of their own")  # fmt: skip
     return GatewayConfig(
         host=host,
         port=port,
@@ -317,4 +333,25 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         auth_max_stale_s=_number(
             source, "auth.max_stale_s", auth.get("max_stale_s", max(60, refresh_s)), refresh_s
         ),
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        metrics_web_config=metrics_web_config,
     )
+
+
+def _metrics(
+    source: Path | str, section: dict[str, Any], base: Path
+) -> tuple[str | None, int, str | None]:
+    """The metrics listener's host, port and web configuration file (relative to ``base``)."""
+    if not section:
+        return None, 0, None
+    unknown = set(section) - {"listen", "web_config"}
+    if unknown:
+        raise UsageError(_where(source, f"metrics.{sorted(unknown)[0]}"), "is not a setting",
+                         "use listen and web_config")  # fmt: skip
+    if not section.get("listen") or not section.get("web_config"):
+        raise UsageError(_where(source, "metrics"), "needs listen and web_config",
+                         "e.g. {listen: 192.0.2.10:8001, web_config: metrics-web.yml}")  # fmt: skip
+    host, port = parse_listen(_where(source, "metrics.listen"), section["listen"])
+    web_config = Path(str(section["web_config"]))
+    return host, port, str(web_config if web_config.is_absolute() else base / web_config)

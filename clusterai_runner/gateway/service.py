@@ -20,6 +20,7 @@ from clusterai_runner.config import Settings, open_store, private_file
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.app import serve
 from clusterai_runner.gateway.config import GatewayConfig
+from clusterai_runner.gateway.monitoring import read_web_config, server_context
 
 
 def is_loopback(host: str) -> bool:
@@ -98,5 +99,9 @@ def run_gateway(
         if watchdog is not None:
             feeding.append(asyncio.get_running_loop().create_task(feed_watchdog(watchdog)))
 
+    monitoring = None
+    if config.metrics_host is not None and config.metrics_web_config is not None:
+        web_config = read_web_config(Path(config.metrics_web_config))
+        monitoring = (web_config, server_context(web_config))
     spool = settings.private_state_dir() / "usage-spool"
-    serve(config, store, spool, ready=ready, read=prepared)
+    serve(config, store, spool, ready=ready, read=prepared, monitoring=monitoring)

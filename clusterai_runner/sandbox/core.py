@@ -125,8 +125,10 @@ class Layout:
         self.ssh_key = self.directory / "id_ed25519"
         self.known_hosts = self.directory / "known_hosts"
         self.inventory = self.directory / "inventory.yml"
-        # The key the workers' inference servers require (clusterai_backend_api_key).
+        # The key the workers' inference servers require (clusterai_backend_api_key), and
+        # the monitoring login's password (clusterai_monitoring_password).
         self.backend_key = self.directory / "backend-api-key"
+        self.monitoring_password = self.directory / "monitoring-password"
         self.hosts = self.directory / "hosts"
 
     def host(self, record: HostRecord) -> host.HostSpec:
@@ -416,8 +418,9 @@ class Sandboxes:
                     check=True,
                     stdin=subprocess.DEVNULL,
                 )
-            if not layout.backend_key.exists():
-                atomic_write(layout.backend_key, secrets.token_urlsafe(32) + "\n", mode=0o600)
+            for secret in (layout.backend_key, layout.monitoring_password):
+                if not secret.exists():
+                    atomic_write(secret, secrets.token_urlsafe(32) + "\n", mode=0o600)
             authorized = (layout.ssh_key.parent / f"{layout.ssh_key.name}.pub").read_text()
             for h in new:
                 self.progress(f"creating host {h.name} ({h.address})")
@@ -460,6 +463,7 @@ class Sandboxes:
                     layout.ssh_key,
                     layout.known_hosts,
                     layout.backend_key.read_text().strip(),
+                    layout.monitoring_password.read_text().strip(),
                 ),
                 mode=0o600,  # it holds the backend key
             )

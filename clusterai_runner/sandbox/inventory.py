@@ -25,6 +25,7 @@ def render(
     key: Path,
     known_hosts: Path,
     backend_key: str,
+    monitoring_password: str,
 ) -> str:
     """Render the inventory: one ``control`` host, the rest in ``workers``."""
     groups: dict[str, dict[str, Any]] = {"control": {"hosts": {}}, "workers": {"hosts": {}}}
@@ -51,6 +52,8 @@ def render(
                 "clusterai_inference_backend": "llamacpp",
                 # The key the workers' inference servers require: the gateway holds it.
                 "clusterai_backend_api_key": backend_key,
+                # The login Prometheus, Alertmanager and the exporters require.
+                "clusterai_monitoring_password": monitoring_password,
                 # This machine runs the sandbox, its CLI and its tests: to the hosts it is
                 # the operator's controller, which reaches them from 127.0.0.1.
                 "firewall_allow": ["127.0.0.1"],
@@ -62,7 +65,8 @@ def render(
         f"# Inventory of the sandbox {sandbox!r}, written by `clusterai sandbox up`.\n"
         "# It is rewritten on every `up`: copy it before editing by hand.\n"
         "# clusterai_address is the address every service on the host binds to.\n"
-        "# It holds a secret (clusterai_backend_api_key): keep it 0600.\n"
+        "# It holds secrets (clusterai_backend_api_key, clusterai_monitoring_password):\n"
+        "# keep it 0600.\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

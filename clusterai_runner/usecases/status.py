@@ -1,16 +1,25 @@
 """What each host is doing now: ``clusterai status``.
 
-Asks every host at once over plain HTTP and TCP, the way Prometheus would, with no SSH and
+Asks every host at once over HTTP(S) and TCP, the way Prometheus would, with no SSH and
 no Ansible: is its SSH port open, does its inference server answer and which models it
-holds in memory, does its node exporter answer, what its GPU exporter says, and what the
-last stored run did to it.
+holds in memory (with the inventory's backend key), does its node exporter answer, what
+its GPU exporter says, and what the last stored run did to it.
+
+The exporters speak TLS with certificates of the cluster's CA and want the monitoring
+login. The CA's certificate is the copy a converge left on this machine
+(``<cache>/pki/<control address>/ca.crt``, roles/pki); with it, and the inventory's
+``clusterai_monitoring_password``, the exporters are read in full. Without the CA the
+password is never sent (the certificate could not be checked): an exporter that answers
+401 over TLS is up, and its figures are left out.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -74,12 +83,42 @@ def _port(host: InventoryHost, variable: str) -> int:
 LOCKED = "(a key is required)"
 
 
-def _get(url: str, timeout: float, headers: dict[str, str] | None = None) -> str | None:
+@dataclass(frozen=True)
+class Monitoring:
+    """How to ask the monitoring services: the TLS context and the login to send."""
+
+    context: ssl.SSLContext
+    headers: dict[str, str]
+
+    @classmethod
+    def of(cls, hosts: list[InventoryHost], cache_dir: Path) -> Monitoring:
+        control = next((h for h in hosts if h.kind == "control"), None)
+        ca = cache_dir / "pki" / control.address / "ca.crt" if control else None
+        if ca is None or not ca.is_file():
+            unchecked = ssl.create_default_context()
+            unchecked.check_hostname = False
+            unchecked.verify_mode = ssl.CERT_NONE
+            return cls(unchecked, {})  # no login over a connection nobody checked
+        variables = control.variables if control else {}
+        password = variables.get("clusterai_monitoring_password")
+        if not password:
+            return cls(ssl.create_default_context(cafile=str(ca)), {})
+        user = variables.get("clusterai_monitoring_user") or "clusterai"
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return cls(ssl.create_default_context(cafile=str(ca)), {"Authorization": f"Basic {token}"})
+
+
+def _get(
+    url: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> str | None:
     """The body of a 200 answer, LOCKED for a 401, or None when the service does not
     answer well (or does not answer: down, or a firewall keeps this machine out)."""
     try:
         request = urllib.request.Request(url, headers=headers or {})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             body: bytes = response.read(4_000_000)
             return body.decode("utf-8", "replace") if response.status == 200 else None
     except urllib.error.HTTPError as error:
@@ -134,7 +173,16 @@ def parse_gpus(metrics: str) -> list[Gpu]:
     return [Gpu(g["name"] or uuid, g["util"], g["used"], g["total"]) for uuid, g in by_uuid.items()]
 
 
-def host_status(host: InventoryHost, last_run: dict[str, Any] | None, timeout: float) -> HostStatus:
+def _https(address: str, port: int, path: str) -> str:
+    return url(address, port, path).replace("http://", "https://", 1)
+
+
+def host_status(
+    host: InventoryHost,
+    last_run: dict[str, Any] | None,
+    timeout: float,
+    monitoring: Monitoring | None = None,
+) -> HostStatus:
     backend = str(host.variables.get("clusterai_inference_backend", ""))
     status = HostStatus(
         host.name,
@@ -166,14 +214,18 @@ def host_status(host: InventoryHost, last_run: dict[str, Any] | None, timeout: f
                 f"{backend} server on port {port} does not answer (down, or its firewall "
                 "keeps this machine out: list this machine's address in firewall_allow)"
             )
-    node = _get(url(host.address, _port(host, "node_exporter_port"), "/metrics"), timeout)
+    monitoring = monitoring or Monitoring(ssl.create_default_context(), {})
+    headers, context = monitoring.headers, monitoring.context
+    node_url = _https(host.address, _port(host, "node_exporter_port"), "/metrics")
+    node = _get(node_url, timeout, headers, context)
     status.exporter = "up" if node is not None else "down"
     if node is None:
         status.problems.append(
             "node exporter does not answer (down, or its firewall keeps this machine out)"
         )
-    gpu_metrics = _get(url(host.address, _port(host, "gpu_exporter_port"), "/metrics"), timeout)
-    if gpu_metrics is not None:
+    gpu_url = _https(host.address, _port(host, "gpu_exporter_port"), "/metrics")
+    gpu_metrics = _get(gpu_url, timeout, headers, context)
+    if gpu_metrics is not None and gpu_metrics != LOCKED:
         status.gpus = parse_gpus(gpu_metrics)
     if last_run is not None and last_run["result"] != "ok":
         status.problems.append(f"last run {last_run['id']} ({last_run['playbook']}) failed here")
@@ -186,6 +238,7 @@ def cluster_status(
     timeout: float = 3.0,
     parallel: int = 50,
     on_done: Callable[[HostStatus], None] | None = None,
+    monitoring: Monitoring | None = None,
 ) -> list[HostStatus]:
     """Every host's status, asked concurrently; in inventory order."""
 
@@ -201,7 +254,9 @@ def cluster_status(
             "changed": counters.get("changed", 0),
         }
 
-    return each_host(lambda h: host_status(h, last(h.name), timeout), hosts, parallel, on_done)
+    return each_host(
+        lambda h: host_status(h, last(h.name), timeout, monitoring), hosts, parallel, on_done
+    )
 
 
 def status(
@@ -223,4 +278,6 @@ def status(
                 last_runs = store.last_results()
         except StoreError as error:
             warn(f"{error}; the last runs are left out")
-    return cluster_status(hosts, last_runs, timeout)
+    return cluster_status(
+        hosts, last_runs, timeout, monitoring=Monitoring.of(hosts, settings.cache_dir)
+    )

@@ -403,3 +403,64 @@ def test_the_answer_cache_is_scoped_to_tenants(
             assert seen == expected
 
     run(test)
+
+
+def test_metrics_on_their_own_listener_need_tls_and_the_login(tmp_path: Path) -> None:
+    """With `metrics: {listen, web_config}` the client port has no /metrics; the metrics
+    listener speaks TLS with the web configuration's certificate and answers only a user
+    and password of its bcrypt list (a wrong one, none, or another scheme: 401)."""
+    import base64
+    import ssl
+    import subprocess
+
+    import bcrypt
+
+    from clusterai_runner.gateway.monitoring import metrics_app, read_web_config, server_context
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"),
+         "-days", "1", "-subj", "/CN=gateway", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    hashed = bcrypt.hashpw(b"monitoring-password", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config: {{cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/key.pem}}\n"
+        f"basic_auth_users: {{clusterai: '{hashed}'}}\n"
+    )
+    web_config = read_web_config(tmp_path / "web.yml")
+    trusted = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+
+    def login(user: str, password: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    async def test() -> None:
+        async with gateway(metrics_host="127.0.0.1", metrics_port=1) as (session, url, _b, server):
+            async with session.get(url + "/metrics") as moved:
+                assert moved.status == 404  # only on the metrics listener
+            metrics = TestServer(metrics_app(web_config, server.app), host="127.0.0.1")
+            await metrics.start_server(ssl=server_context(web_config))
+            try:
+                base = f"https://127.0.0.1:{metrics.port}/metrics"
+                for headers in ({}, login("clusterai", "wrong"), login("nobody", "x"),
+                                {"Authorization": "Bearer monitoring-password"}):  # fmt: skip
+                    async with session.get(base, headers=headers, ssl=trusted) as refused:
+                        assert refused.status == 401, headers
+                        assert refused.headers["WWW-Authenticate"].startswith("Basic realm=")
+                for _ in range(2):  # the second is remembered, not hashed again
+                    async with session.get(
+                        base, headers=login("clusterai", "monitoring-password"), ssl=trusted
+                    ) as answered:
+                        assert answered.status == 200
+                        assert "clusterai_gateway" in await answered.text()
+                plain = base.replace("https", "http")
+                with pytest.raises(aiohttp.ClientConnectionError):  # not plain HTTP
+                    async with session.get(
+                        plain, headers=login("clusterai", "monitoring-password")
+                    ):
+                        pass
+            finally:
+                await metrics.close()
+
+    run(test)

@@ -42,15 +42,17 @@ def ansible_recap(state_dir: Path, run_id: int) -> list[str]:
 
 
 # Secrets that must reach no file of the state directory, no journal and no ps output:
-# the vault's password, three values encrypted in the inventory's vault file (the gateway's
-# admin key and an API key, which the gateway role uses, and the key the workers' servers
-# require, which the llamacpp_server, gateway and blackbox_exporter roles use), and a
-# provider key in the operator's environment.
+# the vault's password, four values encrypted in the inventory's vault file (the gateway's
+# admin key and an API key, which the gateway role uses, the key the workers' servers
+# require, which the llamacpp_server, gateway and blackbox_exporter roles use, and the
+# monitoring password, which every monitoring role uses), and a provider key in the
+# operator's environment.
 CANARIES = {
     "vault_password": "canary-vault-password-6e1f0c",
     "admin_key": "canary-admin-key-4b9d2a7e51c3",
     "api_key": "cai_c0ffee01_canaryapikeycanaryapikeycanaryapikey",
     "backend_key": "canary-backend-key-7d21e0f94b",
+    "monitoring_password": "canary-monitoring-password-3f5a",
     "environment": "canary-provider-key-93ad17",
 }
 SECRET_ENV = {"PROVIDER_API_KEY": CANARIES["environment"]}
@@ -72,6 +74,7 @@ def vaulted_inventory(directory: Path, hosts: str, password_file: Path) -> Path:
         "gateway_admin_key": CANARIES["admin_key"],
         "gateway_api_keys": [{"name": "canary", "key": CANARIES["api_key"]}],
         "clusterai_backend_api_key": CANARIES["backend_key"],
+        "clusterai_monitoring_password": CANARIES["monitoring_password"],
     }))  # fmt: skip
     encrypted = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", str(secrets),

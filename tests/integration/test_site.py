@@ -25,6 +25,7 @@ from tests.helpers import (
     REPO,
     ansible_playbook,
     backend_headers,
+    monitoring_get,
     run_cli,
     serve_folder,
     ssh,
@@ -71,9 +72,9 @@ def address(cluster: dict[str, Any], name: str) -> str:
     return next(h["address"] for h in cluster["hosts"] if h["name"] == name)
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+def get_json(cluster: dict[str, Any], url: str) -> Any:
+    """Prometheus' or Alertmanager's API, over TLS with the monitoring login."""
+    return json.loads(monitoring_get(cluster, url))
 
 
 def test_a_second_converge_changes_nothing(converged: list[dict[str, dict[str, int]]]) -> None:
@@ -119,10 +120,10 @@ def test_the_molecule_default_scenarios_checks_pass_on_this_cluster(
 
 
 def test_prometheus_reports_every_target_up(cluster: dict[str, Any], converged: object) -> None:
-    url = f"http://{address(cluster, 'ctl1')}:9090/api/v1/query?query=up"
+    url = f"https://{address(cluster, 'ctl1')}:9090/api/v1/query?query=up"
 
     def targets() -> dict[tuple[str, str], str] | None:
-        result = get_json(url)["data"]["result"]
+        result = get_json(cluster, url)["data"]["result"]
         values = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1] for r in result}
         return values if len(values) == 7 and set(values.values()) == {"1"} else None
 
@@ -140,10 +141,10 @@ def test_prometheus_reports_every_target_up(cluster: dict[str, Any], converged: 
 def test_every_workers_inference_endpoint_is_probed_successfully(
     cluster: dict[str, Any], converged: object
 ) -> None:
-    url = f"http://{address(cluster, 'ctl1')}:9090/api/v1/query?query=probe_success"
+    url = f"https://{address(cluster, 'ctl1')}:9090/api/v1/query?query=probe_success"
 
     def probes() -> dict[str, str] | None:
-        result = get_json(url)["data"]["result"]
+        result = get_json(cluster, url)["data"]["result"]
         values = {r["metric"]["instance"]: r["value"][1] for r in result}
         return values if values == {"worker1": "1", "worker2": "1"} else None
 
@@ -154,16 +155,15 @@ def test_alertmanager_runs_and_prometheus_sends_to_it(
     cluster: dict[str, Any], converged: object
 ) -> None:
     control = address(cluster, "ctl1")
-    with urllib.request.urlopen(f"http://{control}:9093/-/ready", timeout=10) as ready:
-        assert ready.status == 200
+    assert json.loads(monitoring_get(cluster, f"https://{control}:9093/api/v2/status"))["cluster"]
     managers = wait_for(
-        lambda: get_json(f"http://{control}:9090/api/v1/alertmanagers")["data"][
+        lambda: get_json(cluster, f"https://{control}:9090/api/v1/alertmanagers")["data"][
             "activeAlertmanagers"
         ],
         60,
         "Prometheus to discover Alertmanager",
     )
-    assert managers == [{"url": f"http://{control}:9093/api/v2/alerts"}]
+    assert managers == [{"url": f"https://{control}:9093/api/v2/alerts"}]
 
 
 def test_the_shipped_rules_pass_promtool(cluster: dict[str, Any], converged: object) -> None:
@@ -177,7 +177,9 @@ def test_the_shipped_rules_pass_promtool(cluster: dict[str, Any], converged: obj
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 6 rules found" in check.stdout
     assert hashlib.sha256(rules.read_bytes()).hexdigest() in check.stdout
-    loaded = get_json(f"http://{address(cluster, 'ctl1')}:9090/api/v1/rules")["data"]["groups"]
+    loaded = get_json(cluster, f"https://{address(cluster, 'ctl1')}:9090/api/v1/rules")["data"][
+        "groups"
+    ]
     assert {rule["name"] for group in loaded for rule in group["rules"]} == {
         "WorkerDown",
         "ExporterDown",
@@ -422,11 +424,21 @@ def test_inference_listens_only_on_worker_addresses(
     assert not listeners(8080) & {"0.0.0.0", "*", "[::]", address(cluster, "ctl1")}
 
 
-def http_code(cluster: dict[str, Any], host: str, url: str, *headers: str) -> str:
-    """The status code ``host`` gets for ``url`` ("000": no answer within 3 s)."""
-    options = " ".join(f"-H '{h}'" for h in headers)
-    command = f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {options} {url}"
+# On every host: the cluster CA's certificate (roles/pki), to check a service's.
+CA = "--cacert /etc/clusterai/pki/ca.crt"
+
+
+def http_code(cluster: dict[str, Any], host: str, url: str, *options: str) -> str:
+    """The status code ``host`` gets for ``url`` ("000": no answer within 3 s), with
+    curl's ``options``."""
+    command = f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {' '.join(options)} '{url}'"
     return ssh(cluster, address(cluster, host), command).stdout
+
+
+def login(cluster: dict[str, Any]) -> str:
+    """curl's option for the inventory's monitoring login."""
+    inventory = yaml.safe_load(Path(cluster["inventory"]).read_text())
+    return f"-u 'clusterai:{inventory['all']['vars']['clusterai_monitoring_password']}'"
 
 
 def test_a_workers_services_answer_the_control_host_only(
@@ -438,25 +450,70 @@ def test_a_workers_services_answer_the_control_host_only(
     and Prometheus still scrapes every target (test_prometheus_reports_every_target_up,
     test_every_workers_inference_endpoint_is_probed_successfully)."""
     worker1, worker2, ctl1 = (address(cluster, h) for h in ("worker1", "worker2", "ctl1"))
-    inference, exporter = f"http://{worker1}:8080/v1/models", f"http://{worker1}:9100/metrics"
+    inference, exporter = f"http://{worker1}:8080/v1/models", f"https://{worker1}:9100/metrics"
     key = backend_headers(cluster)["Authorization"]
     # worker2's connections leave from its own address (the sandbox's source addresses).
     assert http_code(cluster, "worker2", inference) == "000"
-    assert http_code(cluster, "worker2", exporter) == "000"
+    assert http_code(cluster, "worker2", exporter, CA, login(cluster)) == "000"
     assert http_code(cluster, "ctl1", inference) == "401"
-    assert http_code(cluster, "ctl1", inference, f"Authorization: {key}") == "200"
-    assert http_code(cluster, "ctl1", exporter) == "200"
+    assert http_code(cluster, "ctl1", inference, f"-H 'Authorization: {key}'") == "200"
+    assert http_code(cluster, "ctl1", exporter, CA, login(cluster)) == "200"
     # The same from this machine, a socket bound to worker2's address by hand.
     for port in (8080, 9100):
         with pytest.raises(OSError):
             socket.create_connection((worker1, port), timeout=2, source_address=(worker2, 0))
     # The blackbox exporter, which fetches any URL it is given, answers its own host only.
-    assert http_code(cluster, "worker1", f"http://{ctl1}:9115/metrics") == "000"
-    assert http_code(cluster, "ctl1", f"http://{ctl1}:9115/metrics") == "200"
+    blackbox = f"https://{ctl1}:9115/metrics"
+    assert http_code(cluster, "worker1", blackbox, CA, login(cluster)) == "000"
+    assert http_code(cluster, "ctl1", blackbox, CA, login(cluster)) == "200"
     # Each host's rules: a table of its own, loaded by a unit under the hardening baseline.
     table = ssh(cluster, worker1, "systemctl is-active clusterai-firewall; nft list tables")
     assert table.stdout.split("\n")[0] == "active"
     assert f"table inet clusterai_fw_{worker1.replace('.', '_')}" in table.stdout
+
+
+MONITORED = [  # host, what answers there (port and path), with TLS and the login only
+    ("ctl1", 9090, "/api/v1/status/config"),  # Prometheus: its API and configuration
+    ("ctl1", 9090, "/-/reload"),
+    ("ctl1", 9093, "/api/v2/silences"),  # Alertmanager: silences, which mute alerts
+    ("ctl1", 9115, "/probe?target=http://127.0.0.1:1&module=http_2xx"),  # blackbox
+    ("ctl1", 8001, "/metrics"),  # the gateway's metrics listener
+    ("ctl1", 9100, "/metrics"),
+    ("worker1", 9100, "/metrics"),
+]
+
+
+@pytest.mark.parametrize(("host", "port", "path"), MONITORED)
+def test_monitoring_answers_only_over_tls_and_only_the_login(
+    cluster: dict[str, Any], converged: object, host: str, port: int, path: str
+) -> None:
+    """From the control host (the firewall lets it in): a certificate of the cluster CA
+    for the host's address, 401 without the login or with a wrong one, and nothing over
+    plain HTTP; with the login, an answer. Prometheus scrapes every target over TLS with
+    it (test_prometheus_reports_every_target_up; test_every_target_is_scraped_over_tls)."""
+    url = f"https://{address(cluster, host)}:{port}{path}"
+    method = "-X POST" if path == "/-/reload" else ""
+    assert http_code(cluster, "ctl1", url, CA, method) == "401"
+    assert (
+        http_code(cluster, "ctl1", url, CA, method, "-u 'clusterai:wrong-password-0123'") == "401"
+    )
+    assert http_code(cluster, "ctl1", url.replace("https:", "http:"), method, login(cluster)) in (
+        "000", "400",  # exporter-toolkit answers a plain request on a TLS port with 400
+    )  # fmt: skip
+    if path != "/-/reload":  # a reload is not ours to make here
+        assert http_code(cluster, "ctl1", url, CA, login(cluster)) == "200"
+
+
+def test_every_target_is_scraped_over_tls(cluster: dict[str, Any], converged: object) -> None:
+    control = address(cluster, "ctl1")
+    active = get_json(cluster, f"https://{control}:9090/api/v1/targets?state=active")["data"]
+    urls = {t["labels"]["job"]: t["scrapeUrl"] for t in active["activeTargets"]}
+    assert set(urls) == {"prometheus", "gateway", "node", "inference"}
+    assert all(url.startswith("https://") for url in urls.values()), urls
+    managers = get_json(cluster, f"https://{control}:9090/api/v1/alertmanagers")["data"]
+    assert [m["url"] for m in managers["activeAlertmanagers"]] == [
+        f"https://{control}:9093/api/v2/alerts"
+    ]
 
 
 def test_common_role_made_the_service_user_and_capped_the_journal(
@@ -480,7 +537,7 @@ def test_a_stopped_inference_server_raises_inference_down(
     control, worker = address(cluster, "ctl1"), address(cluster, "worker1")
 
     def pending_inference_alerts() -> set[str] | None:
-        alerts = get_json(f"http://{control}:9090/api/v1/alerts")["data"]["alerts"]
+        alerts = get_json(cluster, f"https://{control}:9090/api/v1/alerts")["data"]["alerts"]
         names = {
             a["labels"]["instance"] for a in alerts if a["labels"]["alertname"] == "InferenceDown"
         }
@@ -491,8 +548,12 @@ def test_a_stopped_inference_server_raises_inference_down(
         assert wait_for(pending_inference_alerts, 90, "InferenceDown for worker1") == {"worker1"}
     finally:
         assert ssh(cluster, worker, "systemctl start clusterai-llamacpp").returncode == 0
-    probe = f"http://{control}:9090/api/v1/query?query=probe_success{{instance=%22worker1%22}}"
-    wait_for(lambda: get_json(probe)["data"]["result"][0]["value"][1] == "1", 120, "worker1 back")
+    probe = f"https://{control}:9090/api/v1/query?query=probe_success{{instance=%22worker1%22}}"
+    wait_for(
+        lambda: get_json(cluster, probe)["data"]["result"][0]["value"][1] == "1",
+        120,
+        "worker1 back",
+    )
 
 
 def gpu_facts(inventory: str, out: Path, *extra: str) -> dict[str, dict[str, Any]]:
@@ -525,9 +586,9 @@ def test_gpu_facts_count_what_lspci_shows(
     }
 
 
-def node_targets(control: str) -> dict[str, str]:
+def node_targets(cluster: dict[str, Any], control: str) -> dict[str, str]:
     """Prometheus' active node exporter targets: instance -> health."""
-    active = get_json(f"http://{control}:9090/api/v1/targets?state=active")["data"]
+    active = get_json(cluster, f"https://{control}:9090/api/v1/targets?state=active")["data"]
     return {
         t["labels"]["instance"]: t["health"]
         for t in active["activeTargets"]
@@ -737,19 +798,21 @@ def test_a_reload_right_after_a_restart_waits_for_the_service(
         )  # fmt: skip
         assert run.returncode == 0, run.stdout[-3000:]
         assert ssh(cluster, control, f"systemctl is-active {unit}").stdout.strip() == "active"
-        with urllib.request.urlopen(f"http://{control}:{port}/-/ready", timeout=10) as ready:
-            assert ready.status == 200
+        assert "Ready" in monitoring_get(cluster, f"https://{control}:{port}/-/ready")
     finally:
         ssh(
             cluster,
             control,
             f"rm -f {drop_in} && systemctl daemon-reload && systemctl restart {unit}",
         )
-    wait_for(
-        lambda: ssh(cluster, control, f"curl -sf http://{control}:{port}/-/ready").returncode == 0,
-        60,
-        f"{unit} ready again",
-    )
+
+    def ready() -> bool:
+        try:
+            return "Ready" in monitoring_get(cluster, f"https://{control}:{port}/-/ready")
+        except OSError:
+            return False
+
+    wait_for(ready, 60, f"{unit} ready again")
 
 
 def test_scale_out_then_in_touches_only_the_new_host_and_control(
@@ -772,7 +835,9 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     added = converge(cluster["inventory"], "scale_out.yml", "-e", "clusterai_targets=worker3")
     assert set(added) == {"worker3", "ctl1"}  # worker1 and worker2 never contacted
     assert all(counters["failed"] == 0 for counters in added.values())
-    wait_for(lambda: node_targets(control).get("worker3") == "up", 60, "worker3 scraped and up")
+    wait_for(
+        lambda: node_targets(cluster, control).get("worker3") == "up", 60, "worker3 scraped and up"
+    )
     key = admin_key(cluster)
 
     def gateway_backends() -> list[str] | None:
@@ -819,8 +884,10 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
     assert "reload: 3 backends; new or changed: worker3; removed: none" in journal
     assert "reload: 2 backends; new or changed: none; removed: worker3" in journal
     assert ssh(cluster, control, pid).stdout.strip() == gateway_pid  # reloaded, not restarted
-    wait_for(lambda: "worker3" not in node_targets(control), 60, "worker3 left the targets")
-    assert set(node_targets(control)) == {"ctl1", "worker1", "worker2"}
+    wait_for(
+        lambda: "worker3" not in node_targets(cluster, control), 60, "worker3 left the targets"
+    )
+    assert set(node_targets(cluster, control)) == {"ctl1", "worker1", "worker2"}
     stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
     assert stopped.stdout.strip() in ("inactive", "unknown")
     # The wipe took the models from where this host kept them, and the server's files.

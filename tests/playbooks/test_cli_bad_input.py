@@ -28,6 +28,7 @@ all:
   vars:
     clusterai_inference_backend: llamacpp
     clusterai_backend_api_key: bad-input-test-key-0123
+    clusterai_monitoring_password: bad-input-test-password
   children:
     control:
       hosts:
@@ -113,13 +114,13 @@ W1_ADDRESS = "          ansible_host: 127.0.99.2\n"
 
 CASES = [
     # --- The inventory file itself ---------------------------------------------------
-    Case("yaml-indent", ["validate", "-i", "{inv}"], [":11: YAML syntax error"],
+    Case("yaml-indent", ["validate", "-i", "{inv}"], [":12: YAML syntax error"],
          edit=replace("          clusterai_address: 127.0.99.1", "    clusterai_address: x: y")),
     Case("yaml-tab", ["up", "-i", "{inv}"], ["YAML syntax error", "fix the file"],
          edit=replace("    workers:\n", "    workers:\n\t\n")),
     Case("yaml-unclosed-quote", ["validate", "-i", "{inv}"], ["YAML syntax error"],
          edit=replace("clusterai_address: 127.0.99.2", 'clusterai_address: "127.0.99.2')),
-    Case("duplicate-host", ["validate", "-i", "{inv}"], [":17: ", "duplicate key 'w1'"],
+    Case("duplicate-host", ["validate", "-i", "{inv}"], [":18: ", "duplicate key 'w1'"],
          edit=lambda t: t + "        w1:\n          ansible_host: 127.0.99.3\n"),
     Case("duplicate-group", ["up", "-i", "{inv}"], ["duplicate key 'workers'"],
          edit=lambda t: t + "    workers:\n      hosts:\n        w2:\n"),
@@ -234,13 +235,14 @@ CASES = [
          inventory="[control]\nctl1 ansible_host=127.0.99.1 clusterai_address=127.0.99.1\n"
                    "[workers]\nw1 ansible_host=127.0.99.2 clusterai_address=127.0.99.2\n"
                    "[all:vars]\nclusterai_inference_backend=llamacpp\n"
-                   "clusterai_backend_api_key=bad-input-test-key-0123\n"),
+                   "clusterai_backend_api_key=bad-input-test-key-0123\n"
+                   "clusterai_monitoring_password=bad-input-test-password\n"),
     Case("scale-out-new-host-bad-address", ["scale-out", "-i", "{inv}", "w3"],
          ["host w3: clusterai_address is not set"]),
     # --- Files that are not inventories, names that cannot be named ----------------------
     Case("binary-file", ["validate", "-i", "{dir}/binary.yml"], ["binary.yml: is a binary file"],
          inventory=None, setup=binary_inventory),
-    Case("latin1-inventory", ["up", "-i", "{inv}"], ["hosts.yml:15: is not UTF-8 text (byte 0xe9)"],
+    Case("latin1-inventory", ["up", "-i", "{inv}"], ["hosts.yml:16: is not UTF-8 text (byte 0xe9)"],
          inventory=GOOD.replace("w1:\n", "w1:\n          owner: Jos\xe9\n"), encoding="latin-1"),
     Case("latin1-group-vars", ["status", "-i", "{dir}/inventory"],
          ["group_vars/all.yml:2: is not UTF-8 text", "save the file as UTF-8"],

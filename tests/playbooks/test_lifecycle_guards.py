@@ -20,6 +20,7 @@ INVENTORY = {
         "vars": {
             "clusterai_inference_backend": "llamacpp",
             "clusterai_backend_api_key": "lifecycle-test-key-0123",
+            "clusterai_monitoring_password": "lifecycle-test-password",
         },
         "children": {
             "control": {"hosts": {"ctl1": HOST}},

@@ -38,10 +38,9 @@ def vaulted_inventory(directory: Path) -> tuple[Path, Path]:
     (inventory / "group_vars" / "all").mkdir(parents=True)
     (inventory / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
     secret = inventory / "group_vars" / "all" / "vault.yml"
-    # The backend key is a real secret the checks read (llama.cpp's servers require it).
-    secret.write_text(
-        yaml.safe_dump({"clusterai_canary": VAULTED, "clusterai_backend_api_key": VAULTED})
-    )
+    # The backend key and the monitoring password are real secrets the checks read.
+    secrets = ("clusterai_canary", "clusterai_backend_api_key", "clusterai_monitoring_password")
+    secret.write_text(yaml.safe_dump(dict.fromkeys(secrets, VAULTED)))
     password = directory / "vault-password"
     password.write_text(PASSWORD + "\n")
     subprocess.run(

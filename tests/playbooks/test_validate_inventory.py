@@ -32,6 +32,7 @@ def host(address: object = "127.0.0.2", backend: str = "llamacpp") -> dict[str, 
         "clusterai_address": address,
         "clusterai_inference_backend": backend,
         "clusterai_backend_api_key": KEY,
+        "clusterai_monitoring_password": "m" * 24,
     }
 
 
@@ -121,6 +122,17 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
                 {"w1": host(), "w2": {**host(), "clusterai_backend_api_key": "x" * 20}},
             ),
             "inventory: clusterai_backend_api_key differs between workers (w1, w2)",
+        ),
+        (
+            inventory({"ctl1": {**host(), "clusterai_monitoring_password": ""}}, {"w1": host()}),
+            "inventory: host ctl1: clusterai_monitoring_password is not set: Prometheus,"
+            " Alertmanager and the exporters require a login",
+        ),
+        (
+            inventory(
+                {"ctl1": host()}, {"w1": {**host(), "clusterai_monitoring_password": "x" * 80}}
+            ),
+            "inventory: host w1: clusterai_monitoring_password is longer than 72 characters",
         ),
         (
             inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_loopback_address": "lo"}}),

@@ -4,6 +4,7 @@ of Ollama's API to OpenAI's."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,58 @@ all:
         ("w3", "openai", ("chat", "completions", "embeddings"), "inventory-backend-key-0123"),
         ("w2", "ollama", ("chat", "completions", "embeddings"), None),
     ]
+
+
+def test_the_metrics_listener_is_read_with_its_web_config_beside_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+listen: 127.0.0.1:8000
+backends: [{name: a, url: "http://127.0.0.1:9", api: openai}]
+metrics: {listen: "127.0.0.1:8001", web_config: metrics-web.yml}
+""")  # fmt: skip
+    config = load(path, env={})
+    assert (config.metrics_host, config.metrics_port) == ("127.0.0.1", 8001)
+    assert config.metrics_web_config == str(tmp_path / "metrics-web.yml")
+    assert (
+        load(write(tmp_path, "backends: [{name: a, url: 'http://x:9'}]\n"), env={}).metrics_host
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ("{listen: '127.0.0.1:8001'}", "metrics: needs listen and web_config"),
+        ("{listen: nowhere, web_config: w.yml}", "metrics.listen: 'nowhere' is not HOST:PORT"),
+        ("{listen: '127.0.0.1:8000', web_config: w.yml}", "metrics.listen: is the client listener"),
+        (
+            "{listen: '127.0.0.1:8001', web_config: w.yml, tls: true}",
+            "metrics.tls: is not a setting",
+        ),
+    ],
+)
+def test_a_bad_metrics_section_names_the_field(tmp_path: Path, metrics: str, message: str) -> None:
+    path = write(tmp_path, f"""\
+listen: 127.0.0.1:8000
+backends: [{{name: a, url: "http://127.0.0.1:9", api: openai}}]
+metrics: {metrics}
+""")  # fmt: skip
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "is not a mapping"),
+        ("basic_auth_users: {a: x}", "tls_server_config: needs cert_file and key_file"),
+        ("tls_server_config: {cert_file: c, key_file: k}", "basic_auth_users: needs at least one"),
+        ("tls_server_config: {cert_file: c, key_file: k}\nbasic_auth_users: {a: plain}",
+         "basic_auth_users.a: is not a bcrypt hash"),
+    ],
+)  # fmt: skip
+def test_a_bad_web_config_names_the_field(tmp_path: Path, text: str, message: str) -> None:
+    from clusterai_runner.gateway.monitoring import read_web_config
+
+    (tmp_path / "web.yml").write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        read_web_config(tmp_path / "web.yml")

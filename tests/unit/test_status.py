@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from clusterai_runner.usecases.status import _models, parse_gpus
 
 # The shape nvidia_gpu_exporter 1.x prints (one GPU; values as nvidia-smi reports them).
@@ -36,3 +39,54 @@ def test_models_from_each_backend() -> None:
     ]
     assert _models("ollama", "not json") == []
     assert _models("llamacpp", None) == []
+
+
+def _host(kind: str, **variables: object) -> Any:
+    from clusterai_runner.adapters.inventory import InventoryHost
+
+    return InventoryHost(
+        name="ctl1" if kind == "control" else "w1",
+        groups=(kind,),
+        host="192.0.2.10",
+        port=22,
+        user="root",
+        key_file=None,
+        ssh_args=(),
+        address="192.0.2.10",
+        variables=dict(variables),
+    )
+
+
+def test_the_login_goes_only_where_the_clusters_ca_checks_the_server(tmp_path: Path) -> None:
+    import base64
+    import ssl
+    import subprocess
+
+    from clusterai_runner.usecases.status import Monitoring
+
+    hosts = [_host("control", clusterai_monitoring_password="p" * 20)]
+    unchecked = Monitoring.of(hosts, tmp_path)  # no CA copy on this machine yet
+    assert unchecked.headers == {} and unchecked.context.verify_mode == ssl.CERT_NONE
+    ca = tmp_path / "pki" / "192.0.2.10" / "ca.crt"
+    ca.parent.mkdir(parents=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1",
+         "-subj", "/CN=test CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    checked = Monitoring.of(hosts, tmp_path)
+    assert checked.context.verify_mode == ssl.CERT_REQUIRED
+    token = base64.b64encode(b"clusterai:" + b"p" * 20).decode()
+    assert checked.headers == {"Authorization": f"Basic {token}"}
+    assert Monitoring.of([_host("control")], tmp_path).headers == {}  # no password given
+
+
+def test_a_server_that_requires_the_backend_key_gets_it() -> None:
+    from clusterai_runner import backends
+
+    llamacpp, ollama = backends.catalogue()["llamacpp"], backends.catalogue()["ollama"]
+    given = {"clusterai_backend_api_key": "k" * 20}
+    assert llamacpp.headers_for(given) == {"Authorization": f"Bearer {'k' * 20}"}
+    assert llamacpp.headers_for({}) == {}
+    assert ollama.headers_for(given) == {}  # Ollama has no keys

@@ -68,8 +68,27 @@ def _assert_hardened_service(host, unit, port):
     assert host.socket(f"tcp://{_address(host)}:{port}").is_listening
 
 
+def _status(host, url, *options):
+    command = " ".join(["curl", "-s", "-o", "/dev/null", "-w", "'%{http_code}'", *options, url])
+    return host.run(command).stdout
+
+
+def _assert_tls_and_login(host, port, path="/metrics"):
+    """The service answers over TLS with the cluster CA's certificate for this address,
+    and only the monitoring login: 401 without it, 200 with it, nothing over plain HTTP."""
+    url = f"https://{_address(host)}:{port}{path}"
+    ca = "--cacert /etc/clusterai/pki/ca.crt"
+    variables = host.ansible.get_variables()
+    user = variables.get("clusterai_monitoring_user", "clusterai")
+    login = f"-u '{user}:{variables['clusterai_monitoring_password']}'"
+    assert _status(host, url, ca) == "401"
+    assert _status(host, url, ca, login) == "200"
+    assert _status(host, url.replace("https:", "http:"), login) != "200"
+
+
 def test_node_exporter_runs_hardened_on_the_host_address(host):
     _assert_hardened_service(host, "prometheus-node-exporter", 9100)
+    _assert_tls_and_login(host, 9100)
 
 
 def test_control_runs_prometheus_and_alertmanager(host):
@@ -78,6 +97,10 @@ def test_control_runs_prometheus_and_alertmanager(host):
     _assert_hardened_service(host, "prometheus", 9090)
     _assert_hardened_service(host, "prometheus-alertmanager", 9093)
     _assert_hardened_service(host, "prometheus-blackbox-exporter", 9115)
+    _assert_tls_and_login(host, 9090, "/api/v1/status/config")
+    _assert_tls_and_login(host, 9093, "/api/v2/status")
+    _assert_tls_and_login(host, 9115)
+    _assert_tls_and_login(host, 8001)  # the gateway's metrics listener
     rules = host.run("promtool check rules /etc/prometheus/rules/clusterai-alerts.yml")
     assert rules.rc == 0, rules.stderr
 
