@@ -185,13 +185,15 @@ def test_status_shows_each_hosts_health_models_and_last_run(
 
 
 def test_up_with_tags_finds_the_facts_of_earlier_runs(
-    sandbox: dict[str, Any], converged: list[Any]
+    converged: list[Any], vaulted: Vaulted
 ) -> None:
     """--tags skips gpu_facts, whose facts the GPU roles' conditions need: they come from
     the fact cache the earlier runs filled (ansible-runner kept it per run: every host
-    failed on clusterai_gpu_count)."""
-    result = run_cli("up", "-i", sandbox["inventory"], "--tags", "node_exporter", "--limit",
-                     "worker1", timeout=600)  # fmt: skip
+    failed on clusterai_gpu_count). The inventory of the converge: its monitoring password
+    is the one the node exporter has."""
+    result = run_cli("up", "-i", str(vaulted.inventory), "--tags", "node_exporter", "--limit",
+                     "worker1", "--vault-password-file", str(vaulted.password_file),
+                     timeout=600)  # fmt: skip
     assert result.code == 0, result.stdout + result.stderr[-3000:]
     recap = r"^worker1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0\s"
     assert re.search(recap, result.stdout, re.M), result.stdout
