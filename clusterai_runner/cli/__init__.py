@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cli import cluster, gateway, runs, sandbox
+from clusterai_runner.cli import cluster, gateway, runs, sandbox, web
 from clusterai_runner.cli.common import EXIT_CODES
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError
@@ -42,6 +42,7 @@ for command in (
     cluster.status_command,
     gateway.gateway_command,
     runs.runs,
+    web.web_command,
 ):
     cli.add_command(command)
 

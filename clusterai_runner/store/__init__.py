@@ -1,11 +1,11 @@
 """The state store: hosts, runs and each run's per-host task events, the gateway's API
-keys (hashed) and usage records.
+keys (hashed) and usage records, the web app's users (hashed passwords) and audit trail.
 
 The bottom layer of the package: it imports nothing of ours but ``errors`` (an import
 contract checks it). SQLite by default (a file under the state directory, in WAL mode so
 readers never wait for the CLI's writer); any SQLAlchemy URL works, e.g.
 ``postgresql+psycopg://...`` when several control processes share one store. One module
-per table group (``hosts``, ``runs``, ``keys``) over ``base`` (engine, transactions,
+per table group (``hosts``, ``runs``, ``keys``, ``users``) over ``base`` (engine, transactions,
 migrations); ``schema`` holds the tables as read and written now, ``migrations`` the
 frozen steps that build them. A store written by a newer clusterai is refused rather
 than damaged.
@@ -19,9 +19,10 @@ from clusterai_runner.store.keys import USAGE_FIELDS, ApiKey, KeyRecords
 from clusterai_runner.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from clusterai_runner.store.runs import Event, Run, RunRecords
 from clusterai_runner.store.schema import COUNTERS, metadata
+from clusterai_runner.store.users import AuditEntry, User, UserRecords
 
 
-class Store(HostRecords, RunRecords, KeyRecords):
+class Store(HostRecords, RunRecords, KeyRecords, UserRecords):
     """One state store. ``Store.open(url)`` creates or migrates it."""
 
 
@@ -31,10 +32,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "USAGE_FIELDS",
     "ApiKey",
+    "AuditEntry",
     "Event",
     "Host",
     "Run",
     "Store",
     "StoreError",
+    "User",
     "metadata",
 ]

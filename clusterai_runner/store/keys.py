@@ -139,3 +139,64 @@ class KeyRecords(StoreBase):
                 sa.select(usage_records).order_by(usage_records.c.id.desc()).limit(limit)
             ).all()
         return [dict(r._mapping) for r in rows]
+
+    def usage_summary(self, since: str, by: str, until: str | None = None) -> list[dict[str, Any]]:
+        """Usage since ``since`` (an ISO time) grouped ``by`` key, model, backend, route, or a
+        time bucket (minute, hour, day): requests, tokens, errors (status 400 and up), cache
+        hits, and latency and time-to-first-token p50/p95. Counted in SQL (the percentiles
+        by a window over each group), so the rows never leave the database."""
+        u = usage_records
+        buckets = {"minute": 16, "hour": 13, "day": 10}
+        if by in buckets:
+            group: Any = sa.func.substr(u.c.at, 1, buckets[by])
+        elif by in ("model", "backend", "route"):
+            group = u.c[by]
+        elif by == "key":
+            group = sa.func.coalesce(api_keys.c.name, "(no key)")
+        else:
+            raise ValueError(f"usage_summary: cannot group by {by!r}")
+        window = u.c.at >= since
+        if until:
+            window &= u.c.at < until
+        source = u.outerjoin(api_keys, api_keys.c.id == u.c.key_id) if by == "key" else u
+        ranked = (
+            sa.select(
+                group.label("grp"),
+                u.c.status, u.c.prompt_tokens, u.c.completion_tokens, u.c.cache_hit,
+                u.c.latency_ms, u.c.ttft_ms,
+                sa.func.row_number().over(partition_by=group, order_by=u.c.latency_ms)
+                .label("lrank"),
+                sa.func.count().over(partition_by=group).label("n"),
+                sa.func.row_number().over(
+                    partition_by=group, order_by=sa.func.coalesce(u.c.ttft_ms, 1e18)
+                ).label("trank"),
+                sa.func.count(u.c.ttft_ms).over(partition_by=group).label("tn"),
+            )
+            .select_from(source)
+            .where(window)
+            .subquery()
+        )  # fmt: skip
+        r = ranked.c
+
+        def pick(value: Any, rank: Any, count: Any, share: float) -> Any:
+            return sa.func.min(sa.case((rank >= count * share, value)))
+
+        query = (
+            sa.select(
+                r.grp.label("group"),
+                sa.func.count().label("requests"),
+                sa.func.sum(r.prompt_tokens).label("prompt_tokens"),
+                sa.func.sum(r.completion_tokens).label("completion_tokens"),
+                sa.func.sum(sa.case((r.status >= 400, 1), else_=0)).label("errors"),
+                sa.func.sum(sa.case((r.cache_hit, 1), else_=0)).label("cache_hits"),
+                pick(r.latency_ms, r.lrank, r.n, 0.5).label("latency_p50_ms"),
+                pick(r.latency_ms, r.lrank, r.n, 0.95).label("latency_p95_ms"),
+                pick(r.ttft_ms, r.trank, r.tn, 0.5).label("ttft_p50_ms"),
+                pick(r.ttft_ms, r.trank, r.tn, 0.95).label("ttft_p95_ms"),
+            )
+            .group_by(r.grp)
+            .order_by(r.grp)
+        )
+        with self._begin() as connection:
+            rows = connection.execute(query).all()
+        return [dict(row._mapping) for row in rows]

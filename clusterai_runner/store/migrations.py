@@ -112,11 +112,41 @@ def _v5_tenant_keys(connection: Connection) -> None:
     )
 
 
+def _v6_web_users_and_audit(connection: Connection) -> None:
+    frozen = sa.MetaData()
+    sa.Table(
+        "users",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("password_hash", sa.Text, nullable=False),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("failed_logins", sa.Integer, nullable=False),
+        sa.Column("locked_until", sa.String(32)),
+        sa.Column("last_login_at", sa.String(32)),
+    )
+    sa.Table(
+        "audit",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.String(32), nullable=False, index=True),
+        sa.Column("user", sa.String(64), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("address", sa.String(64), nullable=False),
+    )
+    frozen.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
     _v3_gateway_keys_and_usage,
     _v4_usage_record_ids,
     _v5_tenant_keys,
+    _v6_web_users_and_audit,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

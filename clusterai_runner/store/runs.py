@@ -19,6 +19,7 @@ class Event:
     status: str
     message: str
     at: str
+    id: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,36 @@ class RunRecords(StoreBase):
                     )
                 )
 
-    def runs(self, limit: int = 50) -> list[Run]:
+    def runs(
+        self,
+        limit: int = 50,
+        playbook: str | None = None,
+        status: str | None = None,
+        host: str | None = None,
+        before: int | None = None,
+    ) -> list[Run]:
+        """The newest runs first; only ``playbook``'s, in ``status``, that ended with ``host``
+        in their recap, older than run ``before`` (the next page)."""
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if playbook:
+            query = query.where(runs.c.playbook == playbook)
+        if status:
+            query = query.where(runs.c.status == status)
+        if before:
+            query = query.where(runs.c.id < before)
+        if host:
+            query = query.where(
+                sa.exists().where((run_hosts.c.run_id == runs.c.id) & (run_hosts.c.host == host))
+            )
         with self._begin() as connection:
-            rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+            rows = connection.execute(query).all()
             return [self._run(connection, row) for row in rows]
+
+    def playbooks(self) -> list[str]:
+        """Every playbook a stored run ran, for filters."""
+        with self._begin() as connection:
+            rows = connection.execute(sa.select(runs.c.playbook).distinct()).all()
+        return sorted(r[0] for r in rows)
 
     def run(self, run_id: int) -> Run | None:
         with self._begin() as connection:
@@ -118,13 +145,21 @@ class RunRecords(StoreBase):
             r.host: (r.run_id, r.playbook, {c: int(getattr(r, c)) for c in COUNTERS}) for r in rows
         }
 
-    def events(self, run_id: int, host: str | None = None) -> list[Event]:
+    def events(
+        self, run_id: int, host: str | None = None, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """A run's task results in the order they came; only ``host``'s, only those after
+        the result with id ``after`` (a live tail asks for what is new)."""
         query = sa.select(events).where(events.c.run_id == run_id).order_by(events.c.id)
         if host:
             query = query.where(events.c.host == host)
+        if after:
+            query = query.where(events.c.id > after)
+        if limit:
+            query = query.limit(limit)
         with self._begin() as connection:
             rows = connection.execute(query).all()
-        return [Event(r.host, r.task, r.status, r.message, r.at) for r in rows]
+        return [Event(r.host, r.task, r.status, r.message, r.at, r.id) for r in rows]
 
     @staticmethod
     def _run(connection: Connection, row: Any) -> Run:

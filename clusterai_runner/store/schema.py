@@ -105,4 +105,33 @@ usage_records = sa.Table(
     sa.Index("ix_usage_record_id", "record_id", unique=True),
 )
 
+# The web app's accounts (version 6). The password is an Argon2id hash; a run of wrong
+# passwords locks the account until ``locked_until``.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),  # admin, viewer
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("failed_logins", sa.Integer, nullable=False, default=0),
+    sa.Column("locked_until", sa.String(32)),
+    sa.Column("last_login_at", sa.String(32)),
+)
+
+# Who did what, when, and how it ended: every web action, and every login (version 6).
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False, index=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.Text, nullable=False, default=""),
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok, refused, failed
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("address", sa.String(64), nullable=False, default=""),
+)
+
 COUNTERS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")

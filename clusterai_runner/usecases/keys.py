@@ -9,7 +9,7 @@ from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.keys import NAME_FORMAT, create_key, new_key
 
 if TYPE_CHECKING:
-    from clusterai_runner.store import ApiKey
+    from clusterai_runner.store import ApiKey, Store
 
 
 def create(
@@ -19,12 +19,13 @@ def create(
     rpm: int | None = None,
     tpm: int | None = None,
     tenant: bool = False,
+    store: Store | None = None,
 ) -> str:
     """A new key named ``name``; the key is returned once and only its hash is kept."""
     if not NAME_FORMAT.fullmatch(name):
         raise UsageError(f"key name {name!r}", "is not valid", "use letters, digits, . _ -")
-    with using_store(settings) as store:
-        return create_key(store, name, admin, rpm, tpm, tenant)
+    with using_store(settings, store) as opened:
+        return create_key(opened, name, admin, rpm, tpm, tenant)
 
 
 def generate() -> str:
@@ -32,14 +33,14 @@ def generate() -> str:
     return new_key()[0]
 
 
-def list_keys(settings: Settings) -> list[ApiKey]:
-    with using_store(settings) as store:
-        return store.list_keys()
+def list_keys(settings: Settings, store: Store | None = None) -> list[ApiKey]:
+    with using_store(settings, store) as opened:
+        return opened.list_keys()
 
 
-def revoke(settings: Settings, name: str) -> None:
-    with using_store(settings) as store:
-        revoked = store.revoke_key(name)
+def revoke(settings: Settings, name: str, store: Store | None = None) -> None:
+    with using_store(settings, store) as opened:
+        revoked = opened.revoke_key(name)
     if not revoked:
         raise UsageError(
             f"key {name}", "no active key of that name", "see `clusterai gateway keys list`"

@@ -299,3 +299,63 @@ def test_an_asyncio_loop_calls_the_store_off_the_loop(store_url: str) -> None:
 
     ids = asyncio.run(main())
     assert sorted(ids) == sorted(r.id for r in store.runs(100))
+
+
+def test_usage_is_summed_with_percentiles_in_sql(store_url: str) -> None:
+    store = Store.open(store_url)
+    store.add_key("team-a", "p1", "h" * 64, False, None, None)
+    records = [
+        {"at": f"2026-01-01T0{n % 2}:00:{n:02d}+00:00", "key_id": 1 if n < 10 else None,
+         "route": "/v1/chat/completions", "model": "m", "backend": "b",
+         "status": 503 if n == 0 else 200, "prompt_tokens": 2, "completion_tokens": 3,
+         "latency_ms": float(n + 1), "ttft_ms": float(n + 1) if n % 2 else None,
+         "cache_hit": n == 5}
+        for n in range(20)
+    ]  # fmt: skip
+    store.add_usage(records)
+    by_key = {r["group"]: r for r in store.usage_summary("2026-01-01", "key")}
+    team = by_key["team-a"]
+    assert (team["requests"], team["prompt_tokens"], team["completion_tokens"]) == (10, 20, 30)
+    assert (team["errors"], team["cache_hits"]) == (1, 1)
+    # Nearest rank: latencies 1..10 give p50 = 5 and p95 = 10; the first-token times of
+    # the five records that have one (2, 4, 6, 8, 10) give 6 and 10.
+    assert (team["latency_p50_ms"], team["latency_p95_ms"]) == (5.0, 10.0)
+    assert (team["ttft_p50_ms"], team["ttft_p95_ms"]) == (6.0, 10.0)
+    assert by_key["(no key)"]["requests"] == 10
+    hours = store.usage_summary("2026-01-01", "hour")
+    assert [(r["group"], r["requests"]) for r in hours] == [("2026-01-01T00", 10),
+                                                           ("2026-01-01T01", 10)]  # fmt: skip
+    assert store.usage_summary("2026-01-01T01", "model")[0]["requests"] == 10
+    assert store.usage_summary("2027", "model") == []
+    with pytest.raises(ValueError):
+        store.usage_summary("2026", "password")
+
+
+def test_users_lockout_counting_and_the_audit_trail(store_url: str) -> None:
+    store = Store.open(store_url)
+    store.add_user("ada", "admin", "$argon2id$hash")
+    with pytest.raises(StoreError, match="a user of that name exists"):
+        store.add_user("ada", "viewer", "x")
+    assert [store.failed_login("ada", 3, "2030-01-01T00:00:00+00:00") for _ in range(3)] == [
+        1, 2, 3,
+    ]  # fmt: skip
+    locked = store.user("ada")
+    assert locked is not None
+    assert (locked.failed_logins, locked.locked_until) == (0, "2030-01-01T00:00:00+00:00")
+    assert store.failed_login("nobody", 3, "x") == 0
+    store.good_login("ada")
+    user = store.user("ada")
+    assert user is not None and user.locked_until is None and user.last_login_at
+    assert store.set_password("ada", "$argon2id$new")
+    assert not store.set_password("nobody", "x")
+    store.add_audit("ada", "login", address="127.0.0.1")
+    store.add_audit("ada", "keys.create", "team-a", "refused", "HTTP 400")
+    newest, oldest = store.audit()
+    assert (newest.action, newest.outcome, oldest.address) == (
+        "keys.create",
+        "refused",
+        "127.0.0.1",
+    )
+    assert [e.action for e in store.audit(action="login")] == ["login"]
+    assert store.remove_user("ada") and not store.remove_user("ada")
+    assert store.users() == []

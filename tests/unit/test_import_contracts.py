@@ -28,6 +28,10 @@ VIOLATIONS = {
         "gateway/pool.py",
         "import click",
     ),
+    "The web app acts through the use cases: no Ansible, adapters, CLI or sandbox": (
+        "web/runs.py",
+        "import clusterai_runner.adapters.ansible",
+    ),
     "Only the ansible-runner adapter imports ansible_runner": (
         "usecases/converge.py",
         "import ansible_runner",

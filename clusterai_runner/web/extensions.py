@@ -1,0 +1,119 @@
+"""The app's extensions, each attached with ``init_app``: the state store it reads, CSRF
+protection, and the status watch that asks every host in the background."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app
+from flask_wtf.csrf import CSRFProtect
+
+from clusterai_runner.config import Settings, open_store
+from clusterai_runner.errors import ClusterAIError
+from clusterai_runner.usecases import status as status_usecase
+
+if TYPE_CHECKING:
+    from clusterai_runner.store import Store
+    from clusterai_runner.usecases.status import HostStatus
+
+csrf = CSRFProtect()
+
+
+class StoreExtension:
+    """One store per app, opened (and migrated) at start; it serves every thread."""
+
+    def init_app(self, app: Flask) -> None:
+        settings: Settings = app.config["CLUSTERAI_SETTINGS"]
+        app.extensions["clusterai_store"] = open_store(settings)
+
+    @property
+    def current(self) -> Store:
+        opened: Store = current_app.extensions["clusterai_store"]
+        return opened
+
+
+store = StoreExtension()
+
+
+@dataclass
+class Snapshot:
+    """What the status watch saw last: every host, when, and why it could not look."""
+
+    hosts: list[HostStatus] = field(default_factory=list)
+    at: float = 0.0
+    error: str = ""
+
+
+class StatusWatch:
+    """Asks every host of the configured inventory every interval, in a daemon thread
+    started on the first page that wants it, so a page never waits on a slow host."""
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["clusterai_status"] = _Watch(app)
+
+    @property
+    def current(self) -> _Watch:
+        watch: _Watch = current_app.extensions["clusterai_status"]
+        return watch
+
+
+class _Watch:
+    def __init__(self, app: Flask) -> None:
+        settings: Settings = app.config["CLUSTERAI_SETTINGS"]
+        inventory = app.config["CLUSTERAI_INVENTORY"]
+        vault = app.config["CLUSTERAI_VAULT"]
+        self.interval = float(app.config["CLUSTERAI_STATUS_INTERVAL"])
+        # Where the hosts' status comes from: the status use case over the inventory, or
+        # what the configuration gives instead (CLUSTERAI_STATUS_SOURCE, for tests).
+        source: Callable[[], list[HostStatus]] | None = app.config.get("CLUSTERAI_STATUS_SOURCE")
+        if source is None and inventory is not None:
+            timeout = min(3.0, self.interval)
+            kwargs = {"vault": vault} if vault is not None else {}
+
+            def source() -> list[HostStatus]:
+                return status_usecase.status(settings, inventory, timeout=timeout, **kwargs)
+
+        self.source = source
+        self.snapshot = Snapshot()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def latest(self) -> Snapshot:
+        if self.source is None:
+            return Snapshot(error="no inventory is configured (clusterai web serve -i INVENTORY)")
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="clusterai-status", daemon=True
+                )
+                self._thread.start()
+        return self.snapshot
+
+    def look(self) -> Snapshot:
+        """Ask every host now (the thread's step)."""
+        assert self.source is not None
+        try:
+            snapshot = Snapshot(self.source(), time.time())
+        except ClusterAIError as error:
+            snapshot = Snapshot(self.snapshot.hosts, self.snapshot.at, str(error))
+        self.snapshot = snapshot
+        return snapshot
+
+    def _loop(self) -> None:
+        while True:
+            began = time.monotonic()
+            self.look()
+            time.sleep(max(0.5, self.interval - (time.monotonic() - began)))
+
+
+status_watch = StatusWatch()
+
+
+def settings() -> Settings:
+    """The app's settings, for the use cases it calls."""
+    configured: Settings = current_app.config["CLUSTERAI_SETTINGS"]
+    return configured

@@ -1,0 +1,376 @@
+"""The web app in-process (Flask's test client, a SQLite store in the test's directory):
+its access rules over the whole URL map, escaping, the login and its lockout, the pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from clusterai_runner.config import Settings
+from clusterai_runner.store import Store
+from clusterai_runner.usecases import users
+from clusterai_runner.usecases.status import Gpu, HostStatus
+from clusterai_runner.web import create_app, timeline
+from clusterai_runner.web.policy import MUTATING
+
+PASSWORD = "correct horse battery"
+HOSTILE = '<script>alert("x")</script>\'"&' + "A" * 3000
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def hostile_hosts() -> list[HostStatus]:
+    return [
+        HostStatus(
+            name=HOSTILE, kind="workers", address="192.0.2.7", reachable=True, inference="down",
+            backend="llamacpp", models=[HOSTILE],
+            gpus=[Gpu(HOSTILE, 0.5, 2**30, 2**31)],
+            problems=[f"{HOSTILE} does not answer"],
+        ),
+        HostStatus("ctl1", "control", "192.0.2.6", True, "n/a", ""),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    settings = Settings.from_env({"CLUSTERAI_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    made = create_app({
+        "CLUSTERAI_SETTINGS": settings,
+        "SECRET_KEY": "test-secret-key-" + "x" * 32,
+        "CLUSTERAI_STATUS_SOURCE": hostile_hosts,
+        "CLUSTERAI_STATUS_INTERVAL": 3600.0,
+    })  # fmt: skip
+    users.add(settings, "ada", "admin", PASSWORD, store(made))
+    users.add(settings, "vic", "viewer", PASSWORD, store(made))
+    yield made
+    store(made).close()
+
+
+def store(app: Flask) -> Store:
+    found: Store = app.extensions["clusterai_store"]
+    return found
+
+
+def token(client: FlaskClient, path: str = "/login") -> str:
+    match = TOKEN.search(client.get(path).text)
+    assert match, path
+    return match.group(1)
+
+
+def log_in(client: FlaskClient, name: str, password: str = PASSWORD, **form: str) -> Any:
+    """The answer to the login form, sent with the page's CSRF token."""
+    data = {"name": name, "password": password, "csrf_token": token(client), **form}
+    return client.post("/login", data=data)
+
+
+def logged_in(app: Flask, name: str) -> tuple[FlaskClient, str]:
+    client = app.test_client()
+    answer = log_in(client, name)
+    assert answer.status_code == 302, answer.text
+    return client, token(client, "/account")
+
+
+def example_path(app: Flask, rule: Any) -> str:
+    """The rule's URL with each argument filled with something that exists."""
+    values = {name: 1 if "id" in name else "k1" for name in rule.arguments}
+    with app.test_request_context():
+        from flask import url_for
+
+        return url_for(rule.endpoint, **values)
+
+
+def mutating_rules(app: Flask) -> list[Any]:
+    return [r for r in app.url_map.iter_rules() if set(r.methods or ()) & MUTATING]
+
+
+def test_every_mutating_route_refuses_no_session_no_csrf_and_a_viewer(app: Flask) -> None:
+    rules = mutating_rules(app)
+    assert len(rules) >= 7  # login, logout, keys, users, account
+    store(app).add_key("k1", "p1", "h" * 64, False, None, None)
+    keys_before = store(app).list_keys()
+    admin, admin_token = logged_in(app, "ada")
+    viewer, viewer_token = logged_in(app, "vic")
+    for rule in rules:
+        path = example_path(app, rule)
+        view = app.view_functions[rule.endpoint]
+        public = rule.endpoint == "auth.login"
+        anonymous = app.test_client().post(path, data={})
+        if public:
+            assert anonymous.status_code == 400, path  # no CSRF token
+        else:
+            assert anonymous.status_code in (302, 401), path
+        for sent in ({}, {"csrf_token": "wrong"}):
+            assert admin.post(path, data=sent).status_code == 400, (path, sent)
+        if not public and not getattr(view, "viewer_may_post", False):
+            refused = viewer.post(path, data={"csrf_token": viewer_token, "name": "x"})
+            assert refused.status_code == 403, path
+    # Nothing changed: the key is still active and no user was added.
+    assert store(app).list_keys() == keys_before
+    assert {u.name for u in store(app).users()} == {"ada", "vic"}
+    assert admin_token  # the admin's session still works
+    assert admin.get("/keys/").status_code == 200
+
+
+def test_every_page_needs_a_login(app: Flask) -> None:
+    client = app.test_client()
+    for rule in app.url_map.iter_rules():
+        if "GET" not in (rule.methods or ()) or rule.endpoint in ("static", "auth.login"):
+            continue
+        answer = client.get(example_path(app, rule))
+        assert answer.status_code == 302, rule.rule
+        assert answer.headers["Location"].startswith("/login"), rule.rule
+        fetched = client.get(example_path(app, rule), headers={"X-Requested-With": "fetch"})
+        assert fetched.status_code == 401, rule.rule
+
+
+def test_a_viewer_cannot_read_the_accounts_or_the_audit(app: Flask) -> None:
+    viewer, _ = logged_in(app, "vic")
+    assert viewer.get("/users").status_code == 403
+    assert viewer.get("/audit").status_code == 403
+    assert viewer.get("/keys/").status_code == 200
+    assert "New key" not in viewer.get("/keys/").text
+
+
+def add_hostile_run(app: Flask) -> int:
+    s = store(app)
+    run_id = s.start_run(HOSTILE, HOSTILE, HOSTILE)
+    s.add_event(run_id, HOSTILE, HOSTILE, "failed", HOSTILE)
+    s.add_event(run_id, "ctl1", "Install <b>things</b>", "ok", "")
+    s.finish_run(run_id, "failed", 2, {HOSTILE: {"failed": 1}, "ctl1": {"ok": 1}})
+    s.add_usage([{
+        "at": "2999-01-01T00:00:00+00:00", "key_id": None, "route": HOSTILE[:64],
+        "model": HOSTILE[:255], "backend": HOSTILE[:255], "status": 200, "prompt_tokens": 1,
+        "completion_tokens": 2, "latency_ms": 5.0, "ttft_ms": 1.0, "cache_hit": False,
+    }])  # fmt: skip
+    s.add_audit(HOSTILE, HOSTILE, HOSTILE, "ok", HOSTILE, "")
+    return run_id
+
+
+def test_hostile_strings_render_escaped_everywhere(app: Flask) -> None:
+    run_id = add_hostile_run(app)
+    admin, _ = logged_in(app, "ada")
+    pages = ["/", "/fragments/hosts", "/runs/", f"/runs/{run_id}",
+             f"/runs/{run_id}/fragments/tail", "/usage/?window=30d&by=model",
+             "/usage/?window=30d&by=route", "/audit"]  # fmt: skip
+    # The usage record is dated in the future so that every window holds it.
+    store(app).add_usage([{
+        "at": "2000-01-01T00:00:00+00:00", "key_id": None, "route": "r", "model": "m",
+        "backend": "b", "status": 200, "prompt_tokens": 1, "completion_tokens": 1,
+        "latency_ms": 1.0, "ttft_ms": None, "cache_hit": False,
+    }])  # fmt: skip
+    for page in pages:
+        answer = admin.get(page)
+        assert answer.status_code == 200, page
+        assert "<script>alert" not in answer.text, page
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&#39;&#34;&amp;" in answer.text, page
+        assert "<b>things</b>" not in answer.text
+        if answer.mimetype == "text/html":
+            assert "script-src 'self'" in answer.headers["Content-Security-Policy"]
+            assert "unsafe-inline" not in answer.headers["Content-Security-Policy"]
+        # The only script a page loads is the app's own file.
+        assert re.findall(r"<script[^>]*>", answer.text) in (
+            [],
+            ['<script src="/static/app.js" defer>'],
+        ), page
+
+
+def test_no_template_has_inline_script_or_style() -> None:
+    templates = Path(__file__).parents[2] / "clusterai_runner/web/templates"
+    for template in templates.glob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template.name
+        assert not re.search(r"\son[a-z]+=", text), template.name  # onclick=...
+        assert " style=" not in text and "<style" not in text, template.name
+
+
+def test_ten_wrong_passwords_lock_the_account_and_are_audited(app: Flask) -> None:
+    client = app.test_client()
+    csrf = token(client)
+    for _ in range(users.LOCK_AFTER):
+        wrong = client.post("/login", data={"name": "vic", "password": "nope" * 4,
+                                            "csrf_token": csrf})  # fmt: skip
+        assert wrong.status_code == 401
+        assert "wrong user name or password" in wrong.text
+    right = client.post("/login", data={"name": "vic", "password": PASSWORD, "csrf_token": csrf})
+    assert right.status_code == 401
+    assert "too many wrong passwords" in right.text
+    user = store(app).user("vic")
+    assert user is not None and user.locked_until
+    logins = store(app).audit(user="vic", action="login")
+    assert [e.outcome for e in logins] == ["refused"] * (users.LOCK_AFTER + 1)
+    assert logins[0].detail == "locked"
+    assert "locked until" in logins[1].detail
+    # An admin's new password for the account ends the lock.
+    users.set_password(app.config["CLUSTERAI_SETTINGS"], "vic", PASSWORD + "!", store(app))
+    again = client.post(
+        "/login", data={"name": "vic", "password": PASSWORD + "!", "csrf_token": csrf}
+    )
+    assert again.status_code == 302
+
+
+def test_an_unknown_user_is_refused_like_a_wrong_password(app: Flask) -> None:
+    client = app.test_client()
+    answer = log_in(client, "nobody")
+    assert answer.status_code == 401
+    assert "wrong user name or password" in answer.text
+    assert store(app).audit(user="nobody")[0].detail == "no such user"
+
+
+def test_login_goes_back_to_a_page_of_this_app_only(app: Flask) -> None:
+    for target, expected in (("/runs/?status=failed", "/runs/?status=failed"),
+                             ("https://evil.example/", "/"), ("//evil.example/", "/")):  # fmt: skip
+        client = app.test_client()
+        answer = log_in(client, "ada", next=target)
+        assert answer.headers["Location"] == expected
+
+
+def test_the_session_cookie_is_httponly_and_strict_and_secure_under_tls(app: Flask) -> None:
+    client = app.test_client()
+    answer = log_in(client, "ada")
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    tls = create_app({**app.config, "CLUSTERAI_TLS": True})
+    client = tls.test_client()
+    answer = log_in(client, "ada")
+    assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_a_changed_password_or_an_expired_session_ends_the_session(app: Flask) -> None:
+    admin, _ = logged_in(app, "ada")
+    assert admin.get("/").status_code == 200
+    users.set_password(app.config["CLUSTERAI_SETTINGS"], "ada", PASSWORD + "2", store(app))
+    assert admin.get("/").status_code == 302
+    short = create_app({**app.config, "PERMANENT_SESSION_LIFETIME": timedelta(seconds=1)})
+    client = short.test_client()
+    log_in(client, "vic")
+    assert client.get("/").status_code == 200
+    time.sleep(1.2)
+    assert client.get("/").status_code == 302
+
+
+def test_a_key_is_created_shown_once_listed_and_revoked(app: Flask) -> None:
+    admin, csrf = logged_in(app, "ada")
+    made = admin.post("/keys/", data={"name": "team-a", "rpm": "60", "csrf_token": csrf})
+    assert made.status_code == 201
+    (key,) = re.findall(r'<pre id="new-key">(cai_[^<]+)</pre>', made.text)
+    listed = admin.get("/keys/").text
+    assert "team-a" in listed and key not in listed
+    stored = store(app).list_keys()[0]
+    assert stored.rpm == 60 and key not in str(stored)
+    bad = admin.post("/keys/", data={"name": "x", "rpm": "-3", "csrf_token": csrf})
+    assert bad.status_code == 400 and "not a positive whole number" in bad.text
+    assert admin.post("/keys/team-a/revoke", data={"csrf_token": csrf}).status_code == 302
+    assert store(app).list_keys()[0].revoked_at
+    again = admin.post("/keys/team-a/revoke", data={"csrf_token": csrf})
+    assert again.status_code == 404
+    entries = [(e.action, e.target, e.outcome) for e in store(app).audit(user="ada")]
+    assert ("keys.create", "team-a", "ok") in entries
+    assert ("keys.revoke", "team-a", "refused") in entries
+
+
+def test_users_are_added_and_removed_by_an_admin(app: Flask) -> None:
+    admin, csrf = logged_in(app, "ada")
+    short = admin.post("/users", data={"name": "bob", "role": "viewer", "password": "short",
+                                       "csrf_token": csrf})  # fmt: skip
+    assert short.status_code == 400 and "shorter than 12" in short.text
+    added = admin.post("/users", data={"name": "bob", "role": "viewer", "password": PASSWORD,
+                                       "csrf_token": csrf})  # fmt: skip
+    assert added.status_code == 302
+    assert admin.post("/users/ada/remove", data={"csrf_token": csrf}).status_code == 400
+    assert admin.post("/users/bob/remove", data={"csrf_token": csrf}).status_code == 302
+    assert admin.post("/users/bob/remove", data={"csrf_token": csrf}).status_code == 404
+    assert {u.name for u in store(app).users()} == {"ada", "vic"}
+
+
+def test_unknown_ids_and_bad_filters_are_pages_with_their_status(app: Flask) -> None:
+    admin, _ = logged_in(app, "ada")
+    missing = admin.get("/runs/424242")
+    assert missing.status_code == 404 and "There is no run 424242" in missing.text
+    assert admin.get("/runs/?status=exploded").status_code == 400
+    assert admin.get("/usage/?window=1y").status_code == 400
+    assert admin.get("/usage/?by=password").status_code == 400
+    assert admin.get("/nowhere").status_code == 404
+
+
+def test_the_overview_shows_every_host_and_the_totals(app: Flask) -> None:
+    admin, _ = logged_in(app, "ada")
+    app.extensions["clusterai_status"].look()
+    page = admin.get("/fragments/hosts").text
+    assert page.count('data-host="') == 2
+    assert 'data-inference="down"' in page
+    assert "<b>0</b>/1 inference servers up" in page
+    assert "<b>1</b>/2 hosts healthy" in page
+    assert "1.0/2.0 GiB used" in page
+
+
+def test_a_run_page_has_a_timeline_row_per_host_and_its_failed_task(app: Flask) -> None:
+    run_id = add_hostile_run(app)
+    admin, _ = logged_in(app, "ada")
+    page = admin.get(f"/runs/{run_id}").text
+    assert len(re.findall(r'<rect [^>]*class="bar failed"', page)) == 1
+    assert len(re.findall(r'<rect [^>]*class="bar ok"', page)) == 1
+    assert "Failed tasks" in page
+
+
+def test_a_running_runs_tail_brings_only_what_is_new(app: Flask) -> None:
+    s = store(app)
+    run_id = s.start_run("site.yml", "inv")
+    s.add_event(run_id, "w1", "first", "ok", "")
+    admin, _ = logged_in(app, "ada")
+    page = admin.get(f"/runs/{run_id}").text
+    (after,) = re.findall(r'data-append="[^"]+" data-after="(\d+)"', page)
+    s.add_event(run_id, "w1", "second", "changed", "")
+    tail = admin.get(f"/runs/{run_id}/fragments/tail?after={after}").text
+    assert "second" in tail and "first" not in tail and "data-done" not in tail
+    s.finish_run(run_id, "successful", 0, {"w1": {"ok": 1, "changed": 1}})
+    assert "data-done" in admin.get(f"/runs/{run_id}/fragments/tail?after={after}").text
+
+
+def test_usage_is_summed_by_group_and_exported_as_csv(app: Flask) -> None:
+    store(app).add_key("team-a", "p1", "h" * 64, False, None, None)
+    key_id = store(app).list_keys()[0].id
+    rows = [{
+        "at": "2999-01-01T00:00:00+00:00", "key_id": key_id if i % 2 else None, "route": "r",
+        "model": "=cmd|' /C calc'!A0" if i < 2 else "smollm2", "backend": "b",
+        "status": 500 if i == 0 else 200, "prompt_tokens": 10, "completion_tokens": 20,
+        "latency_ms": float(i), "ttft_ms": None, "cache_hit": i == 3,
+    } for i in range(10)]  # fmt: skip
+    store(app).add_usage(rows)
+    admin, _ = logged_in(app, "ada")
+    page = admin.get("/usage/?window=1h&by=key").text
+    assert 'data-group="team-a"' in page and 'data-group="(no key)"' in page
+    exported = admin.get("/usage/csv?window=1h&by=model")
+    assert exported.mimetype == "text/csv"
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["group"] for r in table} == {"'=cmd|' /C calc'!A0", "smollm2"}
+    total = sum(int(r["requests"]) for r in table)
+    assert total == 10
+    assert sum(int(r["errors"]) for r in table) == 1
+
+
+def test_a_timeline_bar_runs_from_the_hosts_previous_task_to_its_own_end() -> None:
+    from clusterai_runner.store import Event, Run
+
+    start, end = "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:10+00:00"
+    run = Run(1, "site.yml", "inv", "", start, end, "successful", 0, {"a": {}, "b": {}, "c": {}})
+    events = [
+        Event("a", "one", "ok", "", "2026-01-01T00:00:02+00:00"),
+        Event("b", "one", "changed", "", "2026-01-01T00:00:04+00:00"),
+        Event("a", "two", "failed", "boom", "2026-01-01T00:00:05+00:00"),
+    ]
+    built = timeline.build(run, events)
+    assert built.hosts == ["a", "b", "c"]
+    assert built.duration_s == 10
+    (first, second), (only,), () = (bars for _, bars in built.rows())
+    assert (first.start_s, first.end_s, second.start_s, second.end_s) == (0, 2, 2, 5)
+    assert (only.start_s, only.end_s) == (0, 4)
+    assert second.x == pytest.approx(200) and second.width == pytest.approx(300)
