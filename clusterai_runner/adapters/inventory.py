@@ -55,7 +55,7 @@ class InventoryHost:
 
 
 # The inventory variables the CLI reads: connection, Cluster AI's own, and the ports of
-# the services `clusterai status` asks.
+# the services `clusterai status` and the web app ask (and the gateway's admin key).
 VARIABLE_PREFIXES = (
     "ansible_",
     "clusterai_",
@@ -64,6 +64,10 @@ VARIABLE_PREFIXES = (
     "ollama_",
     "node_exporter_",
     "gpu_exporter_",
+    "prometheus_port",
+    "alertmanager_port",
+    "gateway_port",
+    "gateway_admin_key",
 )
 
 

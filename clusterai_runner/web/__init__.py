@@ -25,8 +25,19 @@ from typing import Any
 from flask import Flask
 
 from clusterai_runner.config import Settings, private_file
-from clusterai_runner.web import auth, keys, overview, policy, runs, usage, users
-from clusterai_runner.web.extensions import csrf, status_watch, store
+from clusterai_runner.web import (
+    alerts,
+    auth,
+    gateway,
+    hosts,
+    keys,
+    overview,
+    policy,
+    runs,
+    usage,
+    users,
+)
+from clusterai_runner.web.extensions import csrf, services, status_watch, store
 
 
 def _secret_key(settings: Settings) -> str:
@@ -72,9 +83,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store.init_app(app)
     csrf.init_app(app)
     status_watch.init_app(app)
+    services.init_app(app)
     policy.init_app(app)
     for blueprint in (
-        auth.bp, overview.bp, runs.bp, keys.bp, usage.bp, users.bp,
+        auth.bp, overview.bp, hosts.bp, runs.bp, alerts.bp, gateway.bp, keys.bp, usage.bp,
+        users.bp,
     ):  # fmt: skip
         app.register_blueprint(blueprint)
     return app

@@ -1,5 +1,6 @@
 """The app's extensions, each attached with ``init_app``: the state store it reads, CSRF
-protection, and the status watch that asks every host in the background."""
+protection, the status watch that asks every host in the background, and the cluster's
+services (Prometheus, Alertmanager, the gateway's admin API)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
 from clusterai_runner.config import Settings, open_store
-from clusterai_runner.errors import ClusterAIError
+from clusterai_runner.errors import ClusterAIError, UsageError
+from clusterai_runner.usecases import services as services_usecase
 from clusterai_runner.usecases import status as status_usecase
 
 if TYPE_CHECKING:
     from clusterai_runner.store import Store
+    from clusterai_runner.usecases.services import ClusterServices
     from clusterai_runner.usecases.status import HostStatus
 
 csrf = CSRFProtect()
@@ -111,6 +114,50 @@ class _Watch:
 
 
 status_watch = StatusWatch()
+
+
+class ServicesExtension:
+    """The cluster's Prometheus, Alertmanager and gateway admin API, from the configured
+    inventory (read again after a minute, so a converge's new CA copy is picked up), or
+    what the configuration gives (CLUSTERAI_SERVICES: a callable, for tests)."""
+
+    def init_app(self, app: Flask) -> None:
+        settings: Settings = app.config["CLUSTERAI_SETTINGS"]
+        inventory = app.config["CLUSTERAI_INVENTORY"]
+        vault = app.config["CLUSTERAI_VAULT"]
+        source: Callable[[], ClusterServices] | None = app.config.get("CLUSTERAI_SERVICES")
+        if source is None and inventory is not None:
+            kwargs = {"vault": vault} if vault is not None else {}
+
+            def source() -> ClusterServices:
+                return services_usecase.of_inventory(settings, inventory, **kwargs)
+
+        app.extensions["clusterai_services"] = _Cached(source)
+
+    @property
+    def current(self) -> ClusterServices:
+        """The services, or ``UsageError`` saying why there are none."""
+        cached: _Cached = current_app.extensions["clusterai_services"]
+        return cached.get()
+
+
+class _Cached:
+    def __init__(self, source: Callable[[], ClusterServices] | None) -> None:
+        self.source = source
+        self.value: ClusterServices | None = None
+        self.at = 0.0
+
+    def get(self) -> ClusterServices:
+        if self.source is None:
+            raise UsageError(
+                "monitoring", "no inventory is configured", "clusterai web serve -i INVENTORY"
+            )
+        if self.value is None or time.monotonic() - self.at > 60:
+            self.value, self.at = self.source(), time.monotonic()
+        return self.value
+
+
+services = ServicesExtension()
 
 
 def settings() -> Settings:

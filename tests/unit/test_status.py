@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from clusterai_runner.errors import UsageError
 from clusterai_runner.usecases.status import _models, parse_gpus
 
 # The shape nvidia_gpu_exporter 1.x prints (one GPU; values as nvidia-smi reports them).
@@ -90,3 +93,27 @@ def test_a_server_that_requires_the_backend_key_gets_it() -> None:
     assert llamacpp.headers_for(given) == {"Authorization": f"Bearer {'k' * 20}"}
     assert llamacpp.headers_for({}) == {}
     assert ollama.headers_for(given) == {}  # Ollama has no keys
+
+
+def test_the_clusters_services_are_found_from_the_inventory(tmp_path: Path) -> None:
+    from clusterai_runner.config import Settings
+    from clusterai_runner.usecases import services
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "control:\n  hosts:\n    ctl1:\n      ansible_host: 192.0.2.10\n"
+        "      clusterai_address: 192.0.2.10\n      prometheus_port: 9191\n"
+        "      gateway_admin_key: admin-key-for-tests-0123\n"
+        "workers:\n  hosts:\n    w1:\n      ansible_host: 192.0.2.11\n"
+    )
+    settings = Settings.from_env({"CLUSTERAI_CACHE_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    found = services.of_inventory(settings, inventory)
+    assert found.prometheus.base_url == "https://192.0.2.10:9191"
+    assert found.alertmanager.base_url == "https://192.0.2.10:9093"
+    assert found.gateway is not None and found.gateway.base_url == "http://192.0.2.10:8000"
+    assert found.gateway.headers == {"Authorization": "Bearer admin-key-for-tests-0123"}
+    assert not found.checked  # no CA copy here: no login is sent
+    workers_only = tmp_path / "workers.yml"
+    workers_only.write_text("workers:\n  hosts:\n    w1:\n      ansible_host: 192.0.2.11\n")
+    with pytest.raises(UsageError, match="has no host in the control group"):
+        services.of_inventory(settings, workers_only)

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 
+from clusterai_runner.adapters.http import JsonApi, ServiceUnavailable
 from clusterai_runner.config import Settings
 from clusterai_runner.store import Store
 from clusterai_runner.usecases import users
+from clusterai_runner.usecases.services import ClusterServices
 from clusterai_runner.usecases.status import Gpu, HostStatus
 from clusterai_runner.web import create_app, timeline
 from clusterai_runner.web.policy import MUTATING
@@ -38,6 +41,14 @@ def hostile_hosts() -> list[HostStatus]:
         ),
         HostStatus("ctl1", "control", "192.0.2.6", True, "n/a", ""),
     ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id with little memory and one pass: the same code, a faster suite."""
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(users, "_hasher", cheap)
+    monkeypatch.setattr(users, "_DUMMY", cheap.hash("no such user"))
 
 
 @pytest.fixture
@@ -374,3 +385,150 @@ def test_a_timeline_bar_runs_from_the_hosts_previous_task_to_its_own_end() -> No
     assert (first.start_s, first.end_s, second.start_s, second.end_s) == (0, 2, 2, 5)
     assert (only.start_s, only.end_s) == (0, 4)
     assert second.x == pytest.approx(200) and second.width == pytest.approx(300)
+
+
+class FakeApi(JsonApi):
+    """A stand-in for one service that answers with what the real one sends (Alertmanager's
+    API v2, Prometheus's query_range, the gateway's admin API), and records each call."""
+
+    def __init__(self, name: str, answers: dict[tuple[str, str], Any], down: bool = False):
+        super().__init__(name, "https://192.0.2.6:1")
+        object.__setattr__(self, "answers", answers)
+        object.__setattr__(self, "calls", [])
+        object.__setattr__(self, "down", down)
+
+    def _call(self, method: str, path: str, body: Any) -> Any:
+        self.calls.append((method, path, body))  # type: ignore[attr-defined]
+        if self.down:  # type: ignore[attr-defined]
+            raise ServiceUnavailable(self.name, "does not answer at https://192.0.2.6:1 (refused)")
+        return self.answers.get((method, path.split("?")[0]))  # type: ignore[attr-defined]
+
+
+SILENCE = "6a4f9f8e-2b1c-4d3e-9f00-123456789abc"
+ALERTMANAGER = {
+    ("GET", "/api/v2/alerts"): [{
+        "labels": {"alertname": "InferenceDown", "instance": HOSTILE, "severity": "critical"},
+        "annotations": {"summary": HOSTILE}, "startsAt": "2026-12-06T00:00:00Z",
+        "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
+    }],
+    ("GET", "/api/v2/silences"): [{
+        "id": SILENCE, "status": {"state": "active"}, "createdBy": "ada", "comment": HOSTILE,
+        "startsAt": "2026-12-06T00:00:00Z", "endsAt": "2026-12-06T02:00:00Z",
+        "matchers": [{"name": "alertname", "value": "InferenceDown", "isRegex": False,
+                      "isEqual": True}],
+    }],
+    ("POST", "/api/v2/silences"): {"silenceID": SILENCE},
+}  # fmt: skip
+GATEWAY = {
+    ("GET", "/admin/backends"): {"backends": [{
+        "name": "worker1", "url": "http://192.0.2.7:8080", "api": "openai", "healthy": True,
+        "draining": False, "outstanding": 0, "max_concurrency": 4, "models": [HOSTILE],
+        "loaded": [], "requests": 12, "failures": 0, "last_error": HOSTILE, "fallback": False,
+    }], "waiting": 0, "cache": {"hits": 3, "misses": 9}, "usage_records_written": 12,
+        "usage_records_spooled": 0},
+    ("POST", "/admin/backends/worker1/drain"): {"idle": True},
+    ("POST", "/admin/backends/worker1/undrain"): {},
+}  # fmt: skip
+PROMETHEUS = {
+    ("GET", "/api/v1/query_range"): {"status": "success", "data": {"resultType": "matrix",
+        "result": [{"metric": {"instance": "worker1"},
+                    "values": [[1000, "10"], [1015, "20"], [5000, "30"]]}]}},
+}  # fmt: skip
+
+
+def with_services(app: Flask, down: bool = False) -> ClusterServices:
+    made = ClusterServices(FakeApi("Prometheus", PROMETHEUS, down),
+                           FakeApi("Alertmanager", ALERTMANAGER, down),
+                           FakeApi("the gateway", GATEWAY, down), "ctl1")  # fmt: skip
+    app.extensions["clusterai_services"].source = lambda: made
+    app.extensions["clusterai_services"].value = None
+    return made
+
+
+def test_alerts_are_listed_silenced_and_a_silence_expired(app: Flask) -> None:
+    made = with_services(app)
+    admin, csrf = logged_in(app, "ada")
+    page = admin.get("/alerts/").text
+    assert 'data-alert="InferenceDown" data-state="active"' in page
+    assert f'data-silence="{SILENCE}" data-state="active"' in page
+    assert "alertname=InferenceDown" in page
+    assert "<script>alert" not in page
+    form = {"alertname": "InferenceDown", "instance": "worker1", "hours": "2",
+            "comment": "maintenance", "csrf_token": csrf}  # fmt: skip
+    assert admin.post("/alerts/silences", data=form).status_code == 302
+    method, path, body = made.alertmanager.calls[-1]  # type: ignore[attr-defined]
+    assert (method, path, body["createdBy"], body["comment"]) == (
+        "POST", "/api/v2/silences", "ada", "maintenance")  # fmt: skip
+    assert {m["name"]: m["value"] for m in body["matchers"]} == {
+        "alertname": "InferenceDown", "instance": "worker1"}  # fmt: skip
+    no_reason = admin.post("/alerts/silences", data={**form, "comment": " "})
+    assert no_reason.status_code == 400 and "say why" in no_reason.text
+    too_long = admin.post("/alerts/silences", data={**form, "hours": "9999"})
+    assert too_long.status_code == 400
+    assert (
+        admin.post(f"/alerts/silences/{SILENCE}/expire", data={"csrf_token": csrf}).status_code
+        == 302
+    )
+    assert made.alertmanager.calls[-1][:2] == ("DELETE", f"/api/v2/silence/{SILENCE}")  # type: ignore[attr-defined]
+    bad = admin.post("/alerts/silences/..%2Fstatus/expire", data={"csrf_token": csrf})
+    assert bad.status_code in (400, 404)
+    entries = [(e.action, e.outcome) for e in store(app).audit(user="ada")]
+    assert ("alerts.silence", "ok") in entries and ("alerts.expire", "ok") in entries
+
+
+def test_a_dead_alertmanager_or_prometheus_blanks_its_panel_not_the_app(app: Flask) -> None:
+    with_services(app, down=True)
+    admin, csrf = logged_in(app, "ada")
+    alerts = admin.get("/alerts/")
+    assert alerts.status_code == 200
+    assert "Alertmanager: does not answer" in alerts.text
+    host = admin.get("/hosts/ctl1")
+    assert host.status_code == 200 and "Charts: Prometheus: does not answer" in host.text
+    assert admin.get("/gateway/").status_code == 200
+    failed = admin.post("/alerts/silences", data={"alertname": "x", "hours": "1",
+                                                  "comment": "c", "csrf_token": csrf})  # fmt: skip
+    assert failed.status_code == 502
+    assert admin.get("/").status_code == 200
+
+
+def test_the_gateway_page_lists_backends_and_drains_one(app: Flask) -> None:
+    made = with_services(app)
+    admin, csrf = logged_in(app, "ada")
+    page = admin.get("/gateway/").text
+    assert 'data-backend="worker1"' in page and "<script>alert" not in page
+
+    def act(path: str) -> int:
+        return int(admin.post(f"/gateway/backends/{path}", data={"csrf_token": csrf}).status_code)
+
+    assert act("worker1/drain") == 302
+    calls = made.gateway.calls  # type: ignore[union-attr]
+    assert calls[-1] == ("POST", "/admin/backends/worker1/drain", {"wait_s": 30.0})
+    assert act("worker1/undrain") == 302
+    assert act("worker1/explode") == 404
+    assert act("bad!name/drain") == 400
+
+
+def test_a_host_page_draws_its_charts_and_breaks_lines_at_gaps(app: Flask) -> None:
+    with_services(app)
+    admin, _ = logged_in(app, "ada")
+    page = admin.get("/hosts/ctl1?window=1h").text
+    assert page.count('data-chart="') == 5
+    # Two points 15 s apart, then one an hour later: two pieces of line per chart.
+    assert len(re.findall(r"<polyline ", page)) == 10
+    assert admin.get("/hosts/ctl1?window=1y").status_code == 400
+
+
+def test_without_an_inventory_the_monitoring_pages_say_so(app: Flask) -> None:
+    admin, _ = logged_in(app, "ada")
+    page = admin.get("/alerts/").text
+    assert "no inventory is configured" in page
+
+
+def test_passwords_are_stored_as_argon2id_with_the_default_cost(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.undo()  # the real hasher
+    users.add(app.config["CLUSTERAI_SETTINGS"], "eve", "viewer", PASSWORD, store(app))
+    user = store(app).user("eve")
+    assert user is not None and PASSWORD not in user.password_hash
+    assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")

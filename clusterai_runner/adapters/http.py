@@ -1,0 +1,96 @@
+"""JSON over HTTP(S) to the cluster's own services: Prometheus's HTTP API, Alertmanager's
+API v2 and the gateway's admin API.
+
+One small client with a timeout, a TLS context (the cluster CA's, so certificates are
+checked) and headers (the monitoring login, the gateway's admin key). Every failure is one
+``ServiceUnavailable`` naming the service and why, so a page can blank one panel and keep
+the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterai_runner.errors import ClusterAIError
+
+
+class ServiceUnavailable(ClusterAIError):
+    """A cluster service did not answer, or answered with an error (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class JsonApi:
+    name: str  # for messages: "Prometheus", "Alertmanager", "the gateway"
+    base_url: str
+    context: ssl.SSLContext | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    timeout: float = 3.0
+
+    def get(self, path: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None) -> Any:
+        query = f"?{urllib.parse.urlencode(params, doseq=True)}" if params else ""
+        return self._call("GET", path + query, None)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self._call("POST", path, body)
+
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path, None)
+
+    def _call(self, method: str, path: str, body: Any) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", **self.headers}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(
+            self.base_url.rstrip("/") + path, data=data, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as r:
+                raw = r.read(20_000_000)
+        except urllib.error.HTTPError as error:
+            detail = error.read(2000).decode("utf-8", "replace").strip()
+            if error.code == 401:
+                raise ServiceUnavailable(
+                    self.name, "refused the login (401)",
+                    "check the monitoring password or admin key this app was given",
+                ) from error  # fmt: skip
+            raise ServiceUnavailable(
+                self.name, f"answered {error.code} to {method} {path.split('?')[0]}: "
+                f"{_message(detail)}",
+            ) from error  # fmt: skip
+        except (OSError, urllib.error.URLError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise ServiceUnavailable(
+                self.name, f"does not answer at {self.base_url} ({reason})",
+                "is it running, and does its firewall let this machine in (firewall_allow)?",
+            ) from error  # fmt: skip
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise ServiceUnavailable(self.name, "answered something that is not JSON") from error
+
+
+def _message(detail: str) -> str:
+    """The error message in a JSON error body, else the body's first line."""
+    try:
+        parsed = json.loads(detail)
+    except ValueError:
+        return detail.splitlines()[0][:300] if detail else "(no body)"
+    if isinstance(parsed, dict):
+        for key in ("error", "message", "detail"):
+            value = parsed.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if value:
+                return str(value)[:300]
+    return str(parsed)[:300]

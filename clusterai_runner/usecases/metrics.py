@@ -1,0 +1,75 @@
+"""A host's figures over time, from Prometheus's HTTP API (``/api/v1/query_range``): CPU
+busy, memory used, and each GPU's utilisation, memory and temperature."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from clusterai_runner.adapters.http import JsonApi
+from clusterai_runner.errors import UsageError
+
+WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
+POINTS = 240  # per series: enough for a chart, little to send
+HOST_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+# What each chart shows, as PromQL over the host's instance label (its inventory name).
+QUERIES = {
+    "cpu": ("CPU busy", "%",
+            '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle",'
+            'instance="{host}"}}[2m])))'),
+    "memory": ("Memory used", "%",
+               '100 * (1 - node_memory_MemAvailable_bytes{{instance="{host}"}}'
+               ' / node_memory_MemTotal_bytes{{instance="{host}"}})'),
+    "gpu_utilization": ("GPU utilisation", "%",
+                        '100 * nvidia_smi_utilization_gpu_ratio{{instance="{host}"}}'),
+    "gpu_memory": ("GPU memory used", "GiB",
+                   'nvidia_smi_memory_used_bytes{{instance="{host}"}} / 2^30'),
+    "gpu_temperature": ("GPU temperature", "°C",
+                        'nvidia_smi_temperature_gpu{{instance="{host}"}}'),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str  # "" for a host-wide series, else the GPU's uuid or name
+    points: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Chart:
+    key: str
+    title: str
+    unit: str
+    start: float
+    end: float
+    series: list[Series]
+
+
+def host_charts(api: JsonApi, host: str, window: str, now: float | None = None) -> list[Chart]:
+    if window not in WINDOWS:
+        raise UsageError(f"window {window!r}", "is not known", f"use {', '.join(WINDOWS)}")
+    if not HOST_NAME.fullmatch(host):
+        raise UsageError(f"host {host!r}", "is not a host name", "see the overview")
+    end = now if now is not None else time.time()
+    start = end - WINDOWS[window]
+    step = max(15, WINDOWS[window] // POINTS)
+    charts = []
+    for key, (title, unit, template) in QUERIES.items():
+        answer = api.get("/api/v1/query_range", {"query": template.format(host=host),
+                                                 "start": f"{start:.0f}", "end": f"{end:.0f}",
+                                                 "step": str(step)})  # fmt: skip
+        series = []
+        for result in ((answer or {}).get("data") or {}).get("result") or []:
+            metric = result.get("metric") or {}
+            points = []
+            for at, value in result.get("values") or []:
+                try:
+                    points.append((float(at), float(value)))
+                except (TypeError, ValueError):
+                    continue
+            label = str(metric.get("name") or metric.get("uuid") or "")
+            series.append(Series(label, points))
+        charts.append(Chart(key, title, unit, start, end, series))
+    return charts
