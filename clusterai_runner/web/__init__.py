@@ -30,6 +30,7 @@ from clusterai_runner.web import (
     auth,
     gateway,
     hosts,
+    jobs,
     keys,
     overview,
     policy,
@@ -85,8 +86,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     status_watch.init_app(app)
     services.init_app(app)
     policy.init_app(app)
+    jobs.init_app(app)
     for blueprint in (
-        auth.bp, overview.bp, hosts.bp, runs.bp, alerts.bp, gateway.bp, keys.bp, usage.bp,
+        auth.bp, overview.bp, hosts.bp, runs.bp, alerts.bp, gateway.bp, jobs.bp, keys.bp, usage.bp,
         users.bp,
     ):  # fmt: skip
         app.register_blueprint(blueprint)

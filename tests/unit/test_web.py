@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,7 +24,7 @@ from clusterai_runner.store import Store
 from clusterai_runner.usecases import users
 from clusterai_runner.usecases.services import ClusterServices
 from clusterai_runner.usecases.status import Gpu, HostStatus
-from clusterai_runner.web import create_app, timeline
+from clusterai_runner.web import create_app, jobs, timeline
 from clusterai_runner.web.policy import MUTATING
 
 PASSWORD = "correct horse battery"
@@ -532,3 +533,47 @@ def test_passwords_are_stored_as_argon2id_with_the_default_cost(
     user = store(app).user("eve")
     assert user is not None and PASSWORD not in user.password_hash
     assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
+def test_jobs_refuse_bad_input_and_a_second_change_while_one_runs(
+    app: Flask, tmp_path: Path
+) -> None:
+    admin, csrf = logged_in(app, "ada")
+    no_inventory = admin.post("/jobs/scale-out", data={"name": "gpu3", "csrf_token": csrf})
+    assert no_inventory.status_code == 400 and "no inventory is configured" in no_inventory.text
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("workers:\n  hosts: {}\n")
+    app.config["CLUSTERAI_INVENTORY"] = inventory
+    bad_name = admin.post("/jobs/scale-out", data={"name": "gpu 3!", "csrf_token": csrf})
+    assert bad_name.status_code == 400 and "not a valid inventory host name" in bad_name.text
+    bad_port = admin.post("/jobs/scale-out", data={"name": "gpu3", "port": "70000",
+                                                   "csrf_token": csrf})  # fmt: skip
+    assert bad_port.status_code == 400 and "is not a port" in bad_port.text
+    no_hosts = admin.post("/jobs/scale-in", data={"names": " ", "csrf_token": csrf})
+    assert no_hosts.status_code == 400 and "no host named" in no_hosts.text
+    assert inventory.read_text() == "workers:\n  hosts: {}\n"
+
+    release = threading.Event()
+
+    def work(job: jobs.Job) -> str:
+        job.say("step one")
+        release.wait(10)
+        return "canceled" if job.cancel.canceled else "successful"
+
+    running = app.extensions["clusterai_jobs"].start("scale-in", "w9", "ada", work)
+    busy = admin.post("/jobs/scale-out", data={"name": "gpu3", "csrf_token": csrf})
+    assert busy.status_code == 409 and "is still running" in busy.text
+    page = admin.get(f"/jobs/{running.id}").text
+    assert "step one" in page and 'data-append="/jobs/' in page
+    assert admin.post(f"/jobs/{running.id}/cancel", data={"csrf_token": csrf}).status_code == 302
+    assert running.cancel.canceled
+    release.set()
+    deadline = time.monotonic() + 10
+    while running.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    tail = admin.get(f"/jobs/{running.id}/fragments/log?after=1").text
+    assert "step one" not in tail and "cancel asked by ada" in tail
+    assert "data-done" in tail and "ended: canceled" in tail
+    assert admin.get("/jobs/999").status_code == 404
+    audited = [(e.action, e.outcome) for e in store(app).audit(user="ada")]
+    assert ("job.scale-in", "canceled") in audited
