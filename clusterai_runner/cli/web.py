@@ -28,33 +28,48 @@ def web_command() -> None:
 )
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Requests served at once.")  # fmt: skip
+@click.option("--certfile", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Serve HTTPS with this certificate (PEM, the chain after it).")  # fmt: skip
+@click.option("--keyfile", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The certificate's private key (PEM).")  # fmt: skip
 @vault_options
 @click.pass_context
 def web_serve(
-    ctx: click.Context, listen: str, inventory: Path | None, threads: int, vault: Vault
+    ctx: click.Context,
+    listen: str,
+    inventory: Path | None,
+    threads: int,
+    certfile: Path | None,
+    keyfile: Path | None,
+    vault: Vault,
 ) -> None:
-    """Serve the web app with waitress (a production WSGI server) until Ctrl-C.
+    """Serve the web app with gunicorn (one process, threads) until Ctrl-C.
 
     \b
-    Log in with an account made by `clusterai web users add`. Without TLS in front of
-    it, listen on a loopback address only: the session cookie is not marked Secure.
+    Log in with an account made by `clusterai web users add`. Without --certfile and
+    --keyfile it speaks plain HTTP: listen on a loopback address only (the session
+    cookie is marked Secure only under TLS).
     """
-    from waitress import serve
-
     from clusterai_runner.gateway.config import parse_listen
     from clusterai_runner.web import create_app
+    from clusterai_runner.web.server import serve
 
     host, port = parse_listen("--listen", listen)
     if inventory is not None and not inventory.exists():
         raise UsageError(f"--inventory {inventory}", "does not exist", "give an inventory path")
+    if (certfile is None) != (keyfile is None):
+        raise UsageError("--certfile/--keyfile", "only one is given", "give both, or neither")
     settings = settings_of(ctx)
     app = create_app({
         "CLUSTERAI_SETTINGS": settings,
         "CLUSTERAI_INVENTORY": inventory,
         "CLUSTERAI_VAULT": vault if vault.password_file or vault.password else None,
+        "CLUSTERAI_TLS": certfile is not None,
     })  # fmt: skip
-    click.echo(f"web app on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    serve(app, host=host, port=port, threads=threads, ident="clusterai")
+    scheme = "https" if certfile else "http"
+    click.echo(f"web app on {scheme}://{host}:{port}/ (Ctrl-C to stop)", err=True)
+    serve(app, host, port, threads, str(certfile) if certfile else None,
+          str(keyfile) if keyfile else None)  # fmt: skip
 
 
 @web_command.group("users", epilog=EXIT_CODES)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from clusterai_runner.errors import StoreError
 from clusterai_runner.store.base import StoreBase, now
-from clusterai_runner.store.schema import api_keys, usage_records
+from clusterai_runner.store.schema import (
+    BUCKETS,
+    LATENCY_BUCKETS_MS,
+    api_keys,
+    usage_hourly,
+    usage_records,
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ class KeyRecords(StoreBase):
                 connection.execute(
                     usage_records.insert(), [{f: r.get(f) for f in USAGE_FIELDS} for r in new]
                 )
+                self._add_hourly(connection, new)
         return len(new)
 
     def usage(self, limit: int = 1000) -> list[dict[str, Any]]:
@@ -140,63 +150,101 @@ class KeyRecords(StoreBase):
             ).all()
         return [dict(r._mapping) for r in rows]
 
-    def usage_summary(self, since: str, by: str, until: str | None = None) -> list[dict[str, Any]]:
-        """Usage since ``since`` (an ISO time) grouped ``by`` key, model, backend, route, or a
-        time bucket (minute, hour, day): requests, tokens, errors (status 400 and up), cache
-        hits, and latency and time-to-first-token p50/p95. Counted in SQL (the percentiles
-        by a window over each group), so the rows never leave the database."""
-        u = usage_records
-        buckets = {"minute": 16, "hour": 13, "day": 10}
-        if by in buckets:
-            group: Any = sa.func.substr(u.c.at, 1, buckets[by])
+    def usage_summary(self, since: str, by: str) -> list[dict[str, Any]]:
+        """Usage from the hour holding ``since`` (an ISO time) on, grouped ``by`` key, model,
+        backend, route, hour or day: requests, tokens, errors (status 400 and up), cache
+        hits, and latency and time to first token at p50 and p95. Summed in SQL over the
+        hourly table; each percentile is read from its buckets, interpolated within the
+        bucket it falls in (as Prometheus's histogram_quantile does)."""
+        h = usage_hourly
+        if by == "hour":
+            group: Any = h.c.hour
+        elif by == "day":
+            group = sa.func.substr(h.c.hour, 1, 10)
         elif by in ("model", "backend", "route"):
-            group = u.c[by]
+            group = h.c[by]
         elif by == "key":
             group = sa.func.coalesce(api_keys.c.name, "(no key)")
         else:
             raise ValueError(f"usage_summary: cannot group by {by!r}")
-        window = u.c.at >= since
-        if until:
-            window &= u.c.at < until
-        source = u.outerjoin(api_keys, api_keys.c.id == u.c.key_id) if by == "key" else u
-        ranked = (
-            sa.select(
-                group.label("grp"),
-                u.c.status, u.c.prompt_tokens, u.c.completion_tokens, u.c.cache_hit,
-                u.c.latency_ms, u.c.ttft_ms,
-                sa.func.row_number().over(partition_by=group, order_by=u.c.latency_ms)
-                .label("lrank"),
-                sa.func.count().over(partition_by=group).label("n"),
-                sa.func.row_number().over(
-                    partition_by=group, order_by=sa.func.coalesce(u.c.ttft_ms, 1e18)
-                ).label("trank"),
-                sa.func.count(u.c.ttft_ms).over(partition_by=group).label("tn"),
-            )
-            .select_from(source)
-            .where(window)
-            .subquery()
-        )  # fmt: skip
-        r = ranked.c
-
-        def pick(value: Any, rank: Any, count: Any, share: float) -> Any:
-            return sa.func.min(sa.case((rank >= count * share, value)))
-
+        source = h.outerjoin(api_keys, api_keys.c.id == h.c.key_id) if by == "key" else h
+        counted = ("requests", "prompt_tokens", "completion_tokens", "errors", "cache_hits")
+        buckets = [f"latency_{i}" for i in range(BUCKETS)] + [f"ttft_{i}" for i in range(BUCKETS)]
         query = (
-            sa.select(
-                r.grp.label("group"),
-                sa.func.count().label("requests"),
-                sa.func.sum(r.prompt_tokens).label("prompt_tokens"),
-                sa.func.sum(r.completion_tokens).label("completion_tokens"),
-                sa.func.sum(sa.case((r.status >= 400, 1), else_=0)).label("errors"),
-                sa.func.sum(sa.case((r.cache_hit, 1), else_=0)).label("cache_hits"),
-                pick(r.latency_ms, r.lrank, r.n, 0.5).label("latency_p50_ms"),
-                pick(r.latency_ms, r.lrank, r.n, 0.95).label("latency_p95_ms"),
-                pick(r.ttft_ms, r.trank, r.tn, 0.5).label("ttft_p50_ms"),
-                pick(r.ttft_ms, r.trank, r.tn, 0.95).label("ttft_p95_ms"),
-            )
-            .group_by(r.grp)
-            .order_by(r.grp)
-        )
+            sa.select(group.label("group"), *(sa.func.sum(h.c[c]).label(c) for c in counted),
+                      *(sa.func.sum(h.c[b]).label(b) for b in buckets))
+            .select_from(source)
+            .where(h.c.hour >= since[:13])
+            .group_by(group)
+            .order_by(group)
+        )  # fmt: skip
         with self._begin() as connection:
             rows = connection.execute(query).all()
-        return [dict(row._mapping) for row in rows]
+        summary = []
+        for row in rows:
+            values = row._mapping
+            latency = [int(values[f"latency_{i}"]) for i in range(BUCKETS)]
+            ttft = [int(values[f"ttft_{i}"]) for i in range(BUCKETS)]
+            entry = {"group": values["group"], **{c: int(values[c] or 0) for c in counted}}
+            entry["latency_p50_ms"] = quantile(latency, 0.5)
+            entry["latency_p95_ms"] = quantile(latency, 0.95)
+            entry["ttft_p50_ms"] = quantile(ttft, 0.5)
+            entry["ttft_p95_ms"] = quantile(ttft, 0.95)
+            summary.append(entry)
+        return summary
+
+    @staticmethod
+    def _add_hourly(connection: Connection, records: list[dict[str, Any]]) -> None:
+        """Sum ``records`` into their hours' rows, in the transaction that stores them."""
+        sums: dict[tuple[str, int, str, str, str], list[int]] = {}
+        width = 5 + 2 * BUCKETS
+        for r in records:
+            key = (str(r["at"])[:13], int(r.get("key_id") or 0), str(r.get("model") or ""),
+                   str(r.get("backend") or ""), str(r.get("route") or ""))  # fmt: skip
+            row = sums.setdefault(key, [0] * width)
+            row[0] += 1
+            row[1] += int(r.get("prompt_tokens") or 0)
+            row[2] += int(r.get("completion_tokens") or 0)
+            row[3] += int(int(r.get("status") or 0) >= 400)
+            row[4] += int(bool(r.get("cache_hit")))
+            row[5 + bisect.bisect_left(LATENCY_BUCKETS_MS, float(r["latency_ms"]))] += 1
+            if r.get("ttft_ms") is not None:
+                row[5 + BUCKETS + bisect.bisect_left(LATENCY_BUCKETS_MS, float(r["ttft_ms"]))] += 1
+        if not sums:
+            return
+        names = ["requests", "prompt_tokens", "completion_tokens", "errors", "cache_hits",
+                 *(f"latency_{i}" for i in range(BUCKETS)),
+                 *(f"ttft_{i}" for i in range(BUCKETS))]  # fmt: skip
+        keys = ("hour", "key_id", "model", "backend", "route")
+        rows = [dict(zip(keys, k, strict=True)) | dict(zip(names, v, strict=True))
+                for k, v in sums.items()]  # fmt: skip
+        dialect = connection.dialect.name
+        insert: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
+            usage_hourly
+        )
+        connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={n: usage_hourly.c[n] + insert.excluded[n] for n in names},
+            ),
+            rows,
+        )
+
+
+def quantile(counts: list[int], share: float) -> float | None:
+    """The ``share`` quantile of values counted in LATENCY_BUCKETS_MS's buckets, linear
+    within its bucket; None without values. In the last, unbounded bucket: its lower edge."""
+    total = sum(counts)
+    if not total:
+        return None
+    wanted = share * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= wanted:
+            low = LATENCY_BUCKETS_MS[index - 1] if index else 0.0
+            if index >= len(LATENCY_BUCKETS_MS):
+                return float(low)
+            high = LATENCY_BUCKETS_MS[index]
+            return float(low + (high - low) * (wanted - seen) / count)
+        seen += count
+    return float(LATENCY_BUCKETS_MS[-1])

@@ -141,6 +141,57 @@ def _v6_web_users_and_audit(connection: Connection) -> None:
     frozen.create_all(connection)
 
 
+def _v7_hourly_usage(connection: Connection) -> None:
+    bounds = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000,
+              5000, 10000, 30000)  # fmt: skip
+    buckets = len(bounds) + 1
+    frozen = sa.MetaData()
+    hourly = sa.Table(
+        "usage_hourly",
+        frozen,
+        sa.Column("hour", sa.String(13), primary_key=True),
+        sa.Column("key_id", sa.Integer, primary_key=True),
+        sa.Column("model", sa.String(255), primary_key=True),
+        sa.Column("backend", sa.String(255), primary_key=True),
+        sa.Column("route", sa.String(64), primary_key=True),
+        sa.Column("requests", sa.Integer, nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+        sa.Column("errors", sa.Integer, nullable=False),
+        sa.Column("cache_hits", sa.Integer, nullable=False),
+        *(sa.Column(f"latency_{i}", sa.Integer, nullable=False) for i in range(buckets)),
+        *(sa.Column(f"ttft_{i}", sa.Integer, nullable=False) for i in range(buckets)),
+    )
+    frozen.create_all(connection)
+    # The records a store already holds, summed into it.
+    usage = sa.table("usage", *(sa.column(c) for c in (
+        "at", "key_id", "model", "backend", "route", "status", "prompt_tokens",
+        "completion_tokens", "cache_hit", "latency_ms", "ttft_ms")))  # fmt: skip
+    c = usage.c
+
+    def bucket(column: sa.ColumnElement[float], index: int) -> sa.ColumnElement[int]:
+        low = bounds[index - 1] if index else None
+        high = bounds[index] if index < len(bounds) else None
+        test: sa.ColumnElement[bool] = column.is_not(None)
+        if low is not None:
+            test &= column > low
+        if high is not None:
+            test &= column <= high
+        return sa.func.sum(sa.case((test, 1), else_=0))
+
+    hour = sa.func.substr(c.at, 1, 13)
+    key = sa.func.coalesce(c.key_id, 0)
+    select = sa.select(
+        hour, key, c.model, c.backend, c.route, sa.func.count(),
+        sa.func.sum(c.prompt_tokens), sa.func.sum(c.completion_tokens),
+        sa.func.sum(sa.case((c.status >= 400, 1), else_=0)),
+        sa.func.sum(sa.case((c.cache_hit, 1), else_=0)),
+        *(bucket(c.latency_ms, i) for i in range(buckets)),
+        *(bucket(c.ttft_ms, i) for i in range(buckets)),
+    ).group_by(hour, key, c.model, c.backend, c.route)  # fmt: skip
+    connection.execute(hourly.insert().from_select([col.name for col in hourly.c], select))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
@@ -148,5 +199,6 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_usage_record_ids,
     _v5_tenant_keys,
     _v6_web_users_and_audit,
+    _v7_hourly_usage,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

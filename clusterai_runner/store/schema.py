@@ -105,6 +105,30 @@ usage_records = sa.Table(
     sa.Index("ix_usage_record_id", "record_id", unique=True),
 )
 
+# Usage summed per hour, key, model, backend and route (version 7), kept as records
+# arrive: the usage page reads this, not the records, so a month of traffic is a few
+# thousand rows to sum. Latency and time to first token are counted in buckets (upper
+# bounds in LATENCY_BUCKETS_MS, the last one unbounded); p50/p95 come from them.
+LATENCY_BUCKETS_MS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500,
+                      2000, 3000, 5000, 10000, 30000)  # fmt: skip
+BUCKETS = len(LATENCY_BUCKETS_MS) + 1
+usage_hourly = sa.Table(
+    "usage_hourly",
+    metadata,
+    sa.Column("hour", sa.String(13), primary_key=True),  # 2026-12-06T14
+    sa.Column("key_id", sa.Integer, primary_key=True),  # 0: no key
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("backend", sa.String(255), primary_key=True),
+    sa.Column("route", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    sa.Column("cache_hits", sa.Integer, nullable=False),
+    *(sa.Column(f"latency_{i}", sa.Integer, nullable=False) for i in range(BUCKETS)),
+    *(sa.Column(f"ttft_{i}", sa.Integer, nullable=False) for i in range(BUCKETS)),
+)
+
 # The web app's accounts (version 6). The password is an Argon2id hash; a run of wrong
 # passwords locks the account until ``locked_until``.
 users = sa.Table(

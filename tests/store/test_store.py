@@ -301,34 +301,51 @@ def test_an_asyncio_loop_calls_the_store_off_the_loop(store_url: str) -> None:
     assert sorted(ids) == sorted(r.id for r in store.runs(100))
 
 
-def test_usage_is_summed_with_percentiles_in_sql(store_url: str) -> None:
+def usage_record(n: int, **changed: object) -> dict[str, object]:
+    return {"at": f"2026-01-01T0{n % 2}:00:{n:02d}+00:00", "key_id": 1 if n < 10 else None,
+            "route": "/v1/chat/completions", "model": "m", "backend": "b",
+            "status": 503 if n == 0 else 200, "prompt_tokens": 2, "completion_tokens": 3,
+            "latency_ms": 40.0 if n < 10 else 400.0, "ttft_ms": 12.0 if n % 2 else None,
+            "cache_hit": n == 5, **changed}  # fmt: skip
+
+
+def test_usage_is_summed_per_hour_with_percentiles_from_buckets(store_url: str) -> None:
     store = Store.open(store_url)
     store.add_key("team-a", "p1", "h" * 64, False, None, None)
-    records = [
-        {"at": f"2026-01-01T0{n % 2}:00:{n:02d}+00:00", "key_id": 1 if n < 10 else None,
-         "route": "/v1/chat/completions", "model": "m", "backend": "b",
-         "status": 503 if n == 0 else 200, "prompt_tokens": 2, "completion_tokens": 3,
-         "latency_ms": float(n + 1), "ttft_ms": float(n + 1) if n % 2 else None,
-         "cache_hit": n == 5}
-        for n in range(20)
-    ]  # fmt: skip
-    store.add_usage(records)
+    store.add_usage([usage_record(n) for n in range(20)])
     by_key = {r["group"]: r for r in store.usage_summary("2026-01-01", "key")}
     team = by_key["team-a"]
     assert (team["requests"], team["prompt_tokens"], team["completion_tokens"]) == (10, 20, 30)
     assert (team["errors"], team["cache_hits"]) == (1, 1)
-    # Nearest rank: latencies 1..10 give p50 = 5 and p95 = 10; the first-token times of
-    # the five records that have one (2, 4, 6, 8, 10) give 6 and 10.
-    assert (team["latency_p50_ms"], team["latency_p95_ms"]) == (5.0, 10.0)
-    assert (team["ttft_p50_ms"], team["ttft_p95_ms"]) == (6.0, 10.0)
-    assert by_key["(no key)"]["requests"] == 10
+    # Ten latencies of 40 ms, all in the bucket (35, 50]: p50 halfway through it, p95 near
+    # its top. The five first-token times of 12 ms are in (10, 20].
+    assert team["latency_p50_ms"] == pytest.approx(42.5)
+    assert team["latency_p95_ms"] == pytest.approx(49.25)
+    assert team["ttft_p50_ms"] == pytest.approx(15.0)
+    others = by_key["(no key)"]
+    assert others["requests"] == 10 and 300 < others["latency_p50_ms"] <= 500
     hours = store.usage_summary("2026-01-01", "hour")
     assert [(r["group"], r["requests"]) for r in hours] == [("2026-01-01T00", 10),
                                                            ("2026-01-01T01", 10)]  # fmt: skip
-    assert store.usage_summary("2026-01-01T01", "model")[0]["requests"] == 10
+    assert store.usage_summary("2026-01-01T01:30:00+00:00", "model")[0]["requests"] == 10
     assert store.usage_summary("2027", "model") == []
+    # A batch sent again is not counted again; records of a new batch add to the same hour.
+    store.add_usage([usage_record(0, record_id="a" * 32)])
+    store.add_usage([usage_record(0, record_id="a" * 32), usage_record(2, record_id="b" * 32)])
+    assert store.usage_summary("2026-01-01", "day")[0]["requests"] == 22
     with pytest.raises(ValueError):
         store.usage_summary("2026", "password")
+
+
+def test_the_hourly_sums_of_an_older_store_are_made_from_its_records(store_url: str) -> None:
+    store = Store.open(store_url)
+    store.add_usage([usage_record(n) for n in range(20)])
+    expected = store.usage_summary("2026-01-01", "hour")
+    engine = raw(store_url)
+    with engine.begin() as db:
+        db.execute(sa.text("DROP TABLE usage_hourly"))
+        db.execute(sa.text("UPDATE schema_version SET version = 6"))
+    assert Store.open(store_url).usage_summary("2026-01-01", "hour") == expected
 
 
 def test_users_lockout_counting_and_the_audit_trail(store_url: str) -> None:
