@@ -45,7 +45,7 @@ HOSTS, RUNS, EVENTS_PER_RUN, USAGE = 200, 10_000, 30, 1_000_000
 PASSWORD = "bench password, not a real one"
 
 # The module each server imports: the app over the bench's store and synthetic hosts.
-APP_MODULE = '''
+APP_MODULE = """
 import json, os
 from clusterai_runner.config import Settings
 from clusterai_runner.usecases.status import Gpu, HostStatus
@@ -69,7 +69,7 @@ app = create_app({
     "CLUSTERAI_STATUS_SOURCE": hosts,
     "CLUSTERAI_STATUS_INTERVAL": 5.0,
 })
-'''
+"""
 
 
 def fill(state: Path) -> None:
@@ -90,39 +90,72 @@ def fill(state: Path) -> None:
         run_rows, host_rows, event_rows = [], [], []
         for r in range(1, RUNS + 1):
             began = start + timedelta(seconds=r * 250)
-            run_rows.append({"id": r, "playbook": rng.choice(["site.yml", "scale_out.yml",
-                             "scale_in.yml", "upgrade.yml"]), "inventory": "/srv/inventory",
-                             "limit_pattern": "", "started_at": began.isoformat(timespec="seconds"),
-                             "finished_at": (began + timedelta(seconds=90)).isoformat(
-                                 timespec="seconds"),
-                             "status": "failed" if r % 23 == 0 else "successful", "rc": 0})
+            run_rows.append(
+                {
+                    "id": r,
+                    "playbook": rng.choice(
+                        ["site.yml", "scale_out.yml", "scale_in.yml", "upgrade.yml"]
+                    ),
+                    "inventory": "/srv/inventory",
+                    "limit_pattern": "",
+                    "started_at": began.isoformat(timespec="seconds"),
+                    "finished_at": (began + timedelta(seconds=90)).isoformat(timespec="seconds"),
+                    "status": "failed" if r % 23 == 0 else "successful",
+                    "rc": 0,
+                }
+            )
             names = [f"gpu{(r + h) % HOSTS:03d}" for h in range(3)]
             for h in names:
-                host_rows.append({"run_id": r, "host": h, "ok": 30, "changed": 2,
-                                  "unreachable": 0, "failed": 0, "skipped": 3, "rescued": 0,
-                                  "ignored": 0})
+                host_rows.append(
+                    {
+                        "run_id": r,
+                        "host": h,
+                        "ok": 30,
+                        "changed": 2,
+                        "unreachable": 0,
+                        "failed": 0,
+                        "skipped": 3,
+                        "rescued": 0,
+                        "ignored": 0,
+                    }
+                )
             for e in range(EVENTS_PER_RUN):
-                event_rows.append({"run_id": r, "host": names[e % 3], "task": f"task {e}",
-                                   "status": "changed" if e % 9 == 0 else "ok", "message": "",
-                                   "at": (began + timedelta(seconds=3 * e)).isoformat(
-                                       timespec="seconds")})
+                event_rows.append(
+                    {
+                        "run_id": r,
+                        "host": names[e % 3],
+                        "task": f"task {e}",
+                        "status": "changed" if e % 9 == 0 else "ok",
+                        "message": "",
+                        "at": (began + timedelta(seconds=3 * e)).isoformat(timespec="seconds"),
+                    }
+                )
         db.execute(runs.insert(), run_rows)
         db.execute(run_hosts.insert(), host_rows)
         for first in range(0, len(event_rows), 50_000):
-            db.execute(events.insert(), event_rows[first:first + 50_000])
+            db.execute(events.insert(), event_rows[first : first + 50_000])
     # Through the gateway's own write path (records and their hourly sums).
     span = 30 * 86400
     for first in range(0, USAGE, 100_000):
         batch = []
         for n in range(first, first + 100_000):
             at = start + timedelta(seconds=span * n / USAGE)
-            batch.append({"at": at.isoformat(timespec="seconds"), "key_id": n % 10 + 1,
-                          "route": "/v1/chat/completions", "model": f"model-{n % 5}",
-                          "backend": f"gpu{n % 4:03d}", "status": 200 if n % 50 else 503,
-                          "prompt_tokens": 20 + n % 30, "completion_tokens": 50 + n % 90,
-                          "latency_ms": rng.lognormvariate(5, 0.6),
-                          "ttft_ms": rng.lognormvariate(3.5, 0.5), "cache_hit": n % 7 == 0,
-                          "record_id": f"{n:032x}"})
+            batch.append(
+                {
+                    "at": at.isoformat(timespec="seconds"),
+                    "key_id": n % 10 + 1,
+                    "route": "/v1/chat/completions",
+                    "model": f"model-{n % 5}",
+                    "backend": f"gpu{n % 4:03d}",
+                    "status": 200 if n % 50 else 503,
+                    "prompt_tokens": 20 + n % 30,
+                    "completion_tokens": 50 + n % 90,
+                    "latency_ms": rng.lognormvariate(5, 0.6),
+                    "ttft_ms": rng.lognormvariate(3.5, 0.5),
+                    "cache_hit": n % 7 == 0,
+                    "record_id": f"{n:032x}",
+                }
+            )
         store.add_usage(batch)
     with engine.begin() as db:
         db.execute(sa.text("ANALYZE"))
@@ -138,21 +171,44 @@ def free_port() -> int:
 def serve(server: str, port: int, workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     python = str(Path(sys.executable))
     if server == "waitress":
-        argv = [python, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", "8",
-                "bench_web_app:app"]
+        argv = [
+            python,
+            "-m",
+            "waitress",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--threads",
+            "8",
+            "bench_web_app:app",
+        ]
     else:
-        argv = [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                "--worker-class", "gthread", "--threads", "8", "--log-level", "warning",
-                "bench_web_app:app"]
-    return subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+        argv = [
+            python,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--log-level",
+            "warning",
+            "bench_web_app:app",
+        ]
+    return subprocess.Popen(
+        argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 class Client:
     def __init__(self, base: str) -> None:
         self.base = base
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
 
     def get(self, path: str) -> tuple[int, float, float, str]:
         began = time.perf_counter()
@@ -172,8 +228,9 @@ class Client:
                 time.sleep(0.1)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page)
         assert token, "no CSRF token on the login page"
-        data = urllib.parse.urlencode({"name": "bench", "password": PASSWORD,
-                                       "csrf_token": token.group(1)}).encode()
+        data = urllib.parse.urlencode(
+            {"name": "bench", "password": PASSWORD, "csrf_token": token.group(1)}
+        ).encode()
         with self.opener.open(self.base + "/login", data=data, timeout=30) as answer:
             assert answer.status == 200 and "Overview" in answer.read().decode()
 
@@ -196,16 +253,34 @@ def main() -> int:
         os.environ["CLUSTERAI_STATE_DIR"] = str(state)
         began = time.monotonic()
         fill(state)
-        print(f"store: {HOSTS} hosts, {RUNS} runs with {RUNS * EVENTS_PER_RUN} task results, "
-              f"{USAGE} usage records; filled in {time.monotonic() - began:.0f} s "
-              f"({(state / 'state.db').stat().st_size / 2**20:.0f} MiB)")
+        print(
+            f"store: {HOSTS} hosts, {RUNS} runs with {RUNS * EVENTS_PER_RUN} task results, "
+            f"{USAGE} usage records; filled in {time.monotonic() - began:.0f} s "
+            f"({(state / 'state.db').stat().st_size / 2**20:.0f} MiB)"
+        )
         (workdir / "bench_web_app.py").write_text(APP_MODULE)
-        env = {**os.environ, "PYTHONPATH": f"{workdir}:{REPO}", "BENCH_HOSTS": str(HOSTS),
-               "CLUSTERAI_STATE_DIR": str(state)}
-        pages = ["/", "/fragments/hosts", "/runs/", "/runs/?status=failed&host=gpu007",
-                 f"/runs/{RUNS // 2}", "/usage/?window=1h&by=model", "/usage/?window=24h&by=key",
-                 "/usage/?window=7d&by=hour", "/usage/?window=30d&by=model",
-                 "/usage/csv?window=24h&by=backend", "/keys/", "/users", "/audit", "/jobs/"]
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{workdir}:{REPO}",
+            "BENCH_HOSTS": str(HOSTS),
+            "CLUSTERAI_STATE_DIR": str(state),
+        }
+        pages = [
+            "/",
+            "/fragments/hosts",
+            "/runs/",
+            "/runs/?status=failed&host=gpu007",
+            f"/runs/{RUNS // 2}",
+            "/usage/?window=1h&by=model",
+            "/usage/?window=24h&by=key",
+            "/usage/?window=7d&by=hour",
+            "/usage/?window=30d&by=model",
+            "/usage/csv?window=24h&by=backend",
+            "/keys/",
+            "/users",
+            "/audit",
+            "/jobs/",
+        ]
         results: dict[str, dict[str, tuple[float, float]]] = {}
         load: dict[str, tuple[float, float]] = {}
         for server in ("waitress", "gunicorn"):
@@ -238,8 +313,10 @@ def main() -> int:
             print(f"{page:<36} {w[0]:>10.1f} /{w[1]:>8.1f}   {gu[0]:>10.1f} /{gu[1]:>8.1f}")
         print(f"\nworst p95: {worst:.1f} ms (target: under 150 ms)")
         for server, (rate, p95) in load.items():
-            print(f"{server}: {args.clients} clients on /fragments/hosts: {rate:.0f} requests/s, "
-                  f"p95 {p95:.1f} ms")
+            print(
+                f"{server}: {args.clients} clients on /fragments/hosts: {rate:.0f} requests/s, "
+                f"p95 {p95:.1f} ms"
+            )
         ratio = load["gunicorn"][0] / load["waitress"][0]
         print(f"gunicorn / waitress throughput: {ratio:.2f}x")
         print(json.dumps({"pages": results, "load": load}))

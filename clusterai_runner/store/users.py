@@ -79,6 +79,13 @@ class UserRecords(StoreBase):
             )
         return bool(result.rowcount)
 
+    def set_role(self, name: str, role: str) -> bool:
+        with self._begin() as connection:
+            result = connection.execute(
+                users.update().where(users.c.name == name).values(role=role)
+            )
+        return bool(result.rowcount)
+
     def remove_user(self, name: str) -> bool:
         with self._begin() as connection:
             result = connection.execute(users.delete().where(users.c.name == name))

@@ -5,6 +5,8 @@ password) or the gateway's admin key the inventory gives."""
 
 from __future__ import annotations
 
+import base64
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +64,33 @@ def of_inventory(
         gateway,
         control.name,
     )  # fmt: skip
+
+
+def of_urls(
+    prometheus_url: str,
+    alertmanager_url: str,
+    gateway_url: str = "",
+    ca_file: str = "",
+    monitoring_user: str = "clusterai",
+    monitoring_password: str = "",
+    gateway_admin_key: str = "",
+    control: str = "",
+    timeout: float = 3.0,
+) -> ClusterServices:
+    """The services at these URLs (the web role's control host: its own services, the CA
+    and the login given as files). The login goes only where the CA checks the server."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    headers = {}
+    if monitoring_password and ca_file:
+        token = base64.b64encode(f"{monitoring_user}:{monitoring_password}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
+    gateway = None
+    if gateway_url and gateway_admin_key:
+        gateway = JsonApi("the gateway", gateway_url, context,
+                          {"Authorization": f"Bearer {gateway_admin_key}"}, timeout)  # fmt: skip
+    return ClusterServices(
+        JsonApi("Prometheus", prometheus_url, context, headers, timeout),
+        JsonApi("Alertmanager", alertmanager_url, context, headers, timeout),
+        gateway,
+        control,
+    )

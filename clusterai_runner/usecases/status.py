@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from clusterai_runner import backends
+from clusterai_runner.adapters.http import JsonApi
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.backends import url
 from clusterai_runner.config import Settings, store_exists, using_store
-from clusterai_runner.errors import StoreError
+from clusterai_runner.errors import ClusterAIError, StoreError
 from clusterai_runner.usecases.parallel import each_host
 
 # The exporters' ports unless the inventory sets the roles' variables; the inference
@@ -281,3 +282,61 @@ def status(
     return cluster_status(
         hosts, last_runs, timeout, monitoring=Monitoring.of(hosts, settings.cache_dir)
     )
+
+
+def _instant(api: JsonApi, query: str) -> list[tuple[dict[str, str], float]]:
+    answer = api.get("/api/v1/query", {"query": query}) or {}
+    found = []
+    for result in (answer.get("data") or {}).get("result") or []:
+        try:
+            found.append((dict(result.get("metric") or {}), float(result["value"][1])))
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+    return found
+
+
+def from_prometheus(prometheus: JsonApi, gateway: JsonApi | None = None) -> list[HostStatus]:
+    """Every host as the control host's Prometheus sees it, for the web app on the control
+    host (no inventory, no SSH there): a host is reachable when its node exporter is
+    scraped, its inference server up when the blackbox probe succeeds, its GPUs from the
+    GPU exporter; its models from the gateway's admin API when there is one. Hosts in
+    the order of their names, the control host first."""
+    hosts: dict[str, HostStatus] = {}
+    for labels, value in _instant(prometheus, 'up{job="node"}'):
+        name = labels.get("instance", "")
+        kind = "control" if labels.get("role") == "control" else "workers"
+        hosts[name] = HostStatus(name, kind, labels.get("address", ""), value == 1, "n/a", "",
+                                 exporter="up" if value == 1 else "down")  # fmt: skip
+    for labels, value in _instant(prometheus, 'probe_success{job="inference"}'):
+        name = labels.get("instance", "")
+        host = hosts.setdefault(name, HostStatus(name, "workers", "", False, "n/a", ""))
+        host.kind, host.backend = "workers", labels.get("backend", "")
+        host.inference = "up" if value == 1 else "down"
+    gpus: dict[tuple[str, str], dict[str, Any]] = {}
+    for metric, field_name in (("nvidia_smi_utilization_gpu_ratio", "util"),
+                               ("nvidia_smi_memory_used_bytes", "used"),
+                               ("nvidia_smi_memory_total_bytes", "total"),
+                               ("nvidia_smi_gpu_info", "info")):  # fmt: skip
+        for labels, value in _instant(prometheus, metric):
+            gpu = gpus.setdefault((labels.get("instance", ""), labels.get("uuid", "")), {})
+            gpu[field_name] = labels.get("name", "") if field_name == "info" else value
+    for (name, uuid), g in sorted(gpus.items()):
+        if name in hosts:
+            hosts[name].gpus.append(Gpu(g.get("info") or uuid, g.get("util", 0.0),
+                                        g.get("used", 0.0), g.get("total", 0.0)))  # fmt: skip
+    if gateway is not None:
+        try:
+            backends_now = (gateway.get("/admin/backends") or {}).get("backends") or []
+        except ClusterAIError:
+            backends_now = []
+        for backend in backends_now:
+            served = hosts.get(str(backend.get("name", "")))
+            if served is not None:
+                models = backend.get("loaded") or backend.get("models") or []
+                served.models = [str(m) for m in models]
+    for host in hosts.values():
+        if not host.reachable:
+            host.problems.append("its node exporter is not scraped (down, or unreachable)")
+        if host.inference == "down":
+            host.problems.append(f"{host.backend or 'inference'} server does not answer the probe")
+    return sorted(hosts.values(), key=lambda h: (h.kind != "control", h.name))

@@ -118,3 +118,27 @@ def login(store: Store, name: str, password: str, address: str = "") -> Login:
         store.set_password(name, _hasher.hash(password))
     store.add_audit(name, "login", address=address)
     return Login(user)
+
+
+def ensure(
+    settings: Settings, name: str, role: str, password: str, store: Store | None = None
+) -> bool:
+    """Make ``name`` an account with this role and password (the web role's admin, from
+    the vault); False when it already was one. A login's lockout is left as it is."""
+    check_new(name, role, password)
+    with using_store(settings, store) as opened:
+        user = opened.user(name)
+        if user is None:
+            opened.add_user(name, role, _hasher.hash(password))
+            return True
+        try:
+            same: bool = _hasher.verify(user.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            same = False
+        if same and user.role == role:
+            return False
+        if not same:
+            opened.set_password(name, _hasher.hash(password))
+        if user.role != role:
+            opened.set_role(name, role)
+        return True

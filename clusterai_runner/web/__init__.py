@@ -11,6 +11,13 @@ Configuration (``test_config``, or ``clusterai web serve``'s options, or the
 environment): ``SECRET_KEY`` (``CLUSTERAI_WEB_SECRET_KEY``, else a random key kept in
 ``<state dir>/web-secret-key``), ``CLUSTERAI_INVENTORY`` (the inventory whose hosts the
 overview shows; ``CLUSTERAI_WEB_INVENTORY``), ``CLUSTERAI_TLS`` (cookies marked Secure).
+
+Two ways to run it. Beside the operator's inventory (``clusterai web serve -i``): hosts
+asked over SSH and HTTP like ``clusterai status``, the services found from the inventory,
+and jobs that run playbooks. On the control host (the ``web`` role): the hosts as its
+Prometheus sees them, its own services at the URLs the unit gives
+(``CLUSTERAI_WEB_PROMETHEUS_URL``, ``_ALERTMANAGER_URL``, ``_GATEWAY_URL``, ``_CA_FILE``,
+the secrets as systemd credentials), the gateway's store; no jobs (no inventory there).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from typing import Any
 from flask import Flask
 
 from clusterai_runner.config import Settings, private_file
+from clusterai_runner.usecases import services as services_usecase
+from clusterai_runner.usecases import status as status_usecase
 from clusterai_runner.web import (
     alerts,
     auth,
@@ -42,9 +51,10 @@ from clusterai_runner.web.extensions import csrf, services, status_watch, store
 
 
 def _secret_key(settings: Settings) -> str:
-    """The key that signs session cookies: from the environment, or kept in the state
-    directory (0600) so sessions outlive a restart."""
-    given = os.environ.get("CLUSTERAI_WEB_SECRET_KEY", "")
+    """The key that signs session cookies: from the environment or a systemd credential
+    (the web role's), else kept in the state directory (0600) so sessions outlive a
+    restart."""
+    given = os.environ.get("CLUSTERAI_WEB_SECRET_KEY", "") or _credential("secret-key")
     if given:
         return given
     path = private_file(settings.private_state_dir() / "web-secret-key")
@@ -53,6 +63,36 @@ def _secret_key(settings: Settings) -> str:
         key = secrets.token_hex(32)
         path.write_text(key + "\n")
     return key
+
+
+def _credential(name: str) -> str:
+    """A secret systemd handed over with LoadCredential (the web role's unit), or ""."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory) / name if directory else None
+    return path.read_text().strip() if path is not None and path.is_file() else ""
+
+
+def _control_host_config() -> dict[str, Any]:
+    """On the control host (the web role): the services at the URLs the unit gives, the
+    hosts' status from Prometheus, the secrets from systemd credentials."""
+    env = os.environ
+    prometheus = env.get("CLUSTERAI_WEB_PROMETHEUS_URL")
+    if not prometheus:
+        return {}
+    found = services_usecase.of_urls(
+        prometheus, env.get("CLUSTERAI_WEB_ALERTMANAGER_URL", ""),
+        env.get("CLUSTERAI_WEB_GATEWAY_URL", ""), env.get("CLUSTERAI_WEB_CA_FILE", ""),
+        env.get("CLUSTERAI_WEB_MONITORING_USER", "clusterai"),
+        _credential("monitoring-password"), _credential("gateway-admin-key"),
+        env.get("CLUSTERAI_WEB_CONTROL", ""),
+    )  # fmt: skip
+    return {
+        "CLUSTERAI_SERVICES": lambda: found,
+        "CLUSTERAI_STATUS_SOURCE": lambda: status_usecase.from_prometheus(
+            found.prometheus, found.gateway
+        ),
+        "CLUSTERAI_TLS": env.get("CLUSTERAI_WEB_TLS", "") == "1",
+    }
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -75,7 +115,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # a token lives as long as its session
         MAX_CONTENT_LENGTH=1_000_000,
     )
-    if test_config is not None:
+    if test_config is None:
+        app.config.from_mapping(_control_host_config())
+    else:
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings)

@@ -32,12 +32,14 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from clusterai_runner.errors import ClusterAIError, UsageError
-from clusterai_runner.usecases import scale
-from clusterai_runner.usecases import validate as validate_usecase
-from clusterai_runner.usecases.converge import CancelToken, TaskEvent
 from clusterai_runner.web.extensions import settings, store
 
+# The use cases that run playbooks and SSH load Ansible and asyncssh: imported where a job
+# starts, so that the app also runs where they are not installed (the web role's control
+# host), with the jobs refused there.
 if TYPE_CHECKING:
+    from clusterai_runner.usecases.converge import CancelToken, TaskEvent
+    from clusterai_runner.usecases.scale import ScaleResult
     from clusterai_runner.usecases.validate import HostReport
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -54,10 +56,16 @@ class Job:
     status: str = "running"  # running, successful, failed, canceled
     lines: list[str] = field(default_factory=list)
     run_id: int | None = None
-    cancel: CancelToken = field(default_factory=CancelToken)
+    cancel: CancelToken = field(default_factory=lambda: _token())
 
     def say(self, line: str) -> None:
         self.lines.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+def _token() -> CancelToken:
+    from clusterai_runner.usecases.converge import CancelToken
+
+    return CancelToken()
 
 
 class Jobs:
@@ -156,7 +164,7 @@ def _reports(job: Job) -> Callable[[list[HostReport]], None]:
     return seen
 
 
-def _ended(job: Job, result: scale.ScaleResult) -> str:
+def _ended(job: Job, result: ScaleResult) -> str:
     if result.record is None:
         return "failed"
     job.run_id = result.record.id
@@ -188,6 +196,8 @@ def _started(kind: str, target: str, work: Callable[[Job], str]) -> Response | t
 def _validate_work(
     inventory: Path, limit: str | None, vault: dict[str, Any]
 ) -> Callable[[Job], str]:
+    from clusterai_runner.usecases import validate as validate_usecase
+
     targets = validate_usecase.validate_targets(inventory, limit, **vault)
 
     def work(job: Job) -> str:
@@ -210,6 +220,8 @@ def validate() -> Response | tuple[str, int]:
 
 @bp.post("/scale-out")
 def scale_out() -> Response | tuple[str, int]:
+    from clusterai_runner.usecases import scale
+
     form = request.form
     name = form.get("name", "").strip()
     address = form.get("address", "").strip()
@@ -240,6 +252,8 @@ def scale_out() -> Response | tuple[str, int]:
 
 @bp.post("/scale-in")
 def scale_in() -> Response | tuple[str, int]:
+    from clusterai_runner.usecases import scale
+
     names = [n for n in request.form.get("names", "").replace(",", " ").split() if n]
     drain_text = request.form.get("drain_timeout", "60").strip() or "60"
     try:

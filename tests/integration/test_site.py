@@ -205,9 +205,9 @@ def test_every_service_listens_only_on_its_hosts_address(
     ours = {h["address"] for h in cluster["hosts"]}
     control = address(cluster, "ctl1")
     assert listeners(9100) >= ours
-    for port in (9090, 9093, 9115, 8000):
+    for port in (9090, 9093, 9115, 8000, 8443):
         assert listeners(port) & ours == {control}, port
-    for port in (8000, 9090, 9093, 9094, 9100, 9115):
+    for port in (8000, 8443, 9090, 9093, 9094, 9100, 9115):
         assert not listeners(port) & {"0.0.0.0", "*", "[::]"}, port
 
 
@@ -218,6 +218,7 @@ SERVICES = [
     ("ctl1", "prometheus-blackbox-exporter", "prometheus"),
     ("worker2", "clusterai-llamacpp", "clusterai-llamacpp"),
     ("ctl1", "clusterai-gateway", "clusterai-gateway"),
+    ("ctl1", "clusterai-web", "clusterai-web"),
 ]
 
 
@@ -907,7 +908,7 @@ def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(
     first = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")
     assert all(first[h]["changed"] > 0 for h in ("ctl1", "worker1", "worker2")), first
     addresses = {h["address"] for h in cluster["hosts"]}
-    for port in (8000, 8080, 9090, 9093, 9100, 9115):
+    for port in (8000, 8080, 8443, 9090, 9093, 9100, 9115):
         assert not listeners(port) & addresses, port
     for host in ("ctl1", "worker1"):
         leftover = ssh(
@@ -915,8 +916,9 @@ def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(
             address(cluster, host),
             "ls -d /etc/prometheus /opt/clusterai /var/lib/clusterai /etc/clusterai-gateway"
             " /var/lib/clusterai-gateway /etc/systemd/system/clusterai-llamacpp.service"
-            " /etc/systemd/system/clusterai-gateway.service 2>/dev/null;"
-            " getent passwd clusterai clusterai-gateway",
+            " /etc/systemd/system/clusterai-gateway.service /etc/clusterai-web"
+            " /etc/systemd/system/clusterai-web.service 2>/dev/null;"
+            " getent passwd clusterai clusterai-gateway clusterai-web",
         )
         assert leftover.stdout.strip() == "", (host, leftover.stdout)
     again = converge(cluster["inventory"], "reset.yml", "-e", "clusterai_confirm=true")

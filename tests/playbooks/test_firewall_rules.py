@@ -145,13 +145,14 @@ def test_the_control_host_serves_clients_and_keeps_its_monitoring_and_blackbox_c
     rules: dict[str, str], namespace: str
 ) -> None:
     load(namespace, rules["ctl1"])
-    ports = (8000, 9090, 9093, 9100, 9115, 2222)
+    ports = (8000, 8443, 9090, 9093, 9100, 9115, 2222)
     got = reachable(
         namespace,
         [(CONTROL, port) for port in ports],
         [(source, CONTROL, port) for source in (CONTROL, ALLOWED, STRANGER) for port in ports],
     )
-    assert all(got[(source, CONTROL, 8000)] for source in (CONTROL, ALLOWED, STRANGER))  # gateway
+    for port in (8000, 8443):  # the gateway, the web app
+        assert all(got[(source, CONTROL, port)] for source in (CONTROL, ALLOWED, STRANGER))
     for port in (9090, 9093, 9100):  # Prometheus, Alertmanager, node exporter
         assert got[(CONTROL, CONTROL, port)] and got[(ALLOWED, CONTROL, port)]
         assert not got[(STRANGER, CONTROL, port)], port

@@ -8,6 +8,7 @@ import io
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -577,3 +578,86 @@ def test_jobs_refuse_bad_input_and_a_second_change_while_one_runs(
     assert admin.get("/jobs/999").status_code == 404
     audited = [(e.action, e.outcome) for e in store(app).audit(user="ada")]
     assert ("job.scale-in", "canceled") in audited
+
+
+def test_under_https_a_post_needs_a_referer_of_this_site(app: Flask) -> None:
+    tls = create_app({**app.config, "CLUSTERAI_TLS": True})
+    client = tls.test_client()
+    page = client.get("/login", base_url="https://ctl.example")
+    assert page.headers["Referrer-Policy"] == "same-origin"  # so browsers send it
+    csrf = TOKEN.search(page.text).group(1)  # type: ignore[union-attr]
+    form = {"name": "ada", "password": PASSWORD, "csrf_token": csrf}
+    bare = client.post("/login", data=form, base_url="https://ctl.example")
+    assert bare.status_code == 400 and "referrer header is missing" in bare.text
+    elsewhere = client.post("/login", data=form, base_url="https://ctl.example",
+                            headers={"Referer": "https://evil.example/"})  # fmt: skip
+    assert elsewhere.status_code == 400
+    same = client.post("/login", data=form, base_url="https://ctl.example",
+                       headers={"Referer": "https://ctl.example/login"})  # fmt: skip
+    assert same.status_code == 302
+
+
+def test_on_the_control_host_the_app_imports_only_what_the_web_role_installs() -> None:
+    import subprocess
+    import sys
+
+    role = Path(__file__).parents[2] / "roles/web/files/requirements.txt"
+    pinned = {
+        line.split("==")[0].lower().replace("-", "_")
+        for line in role.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    # Import names of the pinned distributions that differ from them.
+    names = {"pyyaml": "yaml", "flask_wtf": "flask_wtf", "argon2_cffi": "argon2",
+             "argon2_cffi_bindings": "_argon2_cffi_bindings"}  # fmt: skip
+    allowed = {names.get(p, p) for p in pinned} | {"clusterai_runner", "_cffi_backend"}
+    code = (
+        "import sys, clusterai_runner.web, clusterai_runner.web.__main__,"
+        " clusterai_runner.web.server, clusterai_runner.usecases.users;"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}"
+        " - set(sys.stdlib_module_names))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    imported = {m.lower() for m in done.stdout.split() if not m.startswith("_") or m in allowed}
+    assert imported - {a.lower() for a in allowed} - {"cython_runtime"} == set()
+
+
+def test_the_hosts_as_the_control_hosts_prometheus_sees_them() -> None:
+    from clusterai_runner.usecases.status import from_prometheus
+
+    def vector(*rows: tuple[dict[str, str], str]) -> dict[str, Any]:
+        return {"data": {"result": [{"metric": m, "value": [0, v]} for m, v in rows]}}
+
+    answers = {
+        'up{job="node"}': vector(
+            ({"instance": "ctl1", "role": "control", "address": "192.0.2.6"}, "1"),
+            ({"instance": "worker1", "role": "worker", "address": "192.0.2.7"}, "1"),
+            ({"instance": "worker2", "role": "worker", "address": "192.0.2.8"}, "0"),
+        ),
+        'probe_success{job="inference"}': vector(
+            ({"instance": "worker1", "backend": "llamacpp"}, "1"),
+            ({"instance": "worker2", "backend": "llamacpp"}, "0"),
+        ),
+        "nvidia_smi_utilization_gpu_ratio": vector(({"instance": "worker1", "uuid": "u1"}, "0.5")),
+        "nvidia_smi_gpu_info": vector(({"instance": "worker1", "uuid": "u1", "name": "L4"}, "1")),
+    }
+
+    class Prometheus(FakeApi):
+        def _call(self, method: str, path: str, body: Any) -> Any:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["query"][0]
+            return answers.get(query, vector())
+
+    gateway = FakeApi("the gateway", GATEWAY)
+    hosts = from_prometheus(Prometheus("Prometheus", {}), gateway)
+    assert [(h.name, h.kind, h.reachable, h.inference) for h in hosts] == [
+        ("ctl1", "control", True, "n/a"),
+        ("worker1", "workers", True, "up"),
+        ("worker2", "workers", False, "down"),
+    ]
+    worker1 = hosts[1]
+    assert worker1.address == "192.0.2.7" and worker1.models == [HOSTILE]
+    assert [(g.name, g.utilization) for g in worker1.gpus] == [("L4", 0.5)]
+    assert hosts[0].healthy and worker1.healthy and len(hosts[2].problems) == 2
+    down = from_prometheus(Prometheus("Prometheus", {}), FakeApi("the gateway", {}, down=True))
+    assert down[1].models == []  # a dead gateway leaves the models out, not the hosts

@@ -16,6 +16,7 @@ from tests.helpers import REPO
 
 HASHED = [
     REPO / "roles/gateway/files/requirements.txt",
+    REPO / "roles/web/files/requirements.txt",
     *sorted((REPO / "roles/llamacpp_server/files").glob("requirements-*.txt")),
 ]
 
