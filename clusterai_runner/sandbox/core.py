@@ -125,10 +125,13 @@ class Layout:
         self.ssh_key = self.directory / "id_ed25519"
         self.known_hosts = self.directory / "known_hosts"
         self.inventory = self.directory / "inventory.yml"
-        # The key the workers' inference servers require (clusterai_backend_api_key), and
-        # the monitoring login's password (clusterai_monitoring_password).
+        # The key the workers' inference servers require (clusterai_backend_api_key), the
+        # monitoring login's password (clusterai_monitoring_password), the web app's admin
+        # password (web_admin_password) and a gateway API key (gateway_api_keys).
         self.backend_key = self.directory / "backend-api-key"
         self.monitoring_password = self.directory / "monitoring-password"
+        self.web_admin_password = self.directory / "web-admin-password"
+        self.api_key = self.directory / "gateway-api-key"
         self.hosts = self.directory / "hosts"
 
     def host(self, record: HostRecord) -> host.HostSpec:
@@ -418,9 +421,14 @@ class Sandboxes:
                     check=True,
                     stdin=subprocess.DEVNULL,
                 )
-            for secret in (layout.backend_key, layout.monitoring_password):
+            for secret in (layout.backend_key, layout.monitoring_password,
+                           layout.web_admin_password):  # fmt: skip
                 if not secret.exists():
                     atomic_write(secret, secrets.token_urlsafe(32) + "\n", mode=0o600)
+            if not layout.api_key.exists():
+                from clusterai_runner.gateway.keys import new_key
+
+                atomic_write(layout.api_key, new_key()[0] + "\n", mode=0o600)
             authorized = (layout.ssh_key.parent / f"{layout.ssh_key.name}.pub").read_text()
             for h in new:
                 self.progress(f"creating host {h.name} ({h.address})")
@@ -462,8 +470,12 @@ class Sandboxes:
                     port,
                     layout.ssh_key,
                     layout.known_hosts,
-                    layout.backend_key.read_text().strip(),
-                    layout.monitoring_password.read_text().strip(),
+                    inventory.Secrets(
+                        layout.backend_key.read_text().strip(),
+                        layout.monitoring_password.read_text().strip(),
+                        layout.web_admin_password.read_text().strip(),
+                        layout.api_key.read_text().strip(),
+                    ),
                 ),
                 mode=0o600,  # it holds the backend key
             )

@@ -220,8 +220,6 @@ def validate() -> Response | tuple[str, int]:
 
 @bp.post("/scale-out")
 def scale_out() -> Response | tuple[str, int]:
-    from clusterai_runner.usecases import scale
-
     form = request.form
     name = form.get("name", "").strip()
     address = form.get("address", "").strip()
@@ -229,6 +227,8 @@ def scale_out() -> Response | tuple[str, int]:
     port_text = form.get("port", "").strip()
     try:
         inventory = _inventory()
+        from clusterai_runner.usecases import scale
+
         if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
             raise UsageError(f"port {port_text!r}", "is not a port", "from 1 to 65535")
         hosts = scale.new_hosts([name], [address] if address else [],
@@ -252,12 +252,12 @@ def scale_out() -> Response | tuple[str, int]:
 
 @bp.post("/scale-in")
 def scale_in() -> Response | tuple[str, int]:
-    from clusterai_runner.usecases import scale
-
     names = [n for n in request.form.get("names", "").replace(",", " ").split() if n]
     drain_text = request.form.get("drain_timeout", "60").strip() or "60"
     try:
         inventory = _inventory()
+        from clusterai_runner.usecases import scale
+
         if not names:
             raise UsageError("scale-in", "no host named", "name the workers to take out")
         if not drain_text.isdigit() or not 0 <= int(drain_text) <= 3600:

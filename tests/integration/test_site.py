@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -899,6 +900,94 @@ def test_scale_out_then_in_touches_only_the_new_host_and_control(
         " 2>/dev/null; getent passwd clusterai-llamacpp clusterai",
     )  # fmt: skip
     assert left.stdout.strip() == ""
+
+
+class WebSession:
+    """The control host's web app, over TLS checked against the cluster CA, with a cookie
+    jar, a CSRF token from the last page and a Referer of the site, as a browser sends."""
+
+    def __init__(self, cluster: dict[str, Any]) -> None:
+        import http.cookiejar
+        import ssl
+
+        from clusterai_runner.config import Settings
+
+        control = address(cluster, "ctl1")
+        self.base = f"https://{control}:8443"
+        ca = Settings.from_env().cache_dir / "pki" / control / "ca.crt"
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca))),
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        )
+        self.token = ""
+
+    def call(self, path: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
+        data = None
+        headers = {"Referer": f"{self.base}/"}
+        if form is not None:
+            data = urllib.parse.urlencode({**form, "csrf_token": self.token}).encode()
+        request = urllib.request.Request(self.base + path, data, headers)
+        try:
+            with self.opener.open(request, timeout=30) as answer:
+                status, url, text = answer.status, answer.geturl(), answer.read().decode()
+        except urllib.error.HTTPError as error:
+            status, url, text = error.code, error.geturl(), error.read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', text)
+        self.token = token.group(1) if token else self.token
+        return status, url, text
+
+
+def test_the_control_hosts_web_app_shows_the_cluster_and_its_keys_reach_the_gateway(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    import openai
+
+    web = WebSession(cluster)
+    assert web.call("/")[1].startswith(f"{web.base}/login")
+    password = (Path(cluster["inventory"]).parent / "web-admin-password").read_text().strip()
+    assert web.call("/login", {"name": "admin", "password": "wrong password!"})[0] == 401
+    status, url, _ = web.call("/login", {"name": "admin", "password": password})
+    assert (status, url) == (200, f"{web.base}/")
+
+    def every_host() -> str | None:  # the hosts as the control host's Prometheus sees them
+        page = web.call("/fragments/hosts")[2]
+        return page if page.count('data-inference="up"') == 2 else None
+
+    hosts = wait_for(every_host, 60, "the overview to show both workers' servers up")
+    assert {h for h in ("ctl1", "worker1", "worker2") if f'data-host="{h}"' in hosts} == {
+        "ctl1", "worker1", "worker2"}  # fmt: skip
+    name = f"made-on-the-page-{os.getpid()}"
+    status, _, made = web.call("/keys/", {"name": name})
+    assert status == 201
+    key = re.search(r'<pre id="new-key">(cai_[^<]+)</pre>', made).group(1)  # type: ignore[union-attr]
+    client = openai.OpenAI(base_url=f"http://{address(cluster, 'ctl1')}:8000/v1", api_key=key)
+
+    def answered() -> str | None:  # the gateway reads its keys every few seconds
+        try:
+            reply = client.chat.completions.create(
+                model="smollm2", max_tokens=8, temperature=0,
+                messages=[{"role": "user", "content": "Say hello from the web page."}],
+            )  # fmt: skip
+        except openai.AuthenticationError:
+            return None
+        return reply.choices[0].message.content
+
+    assert wait_for(answered, 30, "the gateway to accept the page's key")
+
+    def recorded() -> str | None:  # usage records reach the store within a second or so
+        page = web.call("/usage/?window=1h&by=key")[2]
+        return page if f'data-group="{name}"' in page else None
+
+    wait_for(recorded, 30, "the usage page to show the request")
+    alerts = web.call("/alerts/")
+    assert alerts[0] == 200 and "does not answer" not in alerts[2], alerts[2][-2000:]
+    gateway = web.call("/gateway/")[2]
+    assert 'data-backend="worker1"' in gateway and 'data-backend="worker2"' in gateway
+    charts = web.call("/hosts/worker1?window=1h")[2]
+    assert "<polyline " in charts and "Charts:" not in charts
+    assert web.call("/jobs/scale-out", {"name": "gpu9"})[0] == 400  # no inventory here
+    audit = web.call("/audit")[2]
+    assert "keys.create" in audit and name in audit
 
 
 def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(

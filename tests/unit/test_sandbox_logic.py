@@ -153,12 +153,13 @@ def test_inventory_groups_hosts_and_keeps_host_key_checking(tmp_path: Path) -> N
         core.HostRecord("ctl1", "127.0.10.1", "control"),
         core.HostRecord("worker1", "127.0.10.2", "workers"),
     ]
-    text = inventory.render(
-        "demo", hosts, 2222, tmp_path / "key", tmp_path / "kh", "k" * 43, "m" * 43
-    )
+    made = inventory.Secrets("k" * 43, "m" * 43, "w" * 43, "cai_0123abcd_" + "a" * 43)
+    text = inventory.render("demo", hosts, 2222, tmp_path / "key", tmp_path / "kh", made)
     data = yaml.safe_load(text)["all"]
     assert data["vars"]["clusterai_backend_api_key"] == "k" * 43
     assert data["vars"]["clusterai_monitoring_password"] == "m" * 43
+    assert data["vars"]["web_admin_password"] == "w" * 43
+    assert data["vars"]["gateway_api_keys"] == [{"name": "sandbox", "key": made.api_key}]
     assert data["vars"]["firewall_allow"] == ["127.0.0.1"]
     assert data["children"]["control"]["hosts"] == {
         "ctl1": {
