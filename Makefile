@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
-  openssh-client iproute2 nftables redis-server postgresql unzip
+  openssh-client iproute2 nftables redis-server postgresql unzip chromium
 
 .PHONY: help system-deps venv lock demo demo-down lint unit controller-cache integration molecule test clean
 

@@ -29,11 +29,12 @@ TOGETHER = {
     "tests/integration/test_sandbox.py": "tests/integration/test_site.py",
     "tests/gateway/": "tests/gateway",
 }
-# Longest first (about 580 s, 420 s and 380 s in all on CI's two workers); the rest in
-# collection order, the gateway's last.
+# Longest first (about 580 s, 420 s and 380 s in all on CI's two workers; the browser's
+# walk about 300 s); the rest in collection order, the gateway's last.
 FIRST = (
     "tests/integration/test_site.py",
     "tests/integration/test_cli_up.py",
+    "tests/integration/test_web_browser.py",
     "tests/integration/test_molecule.py",
 )
 LAST = ("tests/gateway",)

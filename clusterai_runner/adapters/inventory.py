@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import shlex
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,10 +188,21 @@ def _ansible_warnings() -> Iterator[list[str]]:
         del display.warning
 
 
+# Ansible's inventory code is not safe to run from two threads at once (its plugin loader
+# caches half-imported modules; reading swaps a global setting, and its warnings are caught
+# by patching its display): the web app's status watch and a job read inventories at once.
+_ANSIBLE = threading.Lock()
+
+
 def load(path: Path, limit: str | None = None, vault: Vault = NO_VAULT) -> list[InventoryHost]:
     """The hosts of the inventory at ``path`` (a file or directory), restricted to the
     Ansible pattern ``limit``; ``vault`` opens its encrypted values. Raises UsageError
-    naming the file, host or pattern."""
+    naming the file, host or pattern. One thread at a time reads with Ansible."""
+    with _ANSIBLE:
+        return _load(path, limit, vault)
+
+
+def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
     check_inventory(path)
     _check_files(path)
     # Ansible reads its configuration once, at import: ours names plugins/inventory, where

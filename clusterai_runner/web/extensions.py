@@ -4,6 +4,7 @@ services (Prometheus, Alertmanager, the gateway's admin API)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,10 @@ class _Watch:
             snapshot = Snapshot(self.source(), time.time())
         except ClusterAIError as error:
             snapshot = Snapshot(self.snapshot.hosts, self.snapshot.at, str(error))
+        except Exception as error:  # the watch must outlive any one bad look
+            logging.getLogger(__name__).exception("asking the hosts failed")
+            reason = f"internal error: {type(error).__name__}: {error}"
+            snapshot = Snapshot(self.snapshot.hosts, self.snapshot.at, reason)
         self.snapshot = snapshot
         return snapshot
 
