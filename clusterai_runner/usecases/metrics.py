@@ -73,3 +73,29 @@ def host_charts(api: JsonApi, host: str, window: str, now: float | None = None) 
             series.append(Series(label, points))
         charts.append(Chart(key, title, unit, start, end, series))
     return charts
+
+
+# The gateway's traffic now, over every gateway Prometheus scrapes (job gateway).
+GATEWAY_RATES = {
+    "requests_per_s": "sum(rate(clusterai_gateway_requests_total[1m]))",
+    "tokens_per_s": "sum(rate(clusterai_gateway_tokens_total[1m]))",
+    "queue": "sum(clusterai_gateway_queue_waiting)",
+    "cache_hit_rate": 'sum(rate(clusterai_gateway_cache_lookups_total{result="hit"}[5m]))'
+    " / sum(rate(clusterai_gateway_cache_lookups_total[5m]))",
+}
+
+
+def gateway_rates(api: JsonApi) -> dict[str, float]:
+    """Requests and tokens per second, requests waiting, and the cache's hit rate; a figure
+    Prometheus has no data for (no traffic yet) is left out."""
+    rates = {}
+    for name, query in GATEWAY_RATES.items():
+        answer = api.get("/api/v1/query", {"query": query}) or {}
+        for result in (answer.get("data") or {}).get("result") or []:
+            try:
+                value = float(result["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if value == value:  # not NaN (0/0 when nothing was looked up)
+                rates[name] = value
+    return rates

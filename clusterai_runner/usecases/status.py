@@ -50,6 +50,7 @@ class Gpu:
     utilization: float  # 0..1
     memory_used_bytes: float
     memory_total_bytes: float
+    temperature_c: float | None = None
 
 
 @dataclass
@@ -162,7 +163,9 @@ def parse_gpus(metrics: str) -> list[Gpu]:
             value = float(value_text.split()[0])
         except (IndexError, ValueError):
             continue
-        gpu = by_uuid.setdefault(uuid, {"name": "", "util": 0.0, "used": 0.0, "total": 0.0})
+        gpu = by_uuid.setdefault(
+            uuid, {"name": "", "util": 0.0, "used": 0.0, "total": 0.0, "temp": None}
+        )
         if name == "nvidia_smi_gpu_info":
             gpu["name"] = labels.get("name", "")
         elif name == "nvidia_smi_utilization_gpu_ratio":
@@ -171,7 +174,12 @@ def parse_gpus(metrics: str) -> list[Gpu]:
             gpu["used"] = value
         elif name == "nvidia_smi_memory_total_bytes":
             gpu["total"] = value
-    return [Gpu(g["name"] or uuid, g["util"], g["used"], g["total"]) for uuid, g in by_uuid.items()]
+        elif name == "nvidia_smi_temperature_gpu":
+            gpu["temp"] = value
+    return [
+        Gpu(g["name"] or uuid, g["util"], g["used"], g["total"], g["temp"])
+        for uuid, g in by_uuid.items()
+    ]
 
 
 def _https(address: str, port: int, path: str) -> str:
@@ -316,6 +324,7 @@ def from_prometheus(prometheus: JsonApi, gateway: JsonApi | None = None) -> list
     for metric, field_name in (("nvidia_smi_utilization_gpu_ratio", "util"),
                                ("nvidia_smi_memory_used_bytes", "used"),
                                ("nvidia_smi_memory_total_bytes", "total"),
+                               ("nvidia_smi_temperature_gpu", "temp"),
                                ("nvidia_smi_gpu_info", "info")):  # fmt: skip
         for labels, value in _instant(prometheus, metric):
             gpu = gpus.setdefault((labels.get("instance", ""), labels.get("uuid", "")), {})
@@ -323,7 +332,8 @@ def from_prometheus(prometheus: JsonApi, gateway: JsonApi | None = None) -> list
     for (name, uuid), g in sorted(gpus.items()):
         if name in hosts:
             hosts[name].gpus.append(Gpu(g.get("info") or uuid, g.get("util", 0.0),
-                                        g.get("used", 0.0), g.get("total", 0.0)))  # fmt: skip
+                                        g.get("used", 0.0), g.get("total", 0.0),
+                                        g.get("temp")))  # fmt: skip
     if gateway is not None:
         try:
             backends_now = (gateway.get("/admin/backends") or {}).get("backends") or []

@@ -125,8 +125,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     store.init_app(app)
     csrf.init_app(app)
-    status_watch.init_app(app)
     services.init_app(app)
+    status_watch.init_app(app)  # it reads the services too
     policy.init_app(app)
     jobs.init_app(app)
     for blueprint in (

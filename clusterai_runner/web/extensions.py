@@ -16,11 +16,14 @@ from flask_wtf.csrf import CSRFProtect
 
 from clusterai_runner.config import Settings, open_store
 from clusterai_runner.errors import ClusterAIError, UsageError
+from clusterai_runner.usecases import alerts as alerts_usecase
+from clusterai_runner.usecases import metrics as metrics_usecase
 from clusterai_runner.usecases import services as services_usecase
 from clusterai_runner.usecases import status as status_usecase
 
 if TYPE_CHECKING:
     from clusterai_runner.store import Store
+    from clusterai_runner.usecases.alerts import Alert
     from clusterai_runner.usecases.services import ClusterServices
     from clusterai_runner.usecases.status import HostStatus
 
@@ -45,11 +48,15 @@ store = StoreExtension()
 
 @dataclass
 class Snapshot:
-    """What the status watch saw last: every host, when, and why it could not look."""
+    """What the status watch saw last: every host, when, and why it could not look; the
+    alerts firing and the gateway's rates, or why they are missing."""
 
     hosts: list[HostStatus] = field(default_factory=list)
     at: float = 0.0
     error: str = ""
+    alerts: list[Alert] | None = None
+    gateway: dict[str, float] | None = None
+    services_error: str = ""
 
 
 class StatusWatch:
@@ -82,6 +89,7 @@ class _Watch:
                 return status_usecase.status(settings, inventory, timeout=timeout, **kwargs)
 
         self.source = source
+        self.services: _Cached = app.extensions["clusterai_services"]
         self.snapshot = Snapshot()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -108,8 +116,29 @@ class _Watch:
             logging.getLogger(__name__).exception("asking the hosts failed")
             reason = f"internal error: {type(error).__name__}: {error}"
             snapshot = Snapshot(self.snapshot.hosts, self.snapshot.at, reason)
+        self._look_at_services(snapshot)
         self.snapshot = snapshot
         return snapshot
+
+    def _look_at_services(self, snapshot: Snapshot) -> None:
+        """The alerts firing (Alertmanager) and the gateway's rates (Prometheus)."""
+        problems = []
+        try:
+            found = self.services.get()
+        except ClusterAIError as error:
+            snapshot.services_error = str(error)
+            return
+        try:
+            snapshot.alerts = [
+                a for a in alerts_usecase.alerts(found.alertmanager) if a.state == "active"
+            ]
+        except ClusterAIError as error:
+            problems.append(str(error))
+        try:
+            snapshot.gateway = metrics_usecase.gateway_rates(found.prometheus)
+        except ClusterAIError as error:
+            problems.append(str(error))
+        snapshot.services_error = "; ".join(problems)
 
     def _loop(self) -> None:
         while True:

@@ -35,6 +35,9 @@ def _context() -> dict[str, Any]:
         "age": age,
         "interval": current_app.config["CLUSTERAI_STATUS_INTERVAL"],
         "waiting": snapshot.at == 0 and not snapshot.error,
+        "alerts": snapshot.alerts,
+        "gateway": snapshot.gateway,
+        "services_error": snapshot.services_error,
     }
 
 

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from clusterai_runner.adapters.http import JsonApi, ServiceUnavailable
 from clusterai_runner.config import Settings
 from clusterai_runner.store import Store
+from clusterai_runner.usecases import metrics as metrics_usecase
 from clusterai_runner.usecases import users
 from clusterai_runner.usecases.services import ClusterServices
 from clusterai_runner.usecases.status import Gpu, HostStatus
@@ -661,3 +662,34 @@ def test_the_hosts_as_the_control_hosts_prometheus_sees_them() -> None:
     assert hosts[0].healthy and worker1.healthy and len(hosts[2].problems) == 2
     down = from_prometheus(Prometheus("Prometheus", {}), FakeApi("the gateway", {}, down=True))
     assert down[1].models == []  # a dead gateway leaves the models out, not the hosts
+
+
+def test_the_overview_shows_alerts_firing_the_gateways_rates_and_gpu_temperatures(
+    app: Flask,
+) -> None:
+    made = with_services(app)
+    rates = {"requests_per_s": "2.5", "tokens_per_s": "120", "queue": "3", "cache_hit_rate": "0.25"}
+
+    class Prometheus(FakeApi):
+        def _call(self, method: str, path: str, body: Any) -> Any:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["query"][0]
+            name = next(k for k, q in metrics_usecase.GATEWAY_RATES.items() if q == query)
+            return {"data": {"result": [{"metric": {}, "value": [0, rates[name]]}]}}
+
+    both = ClusterServices(Prometheus("Prometheus", {}), made.alertmanager, made.gateway, "ctl1")
+    app.extensions["clusterai_services"].source = lambda: both
+    hot = [HostStatus("w1", "workers", "192.0.2.7", True, "up", "llamacpp",
+                      gpus=[Gpu("L4", 0.5, 2**30, 2**31, 71.0)])]  # fmt: skip
+    app.extensions["clusterai_status"].source = lambda: hot
+    app.extensions["clusterai_status"].look()
+    admin, _ = logged_in(app, "ada")
+    page = admin.get("/fragments/hosts").text
+    assert "<b>1</b> alerts firing" in page and 'data-firing="InferenceDown"' in page
+    assert "<b>2.50</b> requests/s, <b>120.0</b> tokens/s, <b>3</b> waiting" in page
+    assert "cache hit rate <b>25%</b>" in page
+    assert "71 °C" in page
+    # Alertmanager and Prometheus down: the hosts stay, the panel says why.
+    with_services(app, down=True)
+    app.extensions["clusterai_status"].look()
+    page = admin.get("/fragments/hosts").text
+    assert 'data-host="w1"' in page and "Alertmanager: does not answer" in page
