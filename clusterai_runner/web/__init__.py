@@ -41,6 +41,7 @@ from clusterai_runner.web import (
     hosts,
     jobs,
     keys,
+    models,
     overview,
     policy,
     runs,
@@ -130,8 +131,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     policy.init_app(app)
     jobs.init_app(app)
     for blueprint in (
-        auth.bp, overview.bp, hosts.bp, runs.bp, alerts.bp, gateway.bp, jobs.bp, keys.bp, usage.bp,
-        users.bp,
+        auth.bp, overview.bp, hosts.bp, runs.bp, alerts.bp, gateway.bp, jobs.bp, models.bp,
+        keys.bp, usage.bp, users.bp,
     ):  # fmt: skip
         app.register_blueprint(blueprint)
     return app

@@ -988,6 +988,8 @@ def test_the_control_hosts_web_app_shows_the_cluster_and_its_keys_reach_the_gate
     assert 'data-backend="worker1"' in gateway and 'data-backend="worker2"' in gateway
     charts = web.call("/hosts/worker1?window=1h")[2]
     assert "<polyline " in charts and "Charts:" not in charts
+    models = web.call("/models/")[2]  # what each worker serves, as the gateway sees it
+    assert 'data-models-host="worker1"' in models and "smollm2" in models
     assert web.call("/jobs/scale-out", {"name": "gpu9"})[0] == 400  # no inventory here
     audit = web.call("/audit")[2]
     assert "keys.create" in audit and name in audit

@@ -693,3 +693,35 @@ def test_the_overview_shows_alerts_firing_the_gateways_rates_and_gpu_temperature
     app.extensions["clusterai_status"].look()
     page = admin.get("/fragments/hosts").text
     assert 'data-host="w1"' in page and "Alertmanager: does not answer" in page
+
+
+def test_the_models_page_compares_what_each_group_wants_with_what_it_serves(
+    app: Flask, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "control:\n  hosts:\n    ctl1:\n      ansible_host: 192.0.2.6\n"
+        "workers:\n  children:\n"
+        "    gpu:\n      hosts:\n"
+        "        w1:\n          ansible_host: 192.0.2.7\n"
+        "          clusterai_inference_backend: ollama\n"
+        "          ollama_models: [llama3.2, 'qwen2.5:7b']\n"
+        "    desktop:\n      hosts:\n"
+        "        w2:\n          ansible_host: 192.0.2.8\n"
+        "          clusterai_inference_backend: llamacpp\n"
+    )
+    app.config["CLUSTERAI_INVENTORY"] = inventory
+    serving = [
+        HostStatus("w1", "workers", "192.0.2.7", True, "up", "ollama",
+                   models=["llama3.2:latest", "mistral:latest"]),
+        HostStatus("w2", "workers", "192.0.2.8", True, "down", "llamacpp"),
+    ]  # fmt: skip
+    app.extensions["clusterai_status"].source = lambda: serving
+    app.extensions["clusterai_status"].look()
+    admin, _ = logged_in(app, "ada")
+    page = admin.get("/models/").text
+    w1 = page[page.index('data-models-host="w1"') :].split("</tr>")[0]
+    assert "missing: qwen2.5:7b" in w1 and "not wanted: mistral:latest" in w1
+    w2 = page[page.index('data-models-host="w2"') :].split("</tr>")[0]
+    assert "smollm2" in w2 and "unknown (its server does not answer)" in w2  # the role's default
+    assert page.index("<h2>desktop</h2>") < page.index("<h2>gpu</h2>")
