@@ -3,7 +3,7 @@ runs the same use case as the CLI in a background thread, with a cancel token; i
 progress (each host's checks, each task result) is kept as lines the page tails, and the
 playbook run itself is stored like any other, so its timeline is on the runs page.
 
-Jobs live in the web app's process (waitress serves from one process with threads), the
+Jobs live in the web app's process (gunicorn serves it from one process with threads), the
 last 50 kept. One job that changes the cluster runs at a time: a second is refused (409)
 until the first ends, as two playbooks editing one inventory would collide.
 """
