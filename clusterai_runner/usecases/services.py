@@ -5,7 +5,6 @@ password) or the gateway's admin key the inventory gives."""
 
 from __future__ import annotations
 
-import base64
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +78,11 @@ def of_urls(
 ) -> ClusterServices:
     """The services at these URLs (the web role's control host: its own services, the CA
     and the login given as files). The login goes only where the CA checks the server."""
-    context = ssl.create_default_context(cafile=ca_file or None)
-    headers = {}
-    if monitoring_password and ca_file:
-        token = base64.b64encode(f"{monitoring_user}:{monitoring_password}".encode()).decode()
-        headers = {"Authorization": f"Basic {token}"}
+    if ca_file:
+        monitoring = Monitoring.checked(ca_file, monitoring_user, monitoring_password)
+        context, headers = monitoring.context, monitoring.headers
+    else:  # the system's trust store, and no login
+        context, headers = ssl.create_default_context(), {}
     gateway = None
     if gateway_url and gateway_admin_key:
         gateway = JsonApi("the gateway", gateway_url, context,

@@ -102,12 +102,17 @@ class Monitoring:
             unchecked.verify_mode = ssl.CERT_NONE
             return cls(unchecked, {})  # no login over a connection nobody checked
         variables = control.variables if control else {}
-        password = variables.get("clusterai_monitoring_password")
-        if not password:
-            return cls(ssl.create_default_context(cafile=str(ca)), {})
         user = variables.get("clusterai_monitoring_user") or "clusterai"
+        return cls.checked(str(ca), user, variables.get("clusterai_monitoring_password") or "")
+
+    @classmethod
+    def checked(cls, ca_file: str, user: str, password: str) -> Monitoring:
+        """Certificates checked against ``ca_file``, and the login when there is a password."""
+        context = ssl.create_default_context(cafile=ca_file)
+        if not password:
+            return cls(context, {})
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return cls(ssl.create_default_context(cafile=str(ca)), {"Authorization": f"Basic {token}"})
+        return cls(context, {"Authorization": f"Basic {token}"})
 
 
 def _get(
