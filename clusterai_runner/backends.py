@@ -32,6 +32,7 @@ class Backend:
     port_variable: str
     health_path: str
     models_path: str
+    held_path: str
     unit: str
     models_dir_variable: str
     capabilities: tuple[str, ...]

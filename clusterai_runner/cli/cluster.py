@@ -313,9 +313,10 @@ def status_command(
     Asks every host at once over HTTP and TCP; no SSH session, nothing changes.
     Exit 1 when any host is unhealthy.
     --json prints {"hosts": [{"name", "kind", "address", "reachable", "inference":
-    "up"|"down"|"n/a", "backend", "models", "exporter": "up"|"down", "gpus": [{"name",
-    "utilization", "memory_used_bytes", "memory_total_bytes"}], "last_run": {"id",
-    "playbook", "result": "ok"|"failed", "changed"} or null, "problems", "healthy"}],
+    "up"|"down"|"n/a", "backend", "models" (loaded), "held" (can serve; null: unknown),
+    "exporter": "up"|"down", "gpus": [{"name", "utilization", "memory_used_bytes",
+    "memory_total_bytes"}], "last_run": {"id", "playbook", "result": "ok"|"failed",
+    "changed"} or null, "problems", "healthy"}],
     "summary": {"healthy", "unhealthy"}}
     """
     found = cluster_status(settings_of(ctx), inventory, limit, timeout, warn, vault)

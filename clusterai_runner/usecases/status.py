@@ -62,6 +62,9 @@ class HostStatus:
     inference: str  # up, down, n/a
     backend: str
     models: list[str] = field(default_factory=list)
+    # The models it holds and can serve (Ollama's pulled ones; a llama.cpp server's one
+    # model); None where unknown (its server does not answer, or only the gateway was asked).
+    held: list[str] | None = None
     exporter: str = "down"  # up, down
     gpus: list[Gpu] = field(default_factory=list)
     last_run: dict[str, Any] | None = None
@@ -149,7 +152,7 @@ def _models(backend: str, body: str | None) -> list[str]:
         data = json.loads(body)
     except json.JSONDecodeError:
         return []
-    if backend == "ollama":  # /api/ps: the models loaded in memory
+    if backend == "ollama":  # /api/ps (loaded in memory) and /api/tags (pulled) alike
         return sorted(str(m.get("name", "")) for m in data.get("models") or [])
     return sorted(str(m.get("id", "")) for m in data.get("data") or [])  # /v1/models
 
@@ -223,6 +226,11 @@ def host_status(
             models = _get(url(host.address, port, server.models_path), timeout, headers)
         status.inference = "up" if healthy else "down"
         status.models = _models(backend, models)
+        if healthy:
+            held = models
+            if server.held_path != server.models_path:
+                held = _get(url(host.address, port, server.held_path), timeout, headers)
+            status.held = None if held in (None, LOCKED) else _models(backend, held)
         if not healthy:
             status.problems.append(
                 f"{backend} server on port {port} does not answer (down, or its firewall "

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from clusterai_runner.usecases.metrics import Chart
 
 WIDTH, HEIGHT = 600.0, 160.0
+DOTS = 60  # series of at most this many points get a mark at each
 COLOURS = ("#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e")
 
 
@@ -21,7 +22,12 @@ class Drawn:
     unit: str
     top: float  # the value at the top edge
     lines: list[tuple[str, str, list[str]]]  # (label, colour, polyline point lists)
-    latest: list[tuple[str, float]]  # each series' last value
+    latest: list[tuple[str, float, str]]  # each series' last value, and its colour
+    dots: bool = False  # few points: each one marked, so that a lone one shows
+
+    def points(self, piece: str) -> list[tuple[str, str]]:
+        """A polyline's points, as (x, y) to mark them."""
+        return [(xy.split(",")[0], xy.split(",")[1]) for xy in piece.split()]
 
     @property
     def empty(self) -> bool:
@@ -49,6 +55,8 @@ def draw(chart: Chart, gap_s: float) -> Drawn:
             current.append(f"{x:.1f},{y:.1f}")
             previous = at
         pieces.append(" ".join(current))
-        lines.append((series.label, COLOURS[index % len(COLOURS)], pieces))
-        latest.append((series.label, series.points[-1][1]))
-    return Drawn(chart.key, chart.title, chart.unit, top, lines, latest)
+        colour = COLOURS[index % len(COLOURS)]
+        lines.append((series.label, colour, pieces))
+        latest.append((series.label, series.points[-1][1], colour))
+    most = max((len(s.points) for s in chart.series), default=0)
+    return Drawn(chart.key, chart.title, chart.unit, top, lines, latest, dots=most <= DOTS)

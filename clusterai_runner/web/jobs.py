@@ -1,4 +1,5 @@
-"""Operations started from the page: validate, scale out, scale in (drained first). Each
+"""Operations started from the page: validate, scale out, scale in (drained first), pull a
+model. Each
 runs the same use case as the CLI in a background thread, with a cancel token; its
 progress (each host's checks, each task result) is kept as lines the page tails, and the
 playbook run itself is stored like any other, so its timeline is on the runs page.
@@ -49,7 +50,7 @@ KEEP = 50
 @dataclass
 class Job:
     id: int
-    kind: str  # validate, scale-out, scale-in
+    kind: str  # validate, scale-out, scale-in, pull
     target: str
     user: str
     started_at: float = field(default_factory=time.time)
@@ -276,6 +277,30 @@ def scale_in() -> Response | tuple[str, int]:
         return _ended(job, result)
 
     return _started("scale-in", " ".join(names), work)
+
+
+@bp.post("/pull")
+def pull() -> Response | tuple[str, int]:
+    model = request.form.get("model", "").strip()
+    hosts = [n for n in request.form.get("hosts", "").replace(",", " ").split() if n]
+    try:
+        inventory = _inventory()
+        from clusterai_runner.usecases import models
+
+        targets = [h.name for h in models.pull_targets(inventory, model, hosts or None,
+                                                        **_vault())]  # fmt: skip
+    except ClusterAIError as error:
+        return _page(400, error=str(error))
+    conf, opened, vault = settings(), store.current, _vault()
+
+    def work(job: Job) -> str:
+        job.say(f"putting {model} on {', '.join(targets)}")
+        record = models.pull(conf, inventory, model, targets, store=opened,
+                             on_event=_on_event(job), cancel=job.cancel, **vault)  # fmt: skip
+        job.run_id = record.id
+        return record.outcome.status
+
+    return _started("pull", f"{model} on {' '.join(targets)}", work)
 
 
 def _job_or_404(job_id: int) -> Job:

@@ -19,7 +19,8 @@ bp = Blueprint("models", __name__, url_prefix="/models")
 def index() -> str:
     snapshot = status_watch.current.latest()
     serving: dict[str, list[str] | None] = {
-        h.name: (h.models if h.inference == "up" else None)
+        # What it holds where the status asked the server; else what the gateway lists.
+        h.name: h.held if h.held is not None else (h.models if h.inference == "up" else None)
         for h in snapshot.hosts
         if h.kind == "workers"
     }

@@ -1,6 +1,6 @@
 """Usage of the gateway: requests, tokens, errors, cache hits, latency and time to first
 token at p50 and p95, by key, model, backend, route or time bucket, over a chosen window;
-counted in SQL by the store; as a table, bars, and CSV."""
+counted in SQL by the store; as a table, bars, charts over time, and CSV."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
 
+from clusterai_runner.usecases.metrics import Chart, Series
+from clusterai_runner.web import charts
 from clusterai_runner.web.extensions import store
 
 bp = Blueprint("usage", __name__, url_prefix="/usage")
@@ -33,13 +35,48 @@ def _summary() -> tuple[str, str, list[dict[str, Any]]]:
     return window, by, store.current.usage_summary(since, by)
 
 
+def over_time(window: str, now: datetime) -> list[Chart]:
+    """Requests (with errors and cache hits) and latency p50/p95 in each hour of the window,
+    or each day past a day's: a bucket without requests counts 0 requests and has no
+    latency (the line breaks there)."""
+    daily = WINDOWS[window] > timedelta(days=1)
+    step, width = (timedelta(days=1), 10) if daily else (timedelta(hours=1), 13)
+    first = (now - WINDOWS[window]).replace(minute=0, second=0, microsecond=0)
+    if daily:
+        first = first.replace(hour=0)
+    rows = store.current.usage_summary(first.isoformat(), "day" if daily else "hour")
+    found = {r["group"]: r for r in rows}
+    buckets = []
+    at = first
+    while at <= now:
+        buckets.append((at.timestamp(), found.get(at.isoformat()[:width])))
+        at += step
+
+    def series(label: str, column: str, skip_empty: bool = False) -> Series:
+        return Series(label, [(t, float((r or {}).get(column) or 0)) for t, r in buckets
+                              if not (skip_empty and not (r or {}).get("requests"))])  # fmt: skip
+
+    start, end = buckets[0][0], buckets[-1][0]
+    per = "day" if daily else "hour"
+    return [
+        Chart("requests", f"Requests per {per}", f"per {per}", start, end,
+              [series("requests", "requests"), series("errors", "errors"),
+               series("cache hits", "cache_hits")]),
+        Chart("latency", f"Latency per {per}", "ms", start, end,
+              [series("p50", "latency_p50_ms", True), series("p95", "latency_p95_ms", True)]),
+    ]  # fmt: skip
+
+
 @bp.get("/")
 def index() -> str:
     window, by, rows = _summary()
     most = max((r["requests"] for r in rows), default=0)
+    step = (86400 if WINDOWS[window] > timedelta(days=1) else 3600) * 1.5
+    drawn = [charts.draw(c, step) for c in over_time(window, datetime.now(UTC))]
     return render_template(
         "usage.html", rows=rows, window=window, by=by, windows=WINDOWS, groups=GROUPS,
         most=most, totals={c: sum(r[c] or 0 for r in rows) for c in COLUMNS[1:6]},
+        charts=drawn, width=charts.WIDTH, height=charts.HEIGHT,
     )  # fmt: skip
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.helpers import REPO, ansible_playbook, booted_sandbox, serve_folder, ssh
+from tests.helpers import REPO, ansible_playbook, booted_sandbox, run_cli, serve_folder, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -198,3 +199,28 @@ def test_unlisted_models_are_removed_only_when_pruning(
     assert code == 0, out[-3000:]
     assert "pulled nothing, removed nomic-embed-text:latest" in out
     assert tags(sandbox) == ["smollm2:135m"]
+
+
+def test_a_model_the_inventory_lists_is_pulled_by_clusterai_models_pull(
+    sandbox: dict[str, Any], converged: object, tmp_path: Path
+) -> None:
+    """`clusterai models pull` (the use case the web app's job runs) through models.yml:
+    after the pruning test worker1 holds smollm2 only; its inventory lists both models."""
+    inventory = yaml.safe_load(Path(sandbox["inventory"]).read_text())
+    worker1 = inventory["all"]["children"]["workers"]["hosts"]["worker1"]
+    worker1.update(clusterai_inference_backend="ollama",
+                   ollama_models=["smollm2:135m", "nomic-embed-text"])  # fmt: skip
+    edited = tmp_path / "inventory.yml"
+    edited.write_text(yaml.safe_dump(inventory))
+    edited.chmod(0o600)
+    listed = run_cli("models", "list", "-i", str(edited), "--json")
+    hosts = {h["name"]: h for h in json.loads(listed.stdout)["hosts"]}
+    assert listed.code == 1 and hosts["worker1"]["missing"] == ["nomic-embed-text:latest"]
+    refused = run_cli("models", "pull", "llama3", "-i", str(edited), "--host", "worker1")
+    assert refused.code == 2 and "is not in worker1's models" in refused.stderr
+    pulled = run_cli("models", "pull", "nomic-embed-text", "-i", str(edited))
+    assert pulled.code == 0, pulled.stdout[-3000:] + pulled.stderr
+    assert re.search(r"^worker1 .*changed=1", pulled.stdout, re.M), pulled.stdout[-3000:]
+    assert tags(sandbox) == ["nomic-embed-text:latest", "smollm2:135m"]
+    listed = run_cli("models", "list", "-i", str(edited), "--json")
+    assert json.loads(listed.stdout)["hosts"][0]["missing"] == []

@@ -200,6 +200,18 @@ def test_an_operator_walks_through_the_web_app(
             assert local_page.locator("svg.timeline rect.bar").count() > 20
             shot(local_page, "run-timeline")
 
+            # The new worker on the Models page: what it should serve, it serves (the page
+            # shows the status watch's latest look, every 5 s).
+            def as_desired() -> bool | None:
+                local_page.goto(web + "/models/")
+                row = local_page.locator('tr[data-models-host="worker2"]')
+                return True if row.count() and "as desired" in row.inner_text() else None
+
+            try:
+                wait_for(as_desired, 30, "worker2 as desired on the Models page")
+            finally:
+                shot(local_page, "models")
+
             # The stopped server's alert (InferenceDown fires after 2 minutes), silenced.
             def alert_shown() -> bool | None:
                 page.goto(ctl + "/alerts/")
@@ -208,6 +220,9 @@ def test_an_operator_walks_through_the_web_app(
 
             wait_for(alert_shown, max(30.0, 240 - (time.monotonic() - stopped)), "the alert")
             shot(page, "alert-firing")
+            page.goto(ctl + "/")  # the overview lists it among the alerts firing
+            page.wait_for_selector('a[data-firing="InferenceDown"]', timeout=20_000)
+            page.goto(ctl + "/alerts/")
             row = page.locator('tr[data-alert="InferenceDown"][data-state="active"]').first
             row.locator("input[name=comment]").fill("worker1 under maintenance")
             row.locator("button[type=submit]").click()
@@ -250,7 +265,10 @@ def test_an_operator_walks_through_the_web_app(
             return True if page.locator('tr[data-group="from-the-browser"]').count() else None
 
         wait_for(on_usage_page, 30, "the request on the usage page")
+        assert page.locator('figure[data-chart="requests"] polyline').count() >= 1
         shot(page, "usage")
+        page.goto(ctl + "/")  # the gateway's rates, from the control host's Prometheus
+        assert "requests/s" in page.inner_text("[data-gateway-rates]")
         for path, name in (("/gateway/", "gateway"), ("/hosts/worker1", "host-worker1"),
                            ("/runs/", "runs-control-host"), ("/audit", "audit")):  # fmt: skip
             page.goto(ctl + path)

@@ -18,6 +18,7 @@ import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
+from markupsafe import escape
 
 from clusterai_runner.adapters.http import JsonApi, ServiceUnavailable
 from clusterai_runner.config import Settings
@@ -695,8 +696,8 @@ def test_the_overview_shows_alerts_firing_the_gateways_rates_and_gpu_temperature
     assert 'data-host="w1"' in page and "Alertmanager: does not answer" in page
 
 
-def test_the_models_page_compares_what_each_group_wants_with_what_it_serves(
-    app: Flask, tmp_path: Path
+def test_the_models_page_compares_what_each_group_wants_and_pulls_what_is_missing(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
@@ -725,3 +726,72 @@ def test_the_models_page_compares_what_each_group_wants_with_what_it_serves(
     w2 = page[page.index('data-models-host="w2"') :].split("</tr>")[0]
     assert "smollm2" in w2 and "unknown (its server does not answer)" in w2  # the role's default
     assert page.index("<h2>desktop</h2>") < page.index("<h2>gpu</h2>")
+    # The missing model has a pull button (admins only); a pull of a model the inventory
+    # does not list for the worker is refused and starts nothing.
+    assert 'data-pull="qwen2.5:7b"' in w1 and "data-pull" not in w2
+    viewer_page = logged_in(app, "vic")[0].get("/models/").text
+    assert "data-pull" not in viewer_page
+    admin, csrf = logged_in(app, "ada")
+    for form, said in (
+        ({"model": "mistral", "hosts": "w1"}, "is not in w1's models (llama3.2, qwen2.5:7b)"),
+        ({"model": "qwen2.5:7b", "hosts": "w9"}, "'w9': is not a worker of"),
+        ({"model": "llama3 ; rm -rf /"}, "is not a model name"),
+        ({"model": "gemma"}, "no worker in"),
+    ):
+        refused = admin.post("/jobs/pull", data={**form, "csrf_token": csrf})
+        assert refused.status_code == 400 and str(escape(said)) in refused.text, refused.text
+    assert app.extensions["clusterai_jobs"].newest() == []
+    # A good one runs the models use case in a job, for the worker named, and links its run.
+    from clusterai_runner.usecases import models as models_usecase
+    from clusterai_runner.usecases.converge import RunOutcome, RunRecord
+
+    asked: list[tuple[str, list[str] | None]] = []
+
+    def pull(settings: Settings, inventory: Path, model: str, hosts: list[str] | None,
+             **_: Any) -> RunRecord:  # fmt: skip
+        asked.append((model, hosts))
+        return RunRecord(7, RunOutcome("successful", 0, {}, ""))
+
+    monkeypatch.setattr(models_usecase, "pull", pull)
+    started = admin.post("/jobs/pull", data={"model": "qwen2.5:7b", "hosts": "w1",
+                                             "csrf_token": csrf})  # fmt: skip
+    assert started.status_code == 302
+    (job,) = app.extensions["clusterai_jobs"].newest()
+    deadline = time.monotonic() + 10
+    while job.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert asked == [("qwen2.5:7b", ["w1"])] and job.status == "successful" and job.run_id == 7
+    assert job.kind == "pull" and job.target == "qwen2.5:7b on w1"
+
+
+def test_usage_over_time_counts_each_hour_and_breaks_latency_where_none_was_asked(
+    app: Flask,
+) -> None:
+    from datetime import UTC, datetime
+
+    from clusterai_runner.web import usage
+
+    now = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+
+    def record(hours_ago: int, latency: float, status: int = 200) -> dict[str, Any]:
+        at = (now - timedelta(hours=hours_ago)).isoformat()
+        return {"at": at, "key_id": None, "route": "r", "model": "m", "backend": "b",
+                "status": status, "prompt_tokens": 1, "completion_tokens": 1,
+                "latency_ms": latency, "ttft_ms": None, "cache_hit": False}  # fmt: skip
+
+    store(app).add_usage([record(5, 100.0), record(5, 100.0, 500), record(0, 40.0)])
+    with app.test_request_context():
+        requests, latency = usage.over_time("24h", now)
+    points = dict(requests.series[0].points)
+    assert len(points) == 25  # every hour of the window, the current one too
+    assert points[(now - timedelta(hours=5)).replace(minute=0).timestamp()] == 2
+    assert sum(points.values()) == 3 and sum(dict(requests.series[1].points).values()) == 1
+    # Latency only where there were requests; the drawn line breaks between them.
+    assert [t for t, _ in latency.series[0].points] == sorted(
+        (now - timedelta(hours=h)).replace(minute=0).timestamp() for h in (5, 0)
+    )
+    from clusterai_runner.web.charts import draw
+
+    assert len(draw(latency, 3600 * 1.5).lines[0][2]) == 2
+    page = logged_in(app, "ada")[0].get("/usage/?window=30d").text
+    assert 'data-chart="requests"' in page and "Requests per day" in page
