@@ -1,8 +1,7 @@
 """Operations started from the page: validate, scale out, scale in (drained first), pull a
-model. Each
-runs the same use case as the CLI in a background thread, with a cancel token; its
-progress (each host's checks, each task result) is kept as lines the page tails, and the
-playbook run itself is stored like any other, so its timeline is on the runs page.
+model. Each runs the same use case as the CLI in a background thread, with a cancel token;
+its progress (each host's checks, each task result) is kept as lines the page tails, and
+the playbook run itself is stored like any other, so its timeline is on the runs page.
 
 Jobs live in the web app's process (gunicorn serves it from one process with threads), the
 last 50 kept. One job that changes the cluster runs at a time: a second is refused (409)
