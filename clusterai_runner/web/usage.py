@@ -35,16 +35,23 @@ def _summary() -> tuple[str, str, list[dict[str, Any]]]:
     return window, by, store.current.usage_summary(since, by)
 
 
-def over_time(window: str, now: datetime) -> list[Chart]:
+def over_time(
+    window: str, now: datetime, summed: tuple[str, list[dict[str, Any]]] | None = None
+) -> list[Chart]:
     """Requests (with errors and cache hits) and latency p50/p95 in each hour of the window,
     or each day past a day's: a bucket without requests counts 0 requests and has no
-    latency (the line breaks there)."""
+    latency (the line breaks there). ``summed``: the table's rows and what they are grouped
+    by, used when that is already the chart's bucket."""
     daily = WINDOWS[window] > timedelta(days=1)
     step, width = (timedelta(days=1), 10) if daily else (timedelta(hours=1), 13)
     first = (now - WINDOWS[window]).replace(minute=0, second=0, microsecond=0)
     if daily:
         first = first.replace(hour=0)
-    rows = store.current.usage_summary(first.isoformat(), "day" if daily else "hour")
+    bucket = "day" if daily else "hour"
+    if summed is not None and summed[0] == bucket:
+        rows = summed[1]
+    else:
+        rows = store.current.usage_summary(first.isoformat(), bucket)
     found = {r["group"]: r for r in rows}
     buckets = []
     at = first
@@ -72,7 +79,7 @@ def index() -> str:
     window, by, rows = _summary()
     most = max((r["requests"] for r in rows), default=0)
     step = (86400 if WINDOWS[window] > timedelta(days=1) else 3600) * 1.5
-    drawn = [charts.draw(c, step) for c in over_time(window, datetime.now(UTC))]
+    drawn = [charts.draw(c, step) for c in over_time(window, datetime.now(UTC), (by, rows))]
     return render_template(
         "usage.html", rows=rows, window=window, by=by, windows=WINDOWS, groups=GROUPS,
         most=most, totals={c: sum(r[c] or 0 for r in rows) for c in COLUMNS[1:6]},
