@@ -108,7 +108,8 @@ def pull_targets(
     def asks(host: HostModels) -> bool:
         return _norm(model, host.backend) in {_norm(m, host.backend) for m in host.desired}
 
-    chosen = [by_name[n] for n in hosts] if hosts else [h for h in workers if asks(h)]
+    named = list(dict.fromkeys(hosts or []))  # each once, in the order given
+    chosen = [by_name[n] for n in named] if named else [h for h in workers if asks(h)]
     if not chosen:
         raise UsageError(f"model {model!r}", f"no worker in {inventory} asks for it",
                          "add it to a group's ollama_models first")  # fmt: skip
