@@ -85,17 +85,25 @@ GATEWAY_RATES = {
 }
 
 
+def instant(api: JsonApi, query: str) -> list[tuple[dict[str, str], float]]:
+    """Each series of an instant query (``/api/v1/query``): its labels and value; a result
+    without a number is skipped."""
+    answer = api.get("/api/v1/query", {"query": query}) or {}
+    found = []
+    for result in (answer.get("data") or {}).get("result") or []:
+        try:
+            found.append((dict(result.get("metric") or {}), float(result["value"][1])))
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+    return found
+
+
 def gateway_rates(api: JsonApi) -> dict[str, float]:
     """Requests and tokens per second, requests waiting, and the cache's hit rate; a figure
     Prometheus has no data for (no traffic yet) is left out."""
     rates = {}
     for name, query in GATEWAY_RATES.items():
-        answer = api.get("/api/v1/query", {"query": query}) or {}
-        for result in (answer.get("data") or {}).get("result") or []:
-            try:
-                value = float(result["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
+        for _, value in instant(api, query):
             if value == value:  # not NaN (0/0 when nothing was looked up)
                 rates[name] = value
     return rates

@@ -35,6 +35,7 @@ from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.backends import url
 from clusterai_runner.config import Settings, store_exists, using_store
 from clusterai_runner.errors import ClusterAIError, StoreError
+from clusterai_runner.usecases.metrics import instant
 from clusterai_runner.usecases.parallel import each_host
 
 # The exporters' ports unless the inventory sets the roles' variables; the inference
@@ -305,17 +306,6 @@ def status(
     )
 
 
-def _instant(api: JsonApi, query: str) -> list[tuple[dict[str, str], float]]:
-    answer = api.get("/api/v1/query", {"query": query}) or {}
-    found = []
-    for result in (answer.get("data") or {}).get("result") or []:
-        try:
-            found.append((dict(result.get("metric") or {}), float(result["value"][1])))
-        except (KeyError, IndexError, TypeError, ValueError):
-            continue
-    return found
-
-
 def from_prometheus(prometheus: JsonApi, gateway: JsonApi | None = None) -> list[HostStatus]:
     """Every host as the control host's Prometheus sees it, for the web app on the control
     host (no inventory, no SSH there): a host is reachable when its node exporter is
@@ -323,12 +313,12 @@ def from_prometheus(prometheus: JsonApi, gateway: JsonApi | None = None) -> list
     GPU exporter; its models from the gateway's admin API when there is one. Hosts in
     the order of their names, the control host first."""
     hosts: dict[str, HostStatus] = {}
-    for labels, value in _instant(prometheus, 'up{job="node"}'):
+    for labels, value in instant(prometheus, 'up{job="node"}'):
         name = labels.get("instance", "")
         kind = "control" if labels.get("role") == "control" else "workers"
         hosts[name] = HostStatus(name, kind, labels.get("address", ""), value == 1, "n/a", "",
                                  exporter="up" if value == 1 else "down")  # fmt: skip
-    for labels, value in _instant(prometheus, 'probe_success{job="inference"}'):
+    for labels, value in instant(prometheus, 'probe_success{job="inference"}'):
         name = labels.get("instance", "")
         host = hosts.setdefault(name, HostStatus(name, "workers", "", False, "n/a", ""))
         host.kind, host.backend = "workers", labels.get("backend", "")
@@ -339,7 +329,7 @@ def from_prometheus(prometheus: JsonApi, gateway: JsonApi | None = None) -> list
                                ("nvidia_smi_memory_total_bytes", "total"),
                                ("nvidia_smi_temperature_gpu", "temp"),
                                ("nvidia_smi_gpu_info", "info")):  # fmt: skip
-        for labels, value in _instant(prometheus, metric):
+        for labels, value in instant(prometheus, metric):
             gpu = gpus.setdefault((labels.get("instance", ""), labels.get("uuid", "")), {})
             gpu[field_name] = labels.get("name", "") if field_name == "info" else value
     for (name, uuid), g in sorted(gpus.items()):

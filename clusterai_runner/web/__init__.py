@@ -66,11 +66,17 @@ def _secret_key(settings: Settings) -> str:
     return key
 
 
-def _credential(name: str) -> str:
-    """A secret systemd handed over with LoadCredential (the web role's unit), or ""."""
+def credential_path(name: str) -> Path | None:
+    """The file of a secret systemd handed over with LoadCredential (the web role's unit)."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     path = Path(directory) / name if directory else None
-    return path.read_text().strip() if path is not None and path.is_file() else ""
+    return path if path is not None and path.is_file() else None
+
+
+def _credential(name: str) -> str:
+    """That secret, or ""."""
+    path = credential_path(name)
+    return path.read_text().strip() if path is not None else ""
 
 
 def _control_host_config() -> dict[str, Any]:

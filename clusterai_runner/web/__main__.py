@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError, UsageError
@@ -22,15 +21,15 @@ from clusterai_runner.errors import ClusterAIError, UsageError
 
 def _serve() -> None:
     from clusterai_runner.gateway.config import parse_listen
-    from clusterai_runner.web import create_app
+    from clusterai_runner.web import create_app, credential_path
     from clusterai_runner.web.server import serve
 
     host, port = parse_listen("CLUSTERAI_WEB_LISTEN", os.environ.get("CLUSTERAI_WEB_LISTEN", ""))
     certfile = os.environ.get("CLUSTERAI_WEB_CERTFILE") or None
     keyfile = os.environ.get("CLUSTERAI_WEB_KEYFILE") or None
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if certfile and not keyfile and credentials and (Path(credentials) / "tls-key").is_file():
-        keyfile = str(Path(credentials) / "tls-key")
+    key_credential = credential_path("tls-key")
+    if certfile and not keyfile and key_credential is not None:
+        keyfile = str(key_credential)
     if bool(certfile) != bool(keyfile):
         raise UsageError("CLUSTERAI_WEB_CERTFILE", "is set without its key", "give both")
     threads = int(os.environ.get("CLUSTERAI_WEB_THREADS", "8") or 8)
