@@ -145,6 +145,25 @@ def processes_mentioning(path: Path) -> list[int]:
     return found
 
 
+def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """``work(0)`` to ``work(count - 1)``, each in a thread of its own, all at once; what
+    they raised."""
+    errors: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            work(number)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     """``predicate``'s first true value, asked again with a growing pause (10 ms to 0.1 s)
     so a slow condition does not spin a core."""

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from clusterai_runner.errors import ClusterAIError
 from clusterai_runner.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, metadata
+from tests.helpers import in_threads
 
 
 def raw(url: str) -> sa.Engine:
@@ -253,24 +254,15 @@ def test_a_usage_record_sent_again_is_stored_once(store_url: str) -> None:
 def test_one_store_serves_many_threads_at_once(store_url: str) -> None:
     store = Store.open(store_url)
     run_id = store.start_run("site.yml", "inv")
-    errors: list[BaseException] = []
     start = threading.Barrier(8)
 
     def work(number: int) -> None:
-        try:
-            start.wait()
-            for step in range(25):
-                store.add_event(run_id, f"w{number}", f"task {step}", "ok", "")
-                store.events(run_id, f"w{number}")
-        except BaseException as exc:
-            errors.append(exc)
+        start.wait()
+        for step in range(25):
+            store.add_event(run_id, f"w{number}", f"task {step}", "ok", "")
+            store.events(run_id, f"w{number}")
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert in_threads(work, 8) == []
     assert len(store.events(run_id)) == 8 * 25
     assert {len(store.events(run_id, f"w{n}")) for n in range(8)} == {25}
 

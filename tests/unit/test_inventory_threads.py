@@ -4,10 +4,10 @@ adapter lets one thread read at a time."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from clusterai_runner.adapters.inventory import load
+from tests.helpers import in_threads
 
 
 def test_threads_reading_inventories_at_once_each_get_their_hosts(tmp_path: Path) -> None:
@@ -20,19 +20,10 @@ def test_threads_reading_inventories_at_once_each_get_their_hosts(tmp_path: Path
         )
         paths.append(path)
     results: dict[int, list[str]] = {}
-    errors: list[BaseException] = []
 
     def read(n: int) -> None:
-        try:
-            for _ in range(5):
-                results[n] = [h.name for h in load(paths[n])]
-        except BaseException as error:
-            errors.append(error)
+        for _ in range(5):
+            results[n] = [h.name for h in load(paths[n])]
 
-    threads = [threading.Thread(target=read, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(read, 4) == []
     assert results == {n: ["ctl1", f"w{n}"] for n in range(4)}
