@@ -275,10 +275,15 @@ def test_an_operator_walks_through_the_web_app(
             shot(page, name)
 
         # Hostile strings in a store render as text: no script runs.
+        # Closed at once: a connection left to the garbage collector closes whenever it
+        # runs, and SQLite's -wal and -shm files go with it, in another module's test.
         store = Store.open(Settings.from_env().store_url)
-        run_id = store.start_run(HOSTILE, HOSTILE, HOSTILE)
-        store.add_event(run_id, HOSTILE, HOSTILE, "failed", HOSTILE)
-        store.finish_run(run_id, "failed", 2, {HOSTILE: {"failed": 1}})
+        try:
+            run_id = store.start_run(HOSTILE, HOSTILE, HOSTILE)
+            store.add_event(run_id, HOSTILE, HOSTILE, "failed", HOSTILE)
+            store.finish_run(run_id, "failed", 2, {HOSTILE: {"failed": 1}})
+        finally:
+            store.close()
         local_page.goto(f"{web}/runs/{run_id}")
         local_page.wait_for_selector("svg.timeline")
         shot(local_page, "hostile-run")
