@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections import deque
@@ -204,6 +205,9 @@ class UsageWriter:
     start, what an earlier process left is sent first; each record carries an id, and the
     store skips ids it already holds, so a crash between storing and removing stores
     nothing twice. Records in flight (requests not yet answered) are all a crash loses.
+    One thread at a time moves files: a stop that cancels the task mid-write leaves that
+    write's thread running, and the last flush waits for it rather than sending the same
+    file beside it (the store's unique record ids would refuse the second copy).
     """
 
     CURRENT = "current.jsonl"
@@ -212,6 +216,7 @@ class UsageWriter:
         self.store, self.spool, self.every, self.batch = store, spool, every, batch
         self.written = 0
         self.failing = False
+        self._moving = threading.Lock()
         spool.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._seal()  # a file a killed gateway was writing
         self._file = self._open()
@@ -256,41 +261,64 @@ class UsageWriter:
     def _move_sealed(self) -> int:
         """Store every sealed file's records, oldest first; a thread's work."""
         moved = 0
-        for path in self._files():
-            records = self._read(path)
-            for first in range(0, len(records), self.batch):
-                self.store.add_usage(records[first : first + self.batch])
-            path.unlink(missing_ok=True)
-            moved += len(records)
+        with self._moving:
+            for path in self._files():
+                records = self._read(path)
+                for first in range(0, len(records), self.batch):
+                    self.store.add_usage(records[first : first + self.batch])
+                path.unlink(missing_ok=True)
+                moved += len(records)
         return moved
 
-    async def flush(self) -> None:
+    def _seal_current(self) -> None:
         if os.fstat(self._file).st_size:
             os.close(self._file)
             self._seal()
             self._file = self._open()
-        try:
-            self.written += await asyncio.to_thread(self._move_sealed)
-        except Exception as exc:
+
+    def _stored(self, moved: int | Exception) -> None:
+        """Count what a move stored, or say once that the store refuses the records."""
+        if isinstance(moved, Exception):
             if not self.failing:
                 log.warning(
                     "writing usage records to the store failed (%s); they stay in %s and are"
                     " retried every %s s",
-                    " ".join(str(exc).split())[:300], self.spool, self.every,
+                    " ".join(str(moved).split())[:300], self.spool, self.every,
                 )  # fmt: skip
             self.failing = True
             return
+        self.written += moved
         if self.failing:
             log.info("usage records reach the store again")
         self.failing = False
 
+    async def flush(self) -> None:
+        self._seal_current()
+        try:
+            moved: int | Exception = await asyncio.to_thread(self._move_sealed)
+        except Exception as exc:
+            moved = exc
+        self._stored(moved)
+
+    def close(self) -> None:
+        """The last flush, on the calling thread (so no second cancel cuts it short):
+        it waits for a write already under way, then stores what is left. Records the
+        store refuses stay in the spool for the next start."""
+        self._seal_current()
+        os.close(self._file)
+        try:
+            moved: int | Exception = self._move_sealed()
+        except Exception as exc:
+            moved = exc
+        self._stored(moved)
+
     async def run(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             while True:
                 await self.flush()
                 await asyncio.sleep(self.every)
-        await self.flush()
-        os.close(self._file)
+        finally:
+            self.close()
 
 
 def tokens_of(answer: dict[str, Any]) -> tuple[int, int]:

@@ -4,15 +4,19 @@ entry point that imports neither Ansible nor click."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from clusterai_runner.gateway.keys import KeyRing, digest, new_key, sync_keys
+from clusterai_runner.gateway.keys import KeyRing, UsageWriter, digest, new_key, sync_keys
 from clusterai_runner.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,3 +166,41 @@ def test_systemd_hears_ready_on_its_notify_socket(
         assert listener.recv(64) == b"READY=1"
     monkeypatch.delenv("NOTIFY_SOCKET")
     notify_systemd("READY=1")  # outside systemd: nothing to tell, no error
+
+
+def test_records_spooled_while_a_slow_write_is_canceled_all_reach_the_store_once(
+    tmp_path: Path,
+) -> None:
+    """The gateway stops (its writer task is canceled) while a write to the store waits on
+    a slow commit, as on a busy disk, and a record came in after that write began: the
+    last flush stores the newer record, and the slow write's records are stored once."""
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    committing = threading.Event()
+
+    def slow_commit(_connection: object) -> None:
+        committing.set()
+        time.sleep(0.5)
+
+    def record(n: int) -> dict[str, object]:
+        return {"model": "m", "backend": "b", "prompt_tokens": 1, "completion_tokens": 1,
+                "ttft_ms": None, "cache_hit": False, "key_id": None,
+                "route": "/v1/chat/completions", "status": 200, "latency_ms": n}  # fmt: skip
+
+    async def stop_mid_write() -> UsageWriter:
+        writer = UsageWriter(store, tmp_path / "spool", every=0.05)
+        writer.add(record(1))
+        task = asyncio.create_task(writer.run())
+        assert await asyncio.to_thread(committing.wait, 10)
+        writer.add(record(2))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return writer
+
+    sa.event.listen(sa.engine.Engine, "commit", slow_commit)
+    try:
+        writer = asyncio.run(stop_mid_write())
+    finally:
+        sa.event.remove(sa.engine.Engine, "commit", slow_commit)
+    assert sorted(r["latency_ms"] for r in store.usage()) == [1, 2]
+    assert writer.pending() == 0
