@@ -82,6 +82,14 @@ class StoreBase:
                 _first_line(exc),
                 "check that the file or server is reachable and writable, and retry",
             ) from exc
+        except sa.exc.IntegrityError as exc:
+            # A write that conflicts with a record the store holds (a unique one written
+            # twice): the store is sound, and the transaction wrote nothing.
+            raise StoreError(
+                f"state store {self._shown_url()}",
+                f"refused a write that conflicts with a record it holds ({_first_line(exc)})",
+                "nothing was written; retry",
+            ) from exc
         except sa.exc.DatabaseError as exc:
             # Not a database, a damaged one, or another program's tables under our names.
             raise StoreError(

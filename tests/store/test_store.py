@@ -251,6 +251,22 @@ def test_a_usage_record_sent_again_is_stored_once(store_url: str) -> None:
     )
 
 
+def test_a_write_that_breaks_a_unique_record_is_refused_as_such_and_writes_nothing(
+    store_url: str,
+) -> None:
+    """Not called damaged: the store is sound, and the whole batch is refused."""
+    store = Store.open(store_url)
+    record = {"at": "t1", "key_id": None, "route": "/v1/completions", "model": "m",
+              "backend": "b", "status": 200, "prompt_tokens": 1, "completion_tokens": 1,
+              "latency_ms": 1.0, "ttft_ms": None, "cache_hit": False,
+              "record_id": "0" * 32}  # fmt: skip
+    with pytest.raises(StoreError, match="refused a write that conflicts") as raised:
+        store.add_usage([{**record, "record_id": "1" * 32}, record, record])
+    assert "damaged" not in str(raised.value) and "retry" in str(raised.value)
+    assert store.usage() == []
+    assert store.add_usage([record]) == 1
+
+
 def test_one_store_serves_many_threads_at_once(store_url: str) -> None:
     store = Store.open(store_url)
     run_id = store.start_run("site.yml", "inv")
