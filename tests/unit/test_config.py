@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import stat
 from pathlib import Path
@@ -71,3 +72,27 @@ def test_the_state_directory_and_the_store_are_their_owners_alone(tmp_path: Path
     theirs.mkdir(mode=0o750)
     Settings.from_env({"HOME": "/", "CLUSTERAI_STATE_DIR": str(theirs)}).private_state_dir()
     assert stat.S_IMODE(theirs.stat().st_mode) == 0o750
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HOME": "/home/ops"},
+        {"HOME": "/home/ops", "XDG_CACHE_HOME": "/var/cache/ops"},
+        {"HOME": "/home/ops", "XDG_CACHE_HOME": "relative/cache"},  # ignored, as XDG says
+        {"HOME": "/home/ops", "XDG_CACHE_HOME": "/x", "CLUSTERAI_CACHE_DIR": "/srv/cai"},
+    ],
+)
+def test_the_roles_cache_is_the_clis(env: dict[str, str]) -> None:
+    """The roles' controller caches (lookup clusterai_cache_dir) and the CLI's (the sandbox's
+    root file system) are one directory, whatever the environment says."""
+    path = Path(__file__).resolve().parents[2] / "plugins/lookup/clusterai_cache_dir.py"
+    spec = importlib.util.spec_from_file_location("clusterai_cache_dir", path)
+    assert spec is not None and spec.loader is not None
+    lookup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lookup)
+    assert Path(lookup.cache_dir(env)) == Settings.from_env(env).cache_dir
+    role_defaults = sorted(path.parents[2].glob("roles/*/defaults/main.yml"))
+    caches = [line for p in role_defaults for line in p.read_text().splitlines()
+              if line.split(":")[0].endswith("_controller_cache")]  # fmt: skip
+    assert len(caches) == 7 and all("lookup('clusterai_cache_dir')" in c for c in caches)
