@@ -258,17 +258,29 @@ class UsageWriter:
                 log.warning("usage spool %s:%d is not a record; it is skipped", path, number)
         return records
 
-    def _move_sealed(self) -> int:
-        """Store every sealed file's records, oldest first; a thread's work."""
-        moved = 0
+    def _move_sealed(self) -> None:
+        """Store every sealed file's records, oldest first, and count them; or say once
+        that the store refuses them (they stay, for the next round). A thread's work."""
         with self._moving:
-            for path in self._files():
-                records = self._read(path)
-                for first in range(0, len(records), self.batch):
-                    self.store.add_usage(records[first : first + self.batch])
-                path.unlink(missing_ok=True)
-                moved += len(records)
-        return moved
+            try:
+                for path in self._files():
+                    records = self._read(path)
+                    for first in range(0, len(records), self.batch):
+                        self.store.add_usage(records[first : first + self.batch])
+                    path.unlink(missing_ok=True)
+                    self.written += len(records)
+            except Exception as exc:
+                if not self.failing:
+                    log.warning(
+                        "writing usage records to the store failed (%s); they stay in %s and"
+                        " are retried every %s s",
+                        " ".join(str(exc).split())[:300], self.spool, self.every,
+                    )  # fmt: skip
+                self.failing = True
+                return
+            if self.failing:
+                log.info("usage records reach the store again")
+            self.failing = False
 
     def _seal_current(self) -> None:
         if os.fstat(self._file).st_size:
@@ -276,29 +288,9 @@ class UsageWriter:
             self._seal()
             self._file = self._open()
 
-    def _stored(self, moved: int | Exception) -> None:
-        """Count what a move stored, or say once that the store refuses the records."""
-        if isinstance(moved, Exception):
-            if not self.failing:
-                log.warning(
-                    "writing usage records to the store failed (%s); they stay in %s and are"
-                    " retried every %s s",
-                    " ".join(str(moved).split())[:300], self.spool, self.every,
-                )  # fmt: skip
-            self.failing = True
-            return
-        self.written += moved
-        if self.failing:
-            log.info("usage records reach the store again")
-        self.failing = False
-
     async def flush(self) -> None:
         self._seal_current()
-        try:
-            moved: int | Exception = await asyncio.to_thread(self._move_sealed)
-        except Exception as exc:
-            moved = exc
-        self._stored(moved)
+        await asyncio.to_thread(self._move_sealed)
 
     def close(self) -> None:
         """The last flush, on the calling thread (so no second cancel cuts it short):
@@ -306,11 +298,7 @@ class UsageWriter:
         store refuses stay in the spool for the next start."""
         self._seal_current()
         os.close(self._file)
-        try:
-            moved: int | Exception = self._move_sealed()
-        except Exception as exc:
-            moved = exc
-        self._stored(moved)
+        self._move_sealed()
 
     async def run(self) -> None:
         try:
