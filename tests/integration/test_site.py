@@ -677,14 +677,14 @@ def test_reboot_playbook_reboots_no_host_that_does_not_need_it(
 def test_an_upgrade_under_load_drains_each_batch_and_fails_no_request(
     cluster: dict[str, Any], converged: object
 ) -> None:
-    """10 clients through the gateway while upgrade.yml changes every worker's server
+    """20 clients through the gateway while upgrade.yml changes every worker's server
     (a restart each); each batch is drained at the gateway first, so none fails.
 
-    Each client waits a second between its requests (up to 10 requests/s in all):
-    without a pause 20 clients kept both cores busy with 2-token answers (hundreds a
-    second) and the upgrade took 97 s against 39 s on an idle cluster; at 80 requests/s
-    it still took 115 s in CI and slowed every test running beside it, and at 20/s the
-    workers' servers still spent about 100 CPU-seconds of the suite answering."""
+    Each client waits 2 s between its requests (up to 10 requests/s in all): without a
+    pause the 20 of them kept both cores busy with 2-token answers (hundreds a second)
+    and the upgrade took 97 s against 39 s on an idle cluster; at 80 requests/s it still
+    took 115 s in CI and slowed every test running beside it, and at 20/s the workers'
+    servers spent about 100 CPU-seconds of the suite answering."""
     key = admin_key(cluster)
     failures: list[str] = []
     answered = 0
@@ -709,13 +709,13 @@ def test_an_upgrade_under_load_drains_each_batch_and_fails_no_request(
                     answered += 1
                 else:
                     failures.append(f"{status}: {body}")
-            done.wait(1.0)
+            done.wait(2.0)
 
-    clients = [threading.Thread(target=client) for _ in range(10)]
+    clients = [threading.Thread(target=client) for _ in range(20)]
     for thread in clients:
         thread.start()
     try:
-        wait_for(lambda: answered >= 10, 120, "the clients' first answers")
+        wait_for(lambda: answered >= 20, 120, "the clients' first answers")
         before = answered
         # The module's keys, as its converges give them (the sandbox's inventory names a
         # key of its own, which would replace them and count as a change on ctl1).
