@@ -30,6 +30,8 @@ STOCK_CONFIG = """\
 roles_path = {repo}/roles
 library = {repo}/plugins/modules
 filter_plugins = {repo}/plugins/filter
+lookup_plugins = {repo}/plugins/lookup
+action_plugins = {repo}/plugins/action
 inventory_plugins = {repo}/plugins/inventory
 """
 
