@@ -17,6 +17,12 @@ Secrets stay off disk and out of ``ps``: ansible-runner records each run's envir
 (``ENVIRONMENT``), not the operator's whole environment (a provider key, a token); extra
 variables go in a 0600 file of the run directory, removed when the run ends, not on the
 command line; a vault password stays in memory (see vault.py).
+
+Nothing of a run outlives it: Ansible's task workers start sessions of their own, so
+ansible-runner's kill of the run's process group on a cancel missed those under way; they
+waited forever on a connection that was gone (two per canceled converge). Every process
+of a run carries a mark in its environment, and whatever still carries it when the run
+ends is killed (``end_leftovers``).
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +106,31 @@ class RunOutcome:
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
     # When Ansible stopped before any host was reached: its last words.
     detail: str = ""
+
+
+# The environment variable that marks every process of one run (see end_leftovers).
+RUN_MARK = "CLUSTERAI_RUN_MARK"
+
+
+def end_leftovers(mark: str, proc: Path = Path("/proc")) -> list[int]:
+    """SIGKILL the processes whose environment carries ``RUN_MARK=mark``: what a run left
+    behind (its ansible-playbook has ended). Their PIDs."""
+    needle = f"{RUN_MARK}={mark}".encode()
+    ended = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            marked = needle in (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if marked:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            ended.append(int(entry.name))
+    return ended
 
 
 def _path_with_ansible() -> str:
@@ -243,7 +276,9 @@ def start_playbook(
         variables = private_file(data_dir / f"extravars-{os.getpid()}-{threading.get_ident()}")
         variables.write_text(json.dumps(extravars))
     options, passwords = vault.runner_arguments()
+    mark = uuid.uuid4().hex
     ours = {
+        RUN_MARK: mark,
         "ANSIBLE_CONFIG": str(ANSIBLE_CONFIG),
         "ANSIBLE_NOCOLOR": "1",
         "PATH": _path_with_ansible(),
@@ -279,6 +314,7 @@ def start_playbook(
         try:
             runner.run()
         finally:
+            end_leftovers(mark)
             if variables is not None:
                 variables.unlink(missing_ok=True)
 

@@ -252,6 +252,9 @@ def test_ctrl_c_cancels_the_run_and_stores_it_as_canceled(
     assert stderr.splitlines()[-1].startswith("error: run ")
     assert "canceled by Ctrl-C" in stderr.splitlines()[-1]
     assert latest_run()["status"] == "canceled"
+    # Nothing of the run is left: Ansible's task workers, in sessions of their own, were
+    # not in the process group ansible-runner kills, and outlived it, waiting forever.
+    assert processes_mentioning(Path(sandbox["inventory"])) == []
 
 
 def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
@@ -291,6 +294,7 @@ def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
     with using_store(settings) as store:  # closed: no -wal file left behind
         stored = store.run(record.id)
     assert stored is not None and stored.status == "canceled"
+    assert processes_mentioning(Path(sandbox["inventory"])) == []
 
 
 def kill_host(sandbox: dict[str, Any], name: str) -> None:

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from clusterai_runner.adapters.ansible import TaskEvent, recap_of, translate
+import subprocess
+import sys
+
+from clusterai_runner.adapters.ansible import (
+    RUN_MARK,
+    TaskEvent,
+    end_leftovers,
+    recap_of,
+    translate,
+)
 from clusterai_runner.cli.display import recap_lines
+from tests.helpers import wait_for
 
 
 def event(name: str, **data: object) -> dict[str, object]:
@@ -45,3 +55,20 @@ def test_stats_become_the_recap_in_ansibles_shape() -> None:
         "w2                         : ok=3    changed=0    unreachable=0    failed=1    "
         "skipped=0    rescued=0    ignored=0   ",
     ]
+
+
+def test_the_processes_a_run_leaves_behind_are_ended_and_no_other() -> None:
+    """Ansible's task workers start sessions of their own: a kill of the run's process
+    group misses them. Those carrying the run's mark are ended, by PID; others are not."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    left = subprocess.Popen(sleep, env={RUN_MARK: "run-a"}, start_new_session=True)
+    other = subprocess.Popen(sleep, env={RUN_MARK: "run-b"}, start_new_session=True)
+    try:
+        # The environment is readable once the child has exec'd.
+        wait_for(lambda: left.pid in end_leftovers("run-a") or None, 10, "the marked child")
+        assert left.wait(10) == -9
+        assert other.poll() is None
+    finally:
+        for process in (left, other):
+            process.kill()
+            process.wait()
