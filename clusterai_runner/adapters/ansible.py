@@ -112,12 +112,12 @@ class RunOutcome:
 RUN_MARK = "CLUSTERAI_RUN_MARK"
 
 
-def end_leftovers(mark: str, proc: Path = Path("/proc")) -> list[int]:
+def end_leftovers(mark: str) -> list[int]:
     """SIGKILL the processes whose environment carries ``RUN_MARK=mark``: what a run left
     behind (its ansible-playbook has ended). Their PIDs."""
     needle = f"{RUN_MARK}={mark}".encode()
     ended = []
-    for entry in proc.iterdir():
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:

@@ -81,9 +81,10 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         names = package_names(args)
         if names is not None:
-            quoted = " ".join(names)  # each matched PACKAGE: nothing for the shell to expand
+            # Each name matched PACKAGE: nothing in them for the shell to expand.
+            listed = " ".join(names)
             query = self._low_level_execute_command(
-                f"dpkg-query -W -f='${{Package}}\\t${{db:Status-Abbrev}}\\n' -- {quoted}"
+                f"dpkg-query -W -f='${{Package}}\\t${{db:Status-Abbrev}}\\n' -- {listed}"
                 f" 2>/dev/null; echo {MARKER}; cat /var/lib/apt/extended_states 2>/dev/null;"
                 " true"
             )
