@@ -24,17 +24,19 @@ APART = ("tests/integration/test_molecule.py",)
 # Modules whose path starts with a key run as one unit, in collection order, with the
 # modules of the same value: test_sandbox.py reads the session's `cluster`, which
 # test_site.py then scales out and resets (and the cluster is booted once, not on each
-# worker); the gateway's modules share its session's llama.cpp servers.
+# worker); the browser's walk goes through the web app on test_cli_up.py's cluster once
+# its tests are done (tests/integration/cli_cluster.py); the gateway's modules share its
+# session's llama.cpp servers.
 TOGETHER = {
     "tests/integration/test_sandbox.py": "tests/integration/test_site.py",
+    "tests/integration/test_web_browser.py": "tests/integration/test_cli_up.py",
     "tests/gateway/": "tests/gateway",
 }
-# Longest first (about 580 s, 420 s and 380 s in all on CI's two workers; the browser's
-# walk about 300 s); the rest in collection order, the gateway's last.
+# Longest first (about 580 s and 600 s in all on CI's three workers, the Molecule
+# scenarios 390 s); the rest in collection order, the gateway's last.
 FIRST = (
     "tests/integration/test_site.py",
     "tests/integration/test_cli_up.py",
-    "tests/integration/test_web_browser.py",
     "tests/integration/test_molecule.py",
 )
 LAST = ("tests/gateway",)

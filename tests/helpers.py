@@ -75,10 +75,13 @@ def backend_headers(status: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {inventory['all']['vars']['clusterai_backend_api_key']}"}
 
 
-def monitoring_get(status: dict[str, Any], url: str, login: bool = True) -> str:
+def monitoring_get(
+    status: dict[str, Any], url: str, login: bool = True, password: str | None = None
+) -> str:
     """GET a sandbox's monitoring service (Prometheus, Alertmanager, an exporter) over TLS,
     its certificate checked against the CA copy the converge left on this machine, with
-    the inventory's monitoring login; the answer's text (an error status raises)."""
+    the monitoring login (the sandbox inventory's password unless ``password`` is given:
+    a vaulted inventory's); the answer's text (an error status raises)."""
     import base64
     import ssl
     import urllib.request
@@ -88,7 +91,8 @@ def monitoring_get(status: dict[str, Any], url: str, login: bool = True) -> str:
     inventory = yaml.safe_load(Path(status["inventory"]).read_text())
     control = next(h["address"] for h in status["hosts"] if h["group"] == "control")
     ca = Settings.from_env().cache_dir / "pki" / control / "ca.crt"
-    password = inventory["all"]["vars"]["clusterai_monitoring_password"]
+    if password is None:
+        password = inventory["all"]["vars"]["clusterai_monitoring_password"]
     token = base64.b64encode(f"clusterai:{password}".encode()).decode()
     headers = {"Authorization": f"Basic {token}"} if login else {}
     context = ssl.create_default_context(cafile=str(ca))

@@ -20,17 +20,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from clusterai_runner import backends
-from clusterai_runner.adapters import ssh as sshprobe
 from clusterai_runner.adapters.inventory import InventoryHost
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.openssh import openssh_argv
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import REPO
+
+if TYPE_CHECKING:
+    from clusterai_runner.adapters import ssh as sshprobe
 
 PREFLIGHT_DEFAULTS = REPO / "roles" / "preflight" / "defaults" / "main.yml"
 MIN_PYTHON = (3, 8)
@@ -647,6 +649,10 @@ async def _check(
     timeout: float,
     threads: ThreadPoolExecutor,
 ) -> HostReport:
+    # Imported here: asyncssh (with cryptography) is most of the CLI's start-up time, and
+    # only validate needs it.
+    from clusterai_runner.adapters import ssh as sshprobe
+
     options = sshprobe.options_for(host)
     if options is None:  # SSH options only OpenSSH knows: its ssh, in a thread
         loop = asyncio.get_running_loop()

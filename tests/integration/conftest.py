@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import booted_sandbox, run_cli
+from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 pytestmark = pytest.mark.sandbox
 
@@ -62,3 +63,30 @@ def cluster(state_dir: Path) -> Iterator[dict[str, Any]]:
     """A 3-host sandbox (ctl1, worker1, worker2) shared by the whole session."""
     with booted_sandbox("it", 3) as status:
         yield status
+
+
+@pytest.fixture(scope="session")
+def cli_sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
+    """ctl1 and worker1 (worker2 is booted by the tests that scale out to it), for
+    test_cli_up.py and then test_web_browser.py (tests/integration/cli_cluster.py)."""
+    with booted_sandbox("cliup", 2) as status:
+        yield status
+
+
+@pytest.fixture(scope="session")
+def vaulted(cli_sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Vaulted:
+    directory = tmp_path_factory.mktemp("vaulted")
+    password_file = directory / "vault-password"
+    password_file.write_text(CANARIES["vault_password"] + "\n")
+    password_file.chmod(0o600)
+    hosts = Path(cli_sandbox["inventory"]).read_text()
+    return Vaulted(vaulted_inventory(directory / "inventory", hosts, password_file), password_file)
+
+
+@pytest.fixture(scope="session")
+def cli_converged(cli_sandbox: dict[str, Any], vaulted: Vaulted) -> list[Any]:
+    """Two ``clusterai up`` runs over the vaulted inventory, a provider key in the
+    environment."""
+    return [run_cli("up", "-i", str(vaulted.inventory), "--vault-password-file",
+                    str(vaulted.password_file), env=SECRET_ENV, timeout=1200)
+            for _ in range(2)]  # fmt: skip

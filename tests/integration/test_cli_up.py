@@ -1,5 +1,6 @@
 """``clusterai up`` converges sandbox hosts through ansible-runner and stores the run;
-``clusterai runs`` shows it again."""
+``clusterai runs`` shows it again. The cluster is tests/integration/cli_cluster.py's, which
+test_web_browser.py walks through next."""
 
 from __future__ import annotations
 
@@ -12,23 +13,16 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import CLUSTERAI, REPO, booted_sandbox, processes_mentioning, run_cli, ssh
+from tests.helpers import CLUSTERAI, REPO, processes_mentioning, run_cli, ssh
+from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="module")
-def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
-    with booted_sandbox("cliup", 2) as status:
-        yield status
 
 
 RECAP = re.compile(r"^\S+\s+: ok=\d+ .*$", re.M)
@@ -39,51 +33,6 @@ def ansible_recap(state_dir: Path, run_id: int) -> list[str]:
     (stdout,) = (state_dir / "runs" / str(run_id) / "artifacts").glob("*/stdout")
     text = stdout.read_text().replace("\r", "")
     return [line.rstrip() for line in RECAP.findall(text[text.rindex("PLAY RECAP") :])]
-
-
-# Secrets that must reach no file of the state directory, no journal and no ps output:
-# the vault's password, four values encrypted in the inventory's vault file (the gateway's
-# admin key and an API key, which the gateway role uses, the key the workers' servers
-# require, which the llamacpp_server, gateway and blackbox_exporter roles use, and the
-# monitoring password, which every monitoring role uses), and a provider key in the
-# operator's environment.
-CANARIES = {
-    "vault_password": "canary-vault-password-6e1f0c",
-    "admin_key": "canary-admin-key-4b9d2a7e51c3",
-    "api_key": "cai_c0ffee01_canaryapikeycanaryapikeycanaryapikey",
-    "backend_key": "canary-backend-key-7d21e0f94b",
-    "monitoring_password": "canary-monitoring-password-3f5a",
-    "environment": "canary-provider-key-93ad17",
-}
-SECRET_ENV = {"PROVIDER_API_KEY": CANARIES["environment"]}
-
-
-@dataclass(frozen=True)
-class Vaulted:
-    inventory: Path  # a directory: the sandbox's hosts and group_vars/all/vault.yml
-    password_file: Path
-
-
-def vaulted_inventory(directory: Path, hosts: str, password_file: Path) -> Path:
-    """``directory`` holding ``hosts`` and an ansible-vault encrypted vars file."""
-    (directory / "group_vars" / "all").mkdir(parents=True)
-    (directory / "hosts.yml").write_text(hosts)
-    secrets = directory / "group_vars" / "all" / "vault.yml"
-    # group_vars/all overrides the key the sandbox's own inventory gives (its all: vars).
-    secrets.write_text(yaml.safe_dump({
-        "gateway_admin_key": CANARIES["admin_key"],
-        "gateway_api_keys": [{"name": "canary", "key": CANARIES["api_key"]}],
-        "clusterai_backend_api_key": CANARIES["backend_key"],
-        "clusterai_monitoring_password": CANARIES["monitoring_password"],
-    }))  # fmt: skip
-    encrypted = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", str(secrets),
-         "--vault-password-file", str(password_file)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert encrypted.returncode == 0, encrypted.stderr
-    assert CANARIES["admin_key"] not in secrets.read_text()
-    return directory
 
 
 def controller_files(state_dir: Path) -> list[Path]:
@@ -98,26 +47,8 @@ def controller_files(state_dir: Path) -> list[Path]:
     return found
 
 
-@pytest.fixture(scope="module")
-def vaulted(sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Vaulted:
-    directory = tmp_path_factory.mktemp("vaulted")
-    password_file = directory / "vault-password"
-    password_file.write_text(CANARIES["vault_password"] + "\n")
-    password_file.chmod(0o600)
-    hosts = Path(sandbox["inventory"]).read_text()
-    return Vaulted(vaulted_inventory(directory / "inventory", hosts, password_file), password_file)
-
-
-@pytest.fixture(scope="module")
-def converged(sandbox: dict[str, Any], vaulted: Vaulted) -> list[Any]:
-    """Two ``up`` runs over the vaulted inventory, a provider key in the environment."""
-    return [run_cli("up", "-i", str(vaulted.inventory), "--vault-password-file",
-                    str(vaulted.password_file), env=SECRET_ENV, timeout=1200)
-            for _ in range(2)]  # fmt: skip
-
-
-def test_up_converges_and_a_second_run_changes_nothing(converged: list[Any]) -> None:
-    first, second = converged
+def test_up_converges_and_a_second_run_changes_nothing(cli_converged: list[Any]) -> None:
+    first, second = cli_converged
     assert first.code == 0, first.stderr[-3000:]
     assert second.code == 0, second.stderr[-3000:]
     assert re.search(r"^run \d+: successful", first.stdout, re.M)
@@ -128,7 +59,7 @@ def test_up_converges_and_a_second_run_changes_nothing(converged: list[Any]) -> 
 
 
 def test_runs_show_prints_the_recap_ansible_printed(
-    state_dir: Path, converged: list[Any], vaulted: Vaulted
+    state_dir: Path, cli_converged: list[Any], vaulted: Vaulted
 ) -> None:
     runs = json.loads(run_cli("runs", "list", "--json").stdout)
     mine = [r for r in runs if r["inventory"] == str(vaulted.inventory)]
@@ -163,7 +94,7 @@ def latest_run() -> dict[str, Any]:
 
 
 def test_status_shows_each_hosts_health_models_and_last_run(
-    sandbox: dict[str, Any], converged: list[Any], vaulted: Vaulted
+    cli_sandbox: dict[str, Any], cli_converged: list[Any], vaulted: Vaulted
 ) -> None:
     # The vaulted inventory's backend key is the one the servers were given: with it,
     # status lists their models.
@@ -180,12 +111,12 @@ def test_status_shows_each_hosts_health_models_and_last_run(
     assert worker["gpus"] == []  # no GPU exporter on a GPU-less host
     assert worker["last_run"]["result"] == "ok"
     assert hosts["ctl1"]["inference"] == "n/a"
-    table = run_cli("status", "-i", sandbox["inventory"])
+    table = run_cli("status", "-i", cli_sandbox["inventory"])
     assert table.stdout.splitlines()[0].split()[:4] == ["host", "address", "ssh", "inference"]
 
 
 def test_up_with_tags_finds_the_facts_of_earlier_runs(
-    converged: list[Any], vaulted: Vaulted
+    cli_converged: list[Any], vaulted: Vaulted
 ) -> None:
     """--tags skips gpu_facts, whose facts the GPU roles' conditions need: they come from
     the fact cache the earlier runs filled (ansible-runner kept it per run: every host
@@ -200,19 +131,19 @@ def test_up_with_tags_finds_the_facts_of_earlier_runs(
 
 
 def test_a_host_whose_key_changed_is_not_contacted(
-    sandbox: dict[str, Any], converged: list[Any], tmp_path: Path
+    cli_sandbox: dict[str, Any], cli_converged: list[Any], tmp_path: Path
 ) -> None:
     """ansible-runner turns Ansible's host key checking off unless told: a host that
     answers with another key than known_hosts holds must fail, not be converged."""
-    address = next(h["address"] for h in sandbox["hosts"] if h["name"] == "worker1")
+    address = next(h["address"] for h in cli_sandbox["hosts"] if h["name"] == "worker1")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)  # fmt: skip
     public = (tmp_path / "k.pub").read_text().split()
     (tmp_path / "known_hosts").write_text(f"{address} {public[0]} {public[1]}\n")
     inventory = tmp_path / "hosts.yml"
-    text = Path(sandbox["inventory"]).read_text()
-    assert sandbox["known_hosts"] in text
-    inventory.write_text(text.replace(sandbox["known_hosts"], str(tmp_path / "known_hosts")))
+    text = Path(cli_sandbox["inventory"]).read_text()
+    assert cli_sandbox["known_hosts"] in text
+    inventory.write_text(text.replace(cli_sandbox["known_hosts"], str(tmp_path / "known_hosts")))
     result = run_cli("up", "-i", str(inventory), "--limit", "worker1", "--tags", "gpu_facts")
     assert result.code == 1, result.stdout + result.stderr[-3000:]
     # Mitogen's words for OpenSSH's "Host key verification failed"; the facts-free
@@ -242,9 +173,9 @@ def wait_for_task(process: subprocess.Popen[str], number: int) -> list[str]:
 
 
 def test_ctrl_c_cancels_the_run_and_stores_it_as_canceled(
-    sandbox: dict[str, Any], converged: list[Any]
+    cli_sandbox: dict[str, Any], cli_converged: list[Any]
 ) -> None:
-    process = start_up(sandbox["inventory"])
+    process = start_up(cli_sandbox["inventory"])
     wait_for_task(process, 5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
@@ -254,11 +185,11 @@ def test_ctrl_c_cancels_the_run_and_stores_it_as_canceled(
     assert latest_run()["status"] == "canceled"
     # Nothing of the run is left: Ansible's task workers, in sessions of their own, were
     # not in the process group ansible-runner kills, and outlived it, waiting forever.
-    assert processes_mentioning(Path(sandbox["inventory"])) == []
+    assert processes_mentioning(Path(cli_sandbox["inventory"])) == []
 
 
 def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
-    sandbox: dict[str, Any], converged: list[Any]
+    cli_sandbox: dict[str, Any], cli_converged: list[Any]
 ) -> None:
     """What the web app and the autoscaler do: the use case in a thread that is not the
     main thread (no signal handler can be installed there), canceled by a token."""
@@ -279,7 +210,7 @@ def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
     def work() -> None:
         try:
             results.append(
-                up(settings, Path(sandbox["inventory"]), on_event=on_event, cancel=cancel)
+                up(settings, Path(cli_sandbox["inventory"]), on_event=on_event, cancel=cancel)
             )
         except BaseException as exc:  # handed to the test's thread below
             results.append(exc)
@@ -294,7 +225,7 @@ def test_up_from_another_thread_through_the_use_case_is_canceled_and_stored_so(
     with using_store(settings) as store:  # closed: no -wal file left behind
         stored = store.run(record.id)
     assert stored is not None and stored.status == "canceled"
-    assert processes_mentioning(Path(sandbox["inventory"])) == []
+    assert processes_mentioning(Path(cli_sandbox["inventory"])) == []
 
 
 def kill_host(sandbox: dict[str, Any], name: str) -> None:
@@ -305,13 +236,13 @@ def kill_host(sandbox: dict[str, Any], name: str) -> None:
 
 
 def test_a_host_killed_mid_run_fails_alone_and_a_rerun_heals_it(
-    sandbox: dict[str, Any], converged: list[Any], vaulted: Vaulted
+    cli_sandbox: dict[str, Any], cli_converged: list[Any], vaulted: Vaulted
 ) -> None:
     # The inventory and vault of the converge it is compared with.
     vault = ("--vault-password-file", str(vaulted.password_file))
     process = start_up(str(vaulted.inventory), *vault)
     wait_for_task(process, 8)
-    kill_host(sandbox, "worker1")
+    kill_host(cli_sandbox, "worker1")
     _, stderr = process.communicate(timeout=900)
     assert process.returncode == 1, stderr[-3000:]
     assert "failed on worker1" in stderr.splitlines()[-1]
@@ -343,11 +274,11 @@ COMMENTED = """\
 
 
 def test_scale_out_then_scale_in_leaves_the_inventory_byte_identical(
-    sandbox: dict[str, Any], converged: list[Any], tmp_path: Path
+    cli_sandbox: dict[str, Any], cli_converged: list[Any], tmp_path: Path
 ) -> None:
     # The operator's own copy of the inventory, with comments of its own.
     inventory = tmp_path / "hosts.yml"
-    text = Path(sandbox["inventory"]).read_text()
+    text = Path(cli_sandbox["inventory"]).read_text()
     text = text.replace("    workers:\n", "    # Inference servers.\n    workers:\n")
     inventory.write_text(COMMENTED + text + "# end of the inventory\n")
     original = inventory.read_bytes()
@@ -382,8 +313,8 @@ def test_scale_out_then_scale_in_leaves_the_inventory_byte_identical(
 
 
 def test_scale_out_into_the_state_store_then_in_again(
-    sandbox: dict[str, Any],
-    converged: list[Any],
+    cli_sandbox: dict[str, Any],
+    cli_converged: list[Any],
     vaulted: Vaulted,
     state_dir: Path,
     tmp_path: Path,
@@ -393,7 +324,7 @@ def test_scale_out_into_the_state_store_then_in_again(
     and leaves hosts.yml alone. At the end no secret of the vaulted runs is on the
     controller's disk (the state directory), in a host's journal or in ps."""
     # The sandbox's inventory without worker2 (an earlier test grew the sandbox).
-    static = yaml.safe_load(Path(sandbox["inventory"]).read_text())
+    static = yaml.safe_load(Path(cli_sandbox["inventory"]).read_text())
     static["all"]["children"]["workers"]["hosts"].pop("worker2", None)
     inventory = vaulted_inventory(
         tmp_path / "inventory", yaml.safe_dump(static, sort_keys=False), vaulted.password_file
@@ -456,7 +387,7 @@ def test_scale_out_into_the_state_store_then_in_again(
         n: [str(p) for p in files if v.encode() in p.read_bytes()] for n, v in CANARIES.items()
     }
     assert on_disk == {name: [] for name in CANARIES}
-    for host in sandbox["hosts"]:
-        journal = ssh(sandbox, host["address"], "journalctl -o cat --no-pager")
+    for host in cli_sandbox["hosts"]:
+        journal = ssh(cli_sandbox, host["address"], "journalctl -o cat --no-pager")
         assert journal.returncode == 0, journal.stderr
         assert [n for n, v in CANARIES.items() if v in journal.stdout] == [], host["name"]

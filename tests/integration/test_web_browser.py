@@ -8,6 +8,10 @@ the page (Alertmanager's API has the silence); an API key made on the page answe
 the gateway with the official openai client, and the request is on the usage page; hostile
 strings in the store run no script. Every page visited is saved as a screenshot under
 $CLUSTERAI_WEB_SCREENSHOTS (default: .artifacts/web-screenshots in the repository).
+
+The cluster is the one test_cli_up.py converged with `clusterai up` over a vaulted
+inventory (tests/integration/cli_cluster.py): ctl1 and worker1, and worker2 booted and
+not in the inventory, which the page's scale-out adds and converges.
 """
 
 from __future__ import annotations
@@ -24,16 +28,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import (
-    CLUSTERAI,
-    REPO,
-    ansible_playbook,
-    booted_sandbox,
-    monitoring_get,
-    run_cli,
-    ssh,
-    wait_for,
-)
+from tests.helpers import CLUSTERAI, REPO, monitoring_get, run_cli, ssh, wait_for
+from tests.integration.cli_cluster import CANARIES, Vaulted
 
 pytestmark = pytest.mark.sandbox
 
@@ -48,20 +44,9 @@ def address(status: dict[str, Any], name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
-    """ctl1 and worker1 provisioned with site.yml; worker2 booted, in the inventory, and
-    not yet converged: the page's scale-out converges it."""
-    with booted_sandbox("webui", 2) as status:
-        run = ansible_playbook(status["inventory"], "site.yml")
-        assert run.returncode == 0, run.stdout[-4000:]
-        grown = run_cli("sandbox", "up", "--hosts", "3", "--name", "webui", "--json")
-        assert grown.code == 0, grown.stderr
-        yield json.loads(grown.stdout)
-
-
-@pytest.fixture(scope="module")
-def web(sandbox: dict[str, Any], state_dir: Path) -> Iterator[str]:
-    """`clusterai web serve -i` on a free loopback port, with an admin account."""
+def web(cli_converged: list[Any], vaulted: Vaulted, state_dir: Path) -> Iterator[str]:
+    """`clusterai web serve -i` over the cluster's vaulted inventory, on a free loopback
+    port, with an admin account."""
     argv = [str(CLUSTERAI), "web", "users", "add", "admin", "--role", "admin"]
     added = subprocess.run(argv, input=PASSWORD + "\n", capture_output=True, text=True,
                            check=False)  # fmt: skip
@@ -71,8 +56,8 @@ def web(sandbox: dict[str, Any], state_dir: Path) -> Iterator[str]:
         port = probe.getsockname()[1]
     log = (state_dir / "web.log").open("w")
     server = subprocess.Popen(
-        [str(CLUSTERAI), "web", "serve", "-i", sandbox["inventory"], "--listen",
-         f"127.0.0.1:{port}"],
+        [str(CLUSTERAI), "web", "serve", "-i", str(vaulted.inventory), "--vault-password-file",
+         str(vaulted.password_file), "--listen", f"127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -137,9 +122,7 @@ def log_in(page: Any, base: str, password: str) -> None:
     page.wait_for_url(base + "/")
 
 
-def test_an_operator_walks_through_the_web_app(
-    sandbox: dict[str, Any], web: str, playwright: Any
-) -> None:
+def test_an_operator_walks_through_the_web_app(web: str, playwright: Any) -> None:
     """Two deployments of one app: the control host's (the web role: hosts from its
     Prometheus, alerts, keys and usage in the gateway's store) and this machine's
     `clusterai web serve -i` (jobs that run playbooks, their runs)."""
@@ -148,6 +131,11 @@ def test_an_operator_walks_through_the_web_app(
     from clusterai_runner.config import Settings
     from clusterai_runner.store import Store
 
+    # worker2 booted: test_cli_up.py's scale-outs grew the sandbox to three hosts and took
+    # worker2 out of the cluster again (`sandbox up` answers with the sandbox as it is).
+    grown = run_cli("sandbox", "up", "--hosts", "3", "--name", "cliup", "--json")
+    assert grown.code == 0, grown.stderr
+    sandbox = json.loads(grown.stdout)
     control, worker1 = address(sandbox, "ctl1"), address(sandbox, "worker1")
     ctl = f"https://{control}:8443"
     browser = playwright.chromium.launch(
@@ -164,7 +152,7 @@ def test_an_operator_walks_through_the_web_app(
         log_in(page, ctl, admin)
 
         # Every host the control host's Prometheus scrapes: ctl1 and worker1 (worker2 is
-        # booted, in the inventory, not yet converged).
+        # booted and not in the inventory).
         page.wait_for_selector('tr[data-host="worker1"] td[data-inference="up"]',
                                timeout=60_000)  # fmt: skip
         assert {"ctl1", "worker1"} <= set(page.locator("tr[data-host]").evaluate_all(
@@ -185,6 +173,7 @@ def test_an_operator_walks_through_the_web_app(
             local_page.goto(web + "/jobs/")
             shot(local_page, "jobs")
             local_page.fill("#scale-out input[name=name]", "worker2")
+            local_page.fill("#scale-out input[name=address]", address(sandbox, "worker2"))
             local_page.click("#scale-out button[type=submit]")
             local_page.wait_for_url(f"{web}/jobs/*")
             local_page.wait_for_selector("#job-log tr >> text=task:", timeout=180_000)
@@ -212,13 +201,14 @@ def test_an_operator_walks_through_the_web_app(
             finally:
                 shot(local_page, "models")
 
-            # The stopped server's alert (InferenceDown fires after 2 minutes), silenced.
+            # The stopped server's alert, silenced (InferenceDown fires after 30 s on
+            # this cluster: cli_cluster.INFERENCE_DOWN_FOR).
             def alert_shown() -> bool | None:
                 page.goto(ctl + "/alerts/")
                 found = page.locator('tr[data-alert="InferenceDown"][data-state="active"]')
                 return True if found.count() else None
 
-            wait_for(alert_shown, max(30.0, 240 - (time.monotonic() - stopped)), "the alert")
+            wait_for(alert_shown, max(30.0, 150 - (time.monotonic() - stopped)), "the alert")
             shot(page, "alert-firing")
             page.goto(ctl + "/")  # the overview lists it among the alerts firing
             page.wait_for_selector('a[data-firing="InferenceDown"]', timeout=20_000)
@@ -229,7 +219,11 @@ def test_an_operator_walks_through_the_web_app(
             page.wait_for_selector("p.flash.ok >> text=Silenced")
             shot(page, "alert-silenced")
             silences = json.loads(
-                monitoring_get(sandbox, f"https://{control}:9093/api/v2/silences")
+                monitoring_get(
+                    sandbox,
+                    f"https://{control}:9093/api/v2/silences",
+                    password=CANARIES["monitoring_password"],  # the vaulted inventory's
+                )
             )
             mine = [s for s in silences if s["comment"] == "worker1 under maintenance"]
             assert mine and mine[0]["status"]["state"] == "active", silences

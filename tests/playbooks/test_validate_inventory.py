@@ -6,6 +6,7 @@ facts and no SSH, so the addresses in these inventories are never connected to.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -164,3 +165,26 @@ def test_the_sample_inventory_passes_with_its_vault(tmp_path: Path) -> None:
     assert "UNREACHABLE" not in result.stdout
     vault = (REPO / "inventories/sample/group_vars/all/vault.yml").read_text()
     assert vault.startswith("$ANSIBLE_VAULT;1.1;AES256\n")
+
+
+def test_every_problem_of_a_host_is_listed_and_the_first_is_the_message(tmp_path: Path) -> None:
+    """One task checks a host's variables (plugins/action/clusterai_inventory_check.py):
+    its message is the first problem, in the order the checks run, and the task's
+    result lists the others too, so one run shows all of them."""
+    w1 = {**host("300.1.2.3"), "gpu_count": 2, "ollama_port": "http", "firewall_allow": "x"}
+    result = run_boilerplate(tmp_path, inventory({"ctl1": host()}, {"w1": w1}))
+    assert result.returncode != 0
+    flat = " ".join(result.stdout.split())
+    expected = [
+        "inventory: host w1: clusterai_address 300.1.2.3 is not an IP address",
+        "inventory: host w1: gpu_count is not read by Cluster AI",
+        'inventory: host w1: ollama_port is "http", not an int',
+        'inventory: host w1: firewall_allow is "x", not a list',
+    ]
+    assert f"msg: '{expected[0]}" in flat, result.stdout
+    listed = flat[flat.index("problems:") :]
+    found = [listed.index(problem) for problem in expected]
+    assert found == sorted(found), result.stdout
+    assert re.search(
+        r"^ctl1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", result.stdout, re.M
+    )
