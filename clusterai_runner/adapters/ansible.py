@@ -40,8 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
-
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import ANSIBLE_CONFIG, REPO, private_file
 
@@ -286,6 +284,10 @@ def start_playbook(
         # it on, and an operator who means otherwise says so in the environment.
         "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
     }
+    # Imported here, not at the top: a third of the CLI's start-up, and most commands
+    # (sandbox, runs, keys, status) run no playbook.
+    import ansible_runner
+
     config = ansible_runner.RunnerConfig(
         private_data_dir=str(data_dir),
         playbook=str(PLAYBOOKS / playbook),
