@@ -11,10 +11,17 @@ last and fill the end of the run.
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
 reads, so every test was scheduled alone and a module's sandbox was made on each worker.
+
+The first unit, test_site.py's cluster, is the run's critical path: the others finish
+minutes before it. So in that run (`--dist loadscope`) a worker runs every other unit at
+niceness ``BACKGROUND_NICENESS``, with all it starts (playbook runs, sandbox hosts,
+servers): when both want the CPU, test_site's work gets it first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import pytest
@@ -22,24 +29,24 @@ from xdist.scheduler import LoadScopeScheduling
 
 APART = ("tests/integration/test_molecule.py",)
 # Modules whose path starts with a key run as one unit, in collection order, with the
-# modules of the same value: test_sandbox.py reads the session's `cluster`, which
-# test_site.py then scales out and resets (and the cluster is booted once, not on each
-# worker); the browser's walk goes through the web app on test_cli_up.py's cluster once
-# its tests are done (tests/integration/cli_cluster.py); the gateway's modules share its
-# session's llama.cpp servers.
+# modules of the same value: the browser's walk goes through the web app on
+# test_cli_up.py's cluster once its tests are done (tests/integration/cli_cluster.py);
+# the gateway's modules share its session's llama.cpp servers.
 TOGETHER = {
-    "tests/integration/test_sandbox.py": "tests/integration/test_site.py",
     "tests/integration/test_web_browser.py": "tests/integration/test_cli_up.py",
     "tests/gateway/": "tests/gateway",
 }
-# Longest first (about 580 s and 600 s in all on CI's three workers, the Molecule
-# scenarios 390 s); the rest in collection order, the gateway's last.
+# Longest first (in CI on three workers, test_site.py about 600 s, test_cli_up.py with
+# the browser's walk 520 s, the Molecule scenarios 440 s); the rest in collection
+# order, the gateway's last.
 FIRST = (
     "tests/integration/test_site.py",
     "tests/integration/test_cli_up.py",
     "tests/integration/test_molecule.py",
 )
 LAST = ("tests/gateway",)
+CRITICAL = FIRST[0]
+BACKGROUND_NICENESS = 5
 
 
 def work_unit(nodeid: str) -> str:
@@ -79,3 +86,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # each module's tests keep their order (test_site.py's matter).
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: start_rank(item.nodeid))
+
+
+def pytest_configure_node(node: Any) -> None:
+    """On the controller, for each xdist worker: whether to run the units off the critical
+    path at a lower priority (only in the scheduled run, `--dist loadscope`)."""
+    node.workerinput["clusterai_background"] = node.config.getvalue("dist") == "loadscope"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before the test's fixtures: a sandbox booted for it inherits the niceness.
+    workerinput = getattr(item.config, "workerinput", {})
+    if not workerinput.get("clusterai_background"):
+        return
+    wanted = 0 if work_unit(item.nodeid) == CRITICAL else BACKGROUND_NICENESS
+    if os.getpriority(os.PRIO_PROCESS, 0) != wanted:
+        # Back to 0 needs root (the integration suite runs as root).
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)

@@ -1,4 +1,8 @@
-"""The sandbox boots real Debian hosts reachable over SSH with host key checking on."""
+"""The sandbox boots real Debian hosts reachable over SSH with host key checking on.
+
+On a 3-host sandbox of this module's own: these tests only boot, kill and restart hosts,
+so under pytest-xdist they run on another worker than test_site.py's cluster, the run's
+longest unit (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import yaml
 from clusterai_runner.sandbox import host as sandbox_host
 from tests.helpers import (
     CLUSTERAI,
+    booted_sandbox,
     mounts_below,
     nspawn_command_lines,
     processes_mentioning,
@@ -25,6 +31,15 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.sandbox
+
+NAME = "sbx"
+
+
+@pytest.fixture(scope="module")
+def cluster(state_dir: Path) -> Iterator[dict[str, Any]]:
+    """ctl1, worker1 and worker2, booted (not converged)."""
+    with booted_sandbox(NAME, 3) as status:
+        yield status
 
 
 def status_of(name: str) -> dict[str, Any]:
@@ -89,24 +104,24 @@ def test_inventory_matches_the_hosts(cluster: dict[str, Any]) -> None:
 
 
 def test_up_again_keeps_running_hosts(cluster: dict[str, Any]) -> None:
-    again = run_cli("sandbox", "up", "--hosts", "3", "--name", "it", "--json")
+    again = run_cli("sandbox", "up", "--hosts", "3", "--name", NAME, "--json")
     assert again.code == 0, again.stderr
     assert [h["pid"] for h in json.loads(again.stdout)["hosts"]] == [
-        h["pid"] for h in status_of("it")["hosts"]
+        h["pid"] for h in status_of(NAME)["hosts"]
     ]
     assert "booting" not in again.stderr
 
 
 def test_up_restarts_a_killed_host_and_keeps_the_others(cluster: dict[str, Any]) -> None:
-    before = {h["name"]: h["pid"] for h in status_of("it")["hosts"]}
+    before = {h["name"]: h["pid"] for h in status_of(NAME)["hosts"]}
     # SIGKILL leaves the container's systemd running without its nspawn: an orphan.
     os.kill(before["worker2"], signal.SIGKILL)
     wait_for(
-        lambda: {h["name"]: h["state"] for h in status_of("it")["hosts"]}["worker2"] == "orphaned",
+        lambda: {h["name"]: h["state"] for h in status_of(NAME)["hosts"]}["worker2"] == "orphaned",
         60,
         "worker2 to show as orphaned",
     )
-    again = run_cli("sandbox", "up", "--hosts", "3", "--name", "it", "--json")
+    again = run_cli("sandbox", "up", "--hosts", "3", "--name", NAME, "--json")
     assert again.code == 0, again.stderr
     assert "clearing host worker2" in again.stderr
     after = {h["name"]: h for h in json.loads(again.stdout)["hosts"]}
@@ -136,7 +151,7 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
     second = json.loads(first.stdout)
     ranges = {h["address"].rsplit(".", 1)[0] for h in second["hosts"]}
     assert ranges.isdisjoint({h["address"].rsplit(".", 1)[0] for h in cluster["hosts"]})
-    assert all(h["state"] == "running" for h in status_of("it")["hosts"])
+    assert all(h["state"] == "running" for h in status_of(NAME)["hosts"])
 
     grown = run_cli("sandbox", "up", "--hosts", "2", "--name", "second", "--json")
     assert grown.code == 0, grown.stderr
@@ -190,7 +205,7 @@ def test_a_second_sandbox_coexists_grows_and_goes_away_without_a_trace(
     assert [t for t in nft_tables() if t.endswith(suffixes)] == []
     assert "second" not in run_cli("sandbox", "list").stdout
     # The first sandbox is untouched.
-    assert all(h["state"] == "running" for h in status_of("it")["hosts"])
+    assert all(h["state"] == "running" for h in status_of(NAME)["hosts"])
 
     again = run_cli("sandbox", "down", "--name", "second")
     assert (again.code, again.stdout) == (0, "sandbox second does not exist; nothing to do\n")
