@@ -11,17 +11,10 @@ last and fill the end of the run.
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
 reads, so every test was scheduled alone and a module's sandbox was made on each worker.
-
-The first unit, test_site.py's cluster, is the run's critical path: the others finish
-minutes before it. So in that run (`--dist loadscope`) a worker runs every other unit at
-niceness ``BACKGROUND_NICENESS``, with all it starts (playbook runs, sandbox hosts,
-servers): when both want the CPU, test_site's work gets it first.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any
 
 import pytest
@@ -45,8 +38,6 @@ FIRST = (
     "tests/integration/test_molecule.py",
 )
 LAST = ("tests/gateway",)
-CRITICAL = FIRST[0]
-BACKGROUND_NICENESS = 5
 
 
 def work_unit(nodeid: str) -> str:
@@ -86,22 +77,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # each module's tests keep their order (test_site.py's matter).
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: start_rank(item.nodeid))
-
-
-def pytest_configure_node(node: Any) -> None:
-    """On the controller, for each xdist worker: whether to run the units off the critical
-    path at a lower priority (only in the scheduled run, `--dist loadscope`)."""
-    node.workerinput["clusterai_background"] = node.config.getvalue("dist") == "loadscope"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # Before the test's fixtures: a sandbox booted for it inherits the niceness.
-    workerinput = getattr(item.config, "workerinput", {})
-    if not workerinput.get("clusterai_background"):
-        return
-    wanted = 0 if work_unit(item.nodeid) == CRITICAL else BACKGROUND_NICENESS
-    if os.getpriority(os.PRIO_PROCESS, 0) != wanted:
-        # Back to 0 needs root (the integration suite runs as root).
-        with contextlib.suppress(PermissionError):
-            os.setpriority(os.PRIO_PROCESS, 0, wanted)
