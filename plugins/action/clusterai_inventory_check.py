@@ -137,10 +137,16 @@ class ActionModule(ActionBase):
                 f"(known: {', '.join(TYPES)})"
             )
 
+        read: dict[str, Any] = {}
+
         def get(name: str) -> Any:
-            if name not in variables:
-                return MISSING
-            return self._templar.template(variables[name])
+            # Once per name: four are read by two checks (their type, then their value),
+            # and templating a vaulted value decrypts it.
+            if name not in read:
+                read[name] = (
+                    self._templar.template(variables[name]) if name in variables else MISSING
+                )
+            return read[name]
 
         host = variables["inventory_hostname"]
         workers = variables.get("groups", {}).get("workers", [])
