@@ -89,7 +89,7 @@ molecule: system-deps venv  ## The Molecule scenarios alone (make integration ru
 # lint and unit run side by side (lint is one process; the unit tests wait on PostgreSQL
 # and subprocesses), each one's output kept together.
 test:  ## Everything CI runs: lint and unit side by side, then integration.
-	$(MAKE) -j2 --output-sync=target lint unit
+	$(MAKE) -j2 --output-sync=target lint unit controller-cache
 	$(MAKE) integration
 
 clean:  ## Remove the virtual environment and caches (not the sandbox cache).
