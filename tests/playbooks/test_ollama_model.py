@@ -1,8 +1,11 @@
 """The ``ollama_model`` module against a server speaking the Ollama API.
 
 The server is tests/fixtures/fake_ollama.py, a test fixture (Ollama itself cannot be
-downloaded here), started on a free loopback port. The module runs in real
-ansible-playbook runs on localhost; the fixture's request log shows what it asked for.
+downloaded here), started on a free loopback port; its request log shows what the module
+asked for. The module runs as Ansible runs it on a host, with its arguments in a file
+(``python MODULE ARGS.json``, Ansible's way to test a module: a second each saved against
+an ansible-playbook start); the check-mode test runs it in a real ansible-playbook run on
+localhost, which also shows the project's ansible.cfg finds it.
 """
 
 from __future__ import annotations
@@ -69,8 +72,27 @@ def server(tmp_path: Path) -> Iterator[Server]:
         process.wait(timeout=10)
 
 
-def run_module(tmp_path: Path, server: Server, *extra: str, **args: object) -> dict[str, object]:
-    """Run ollama_model once with ``args``; return its registered result."""
+MODULE = REPO / "plugins" / "modules" / "ollama_model.py"
+
+
+def run_module(tmp_path: Path, server: Server, **args: object) -> dict[str, object]:
+    """Run ollama_model once with ``args``, as Ansible does on a host; return its result."""
+    arguments = tmp_path / "args.json"
+    arguments.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"api_url": server.url, **args}}))
+    completed = subprocess.run(
+        [sys.executable, str(MODULE), str(arguments)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    result: dict[str, object] = json.loads(completed.stdout)
+    assert completed.returncode == (1 if result.get("failed") else 0), completed.stderr
+    return result
+
+
+def run_in_playbook(
+    tmp_path: Path, server: Server, *extra: str, **args: object
+) -> dict[str, object]:
+    """Run ollama_model once with ``args`` in an ansible-playbook run on localhost; return
+    its registered result."""
     out = tmp_path / "result.json"
     playbook = tmp_path / "play.yml"
     play = {
@@ -145,7 +167,7 @@ def test_unlisted_models_stay_unless_pruning_is_asked_for(tmp_path: Path, server
 
 def test_check_mode_reports_without_touching_the_server(tmp_path: Path, server: Server) -> None:
     run_module(tmp_path, server, name=["keep"])
-    result = run_module(tmp_path, server, "--check", name=["new"], prune=True)
+    result = run_in_playbook(tmp_path, server, "--check", name=["new"], prune=True)
     assert result["changed"] is True
     assert result["pulled"] == ["new:latest"]
     assert result["removed"] == ["keep:latest"]
