@@ -60,8 +60,8 @@ lint: venv  ## ansible-lint (production), yamllint, ruff, mypy --strict, import 
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_argument_specs.py
 
-unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests.
-	$(BIN)/pytest -n $(UNIT_PARALLEL) tests/unit tests/store tests/playbooks
+unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playbook tests, cloud tests (moto).
+	$(BIN)/pytest -n $(UNIT_PARALLEL) tests/unit tests/store tests/playbooks tests/cloud
 
 # Unit tests run on two workers (each starts its own PostgreSQL; no test binds an address).
 UNIT_PARALLEL ?= 2

@@ -192,6 +192,10 @@ class CancelToken:
     def canceled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, less when canceled; whether it was."""
+        return self._event.wait(timeout)
+
 
 class PlaybookRun:
     """A playbook running in ansible-runner's own thread; ``wait`` or ``wait_async`` for

@@ -359,3 +359,45 @@ def _host(path: Path, name: str, groups: list[str], v: dict[str, Any]) -> Invent
         address=str(v.get("clusterai_address") or host),
         variables=v,
     )
+
+
+def group_variables(path: Path, group: str, prefix: str, vault: Vault = NO_VAULT) -> dict[str, Any]:
+    """The variables starting with ``prefix`` that ``group`` of the inventory at ``path``
+    gets from the inventory and its group_vars (its ancestors' first, as Ansible orders
+    them), templated; the group may hold no host yet. Raises UsageError naming the file."""
+    with _ANSIBLE:
+        check_inventory(path)
+        _check_files(path)
+        os.environ["ANSIBLE_CONFIG"] = str(ANSIBLE_CONFIG)
+
+        from ansible.errors import AnsibleError
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.template import Templar
+        from ansible.utils.vars import combine_vars
+        from ansible.vars.plugins import get_vars_from_inventory_sources
+
+        loader = DataLoader()
+        loader.set_vault_secrets(vault.secrets(loader))
+        try:
+            manager = InventoryManager(loader=loader, sources=[str(path)])
+            found = manager.groups.get(group)
+            if found is None:
+                raise UsageError(
+                    f"inventory {path}",
+                    f"has no group {group!r}",
+                    f"add it (a child of workers) with its variables in group_vars/{group}.yml",
+                )
+            data: dict[str, Any] = {}
+            for entity in sorted([*found.get_ancestors(), found], key=lambda g: g.depth):
+                data = combine_vars(data, entity.get_vars())
+                data = combine_vars(
+                    data,
+                    get_vars_from_inventory_sources(loader, [str(path)], [entity], "task"),
+                )
+            templar = Templar(loader=loader, variables=data)
+            return {k: templar.template(v) for k, v in data.items() if k.startswith(prefix)}
+        except AnsibleError as exc:
+            raise UsageError(
+                f"inventory {path}: group {group}", str(exc).splitlines()[0], "fix its variables"
+            ) from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,11 @@ class NewHost:
     address: str | None = None
     user: str | None = None
     port: int | None = None
+    # More host variables, such as the SSH key and known_hosts of a cloud worker.
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def variables(self) -> dict[str, str | int]:
-        found: dict[str, str | int] = {}
+        found: dict[str, str | int] = dict(self.extra)
         if self.address:
             found["ansible_host"] = self.address
             found["clusterai_address"] = self.address

@@ -203,3 +203,12 @@ async def run(
         except asyncssh.Error as exc:
             return Outcome(255, "", sent, time.time(), "auth", exc.reason or str(exc))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def new_host_key(comment: str) -> tuple[str, str]:
+    """A fresh Ed25519 host key: (its private key in OpenSSH's format, its public key line),
+    for a host that is given its key (a cloud worker's user-data) rather than making one."""
+    key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+    private = key.export_private_key("openssh").decode()
+    public = key.export_public_key("openssh").decode().strip()
+    return private, public

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cli import cluster, gateway, models, runs, sandbox, web
+from clusterai_runner.cli import cloud, cluster, gateway, models, runs, sandbox, web
 from clusterai_runner.cli.common import EXIT_CODES
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError
@@ -40,6 +40,7 @@ for command in (
     cluster.scale_in_command,
     cluster.validate_command,
     cluster.status_command,
+    cloud.cloud_command,
     gateway.gateway_command,
     models.models_command,
     runs.runs,

@@ -192,6 +192,29 @@ def _v7_hourly_usage(connection: Connection) -> None:
     connection.execute(hourly.insert().from_select([col.name for col in hourly.c], select))
 
 
+def _v8_cloud_instances(connection: Connection) -> None:
+    frozen = sa.MetaData()
+    sa.Table(
+        "cloud_instances",
+        frozen,
+        sa.Column("intent", sa.String(64), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("instance_type", sa.String(64), nullable=False),
+        sa.Column("spot", sa.Boolean, nullable=False),
+        sa.Column("hourly_usd", sa.Float, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("instance_id", sa.String(64)),
+        sa.Column("address", sa.String(255)),
+        sa.Column("host_key", sa.Text),
+        sa.Column("error", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("launched_at", sa.String(32)),
+        sa.Column("ended_at", sa.String(32)),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+    )
+    frozen.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
@@ -200,5 +223,6 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v5_tenant_keys,
     _v6_web_users_and_audit,
     _v7_hourly_usage,
+    _v8_cloud_instances,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

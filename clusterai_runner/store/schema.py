@@ -159,3 +159,29 @@ audit = sa.Table(
 )
 
 COUNTERS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+
+# Cloud workers (``clusterai cloud``), one row per launch intent, written before any call
+# that can create something and kept after termination (cost, audit); version 8.
+cloud_instances = sa.Table(
+    "cloud_instances",
+    metadata,
+    # The intent's id: the instance's ClientToken and its clusterai:intent tag.
+    sa.Column("intent", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("instance_type", sa.String(64), nullable=False),
+    sa.Column("spot", sa.Boolean, nullable=False),
+    sa.Column("hourly_usd", sa.Float, nullable=False),
+    # intent, launched, running, joined, draining, terminating, terminated, failed, closed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("instance_id", sa.String(64)),
+    sa.Column("address", sa.String(255)),
+    # The SSH host key the instance was given in its user-data ("ssh-ed25519 AAAA...").
+    sa.Column("host_key", sa.Text),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    # When the instance started and stopped costing money (RunInstances answered; seen
+    # terminated), for the cost.
+    sa.Column("launched_at", sa.String(32)),
+    sa.Column("ended_at", sa.String(32)),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+)

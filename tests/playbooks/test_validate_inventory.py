@@ -50,6 +50,7 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
+# Problems of the inventory as a whole: each stops the run before any host's own checks.
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
@@ -66,78 +67,11 @@ def test_a_good_inventory_passes(tmp_path: Path) -> None:
             "inventory: both in both 'control' and 'workers'",
         ),
         (
-            inventory({"ctl1": host()}, {"w1": {"ansible_host": "127.0.0.3"}}),
-            "inventory: host w1: clusterai_address is not set (set it to",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": host("300.1.2.3")}),
-            "inventory: host w1: clusterai_address 300.1.2.3 is not an IP address",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": host("gpu-node")}),
-            "inventory: host w1: clusterai_address gpu-node is not an IP address",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": host(backend="vllm")}),
-            "inventory: host w1: clusterai_inference_backend vllm is not one of llamacpp, ollama",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {"ansible_host": "x", "clusterai_address": "::1"}}),
-            "inventory: host w1: clusterai_inference_backend is not set"
-            " (set it to one of llamacpp, ollama",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_host": "0.0.0.0"}}),
-            "inventory: host w1: ollama_host is not read by Cluster AI"
-            " (set ollama_listen_address and ollama_port instead)",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_models": "llama3"}}),
-            'inventory: host w1: ollama_models is "llama3", not a list',
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_port": "eleven"}}),
-            'inventory: host w1: ollama_port is "eleven", not an int',
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "ollama_models_prune": "yes"}}),
-            'inventory: host w1: ollama_models_prune is "yes", not a bool',
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "firewall_allow": "127.0.0.1"}}),
-            'inventory: host w1: firewall_allow is "127.0.0.1", not a list',
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_backend_api_key": ""}}),
-            "inventory: host w1: its llamacpp server requires a key and"
-            " clusterai_backend_api_key is not set (set clusterai_backend_api_key:"
-            ' "{{ vault_clusterai_backend_api_key }}" in group_vars/all',
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_backend_api_key": "short"}}),
-            "clusterai_backend_api_key is shorter than 16 characters",
-        ),
-        (
             inventory(
                 {"ctl1": host()},
                 {"w1": host(), "w2": {**host(), "clusterai_backend_api_key": "x" * 20}},
             ),
             "inventory: clusterai_backend_api_key differs between workers (w1, w2)",
-        ),
-        (
-            inventory({"ctl1": {**host(), "clusterai_monitoring_password": ""}}, {"w1": host()}),
-            "inventory: host ctl1: clusterai_monitoring_password is not set: Prometheus,"
-            " Alertmanager and the exporters require a login",
-        ),
-        (
-            inventory(
-                {"ctl1": host()}, {"w1": {**host(), "clusterai_monitoring_password": "x" * 80}}
-            ),
-            "inventory: host w1: clusterai_monitoring_password is longer than 72 characters",
-        ),
-        (
-            inventory({"ctl1": host()}, {"w1": {**host(), "clusterai_loopback_address": "lo"}}),
-            "inventory: host w1: clusterai_loopback_address lo is not an IP address",
         ),
     ],
 )
@@ -148,6 +82,60 @@ def test_a_bad_inventory_stops_with_the_reason(
     assert result.returncode != 0
     assert message in " ".join(result.stdout.split()), result.stdout
     # Facts-free: no task ever tried to reach a host.
+    assert "UNREACHABLE" not in result.stdout
+
+
+# A host's own problems (one task checks each host: plugins/action/clusterai_inventory_check.py):
+# (the worker's variables, the message that names it). All of them are workers of one
+# inventory, so one ansible-playbook run shows every host stopped with its own reason.
+HOST_CASES: list[tuple[dict[str, object], str]] = [
+    ({"ansible_host": "127.0.0.3"}, "clusterai_address is not set (set it to"),
+    (host("300.1.2.3"), "clusterai_address 300.1.2.3 is not an IP address"),
+    (host("gpu-node"), "clusterai_address gpu-node is not an IP address"),
+    (host(backend="vllm"), "clusterai_inference_backend vllm is not one of llamacpp, ollama"),
+    (
+        {"ansible_host": "x", "clusterai_address": "::1"},
+        "clusterai_inference_backend is not set (set it to one of llamacpp, ollama",
+    ),
+    (
+        {**host(), "ollama_host": "0.0.0.0"},
+        "ollama_host is not read by Cluster AI (set ollama_listen_address and ollama_port instead)",
+    ),
+    ({**host(), "ollama_models": "llama3"}, 'ollama_models is "llama3", not a list'),
+    ({**host(), "ollama_port": "eleven"}, 'ollama_port is "eleven", not an int'),
+    ({**host(), "ollama_models_prune": "yes"}, 'ollama_models_prune is "yes", not a bool'),
+    ({**host(), "firewall_allow": "127.0.0.1"}, 'firewall_allow is "127.0.0.1", not a list'),
+    (
+        {**host(), "clusterai_backend_api_key": ""},
+        "its llamacpp server requires a key and clusterai_backend_api_key is not set (set"
+        ' clusterai_backend_api_key: "{{ vault_clusterai_backend_api_key }}" in group_vars/all',
+    ),
+    (
+        {**host(), "clusterai_backend_api_key": "short"},
+        "its llamacpp server requires a key and clusterai_backend_api_key is shorter than 16"
+        " characters",
+    ),
+    (
+        {**host(), "clusterai_monitoring_password": "x" * 80},
+        "clusterai_monitoring_password is longer than 72 characters",
+    ),
+    ({**host(), "clusterai_loopback_address": "lo"}, "clusterai_loopback_address lo is not an IP"),
+]
+
+
+def test_each_bad_host_stops_with_its_own_reason(tmp_path: Path) -> None:
+    workers = {f"w{i}": variables for i, (variables, _) in enumerate(HOST_CASES, 1)}
+    control = {"ctl1": {**host(), "clusterai_monitoring_password": ""}}
+    result = run_boilerplate(tmp_path, inventory(control, workers))
+    assert result.returncode != 0
+    flat = " ".join(result.stdout.split())
+    # Each host's message is its task's msg (the first of the problems it lists).
+    for i, (_, message) in enumerate(HOST_CASES, 1):
+        assert f"msg: 'inventory: host w{i}: {message}" in flat, (i, message, result.stdout)
+    assert (
+        "msg: 'inventory: host ctl1: clusterai_monitoring_password is not set: Prometheus,"
+        " Alertmanager and the exporters require a login" in flat
+    ), result.stdout
     assert "UNREACHABLE" not in result.stdout
 
 

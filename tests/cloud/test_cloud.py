@@ -1,0 +1,319 @@
+"""``clusterai cloud`` against moto's EC2 on loopback (tests/cloud/harness.py): launch
+records, reconcile, faults around RunInstances, cost and bad input.
+
+The instances moto launches get addresses in 127.0.250.0/24, where nothing listens (the
+sandboxes take 127.0.10.0/24 upwards), so a worker's join fails at its SSH preflight: the
+tests here show that such a worker is terminated and recorded, and that nothing tagged
+for the cluster is left running. Joining for real takes sandbox hosts at those addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from clusterai_runner.adapters.aws import ATTEMPTS
+from clusterai_runner.config import Settings
+from clusterai_runner.errors import ClusterAIError, UsageError
+from clusterai_runner.store import LIVE_STATES, Store
+from clusterai_runner.usecases import cloud
+from tests.cloud.harness import Ec2Harness, serving
+from tests.helpers import run_cli
+
+REGION = "eu-west-1"
+SUBNET = "127.0.250.0/24"
+KEY = "k" * 24
+
+
+@dataclass
+class Aws:
+    harness: Ec2Harness
+    ec2: Any
+    env: dict[str, str]
+    subnet: str
+    group: str
+    image: str
+    inventory: Path
+    state: Path
+
+    def tagged(self, cluster: str = "ctl1") -> list[dict[str, Any]]:
+        pages = self.ec2.describe_instances(
+            Filters=[{"Name": "tag:clusterai:cluster", "Values": [cluster]}]
+        )["Reservations"]
+        return [i for r in pages for i in r["Instances"]]
+
+    def running(self, cluster: str = "ctl1") -> list[str]:
+        return [
+            i["InstanceId"]
+            for i in self.tagged(cluster)
+            if i["State"]["Name"] in ("pending", "running")
+        ]
+
+    def store(self) -> Store:
+        self.state.mkdir(mode=0o700, exist_ok=True)
+        return Store.open(f"sqlite:///{self.state / 'state.db'}")
+
+    def cli(self, *args: str) -> Any:
+        return run_cli(*args, env=self.env, timeout=300)
+
+
+def write_inventory(directory: Path, variables: dict[str, Any]) -> Path:
+    directory.mkdir()
+    (directory / "hosts.yml").write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "control": {"hosts": {"ctl1": {"ansible_host": "127.0.250.254"}}},
+                        "workers": {"children": {"cloud": {}}},
+                    }
+                }
+            }
+        )
+    )
+    (directory / "clusterai_state.yml").write_text("plugin: clusterai_state\n")
+    (directory / "group_vars").mkdir()
+    (directory / "group_vars/all.yml").write_text(
+        yaml.safe_dump(
+            {
+                "clusterai_inference_backend": "llamacpp",
+                "clusterai_backend_api_key": KEY,
+                "clusterai_monitoring_password": "m" * 24,
+                "clusterai_address": "{{ ansible_host }}",
+            }
+        )
+    )
+    (directory / "group_vars/cloud.yml").write_text(yaml.safe_dump(variables))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[tuple[Ec2Harness, str, str]]:
+    """One moto server for the module (its app takes seconds to build), each test resets
+    it; and an AMI of moto's own list (listing its 1,355 images takes a second)."""
+    harness = Ec2Harness(pending_s=1.0)
+    with serving(harness) as url:
+        ec2 = boto3.client(
+            "ec2",
+            region_name=REGION,
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        image = str(ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+        yield harness, url, image
+
+
+@pytest.fixture
+def aws(
+    moto: tuple[Ec2Harness, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Aws]:
+    harness, url, image = moto
+    harness.reset()
+    state = tmp_path / "state"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": url,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "CLUSTERAI_STATE_DIR": str(state),
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "ansible-facts"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # moto keeps one EC2 per process: start from an empty one.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=url)
+    vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=SUBNET)["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="workers", Description="w", VpcId=vpc)
+    key = tmp_path / "cloud_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    variables = {
+        "cloud_region": REGION,
+        "cloud_ami": image,
+        "cloud_subnet_id": subnet,
+        "cloud_security_group_ids": [group["GroupId"]],
+        "cloud_instance_types": {"t3.large": 0.0832, "g5.xlarge": 1.006},
+        "cloud_default_instance_type": "t3.large",
+        "cloud_max_instances": 3,
+        "cloud_spend_cap_hourly_usd": 2.5,
+        "cloud_spend_cap_monthly_usd": 2000,
+        "cloud_ssh_private_key_file": str(key),
+    }
+    inventory = write_inventory(tmp_path / "inventory", variables)
+    harness.calls.clear()  # the tests count only their own calls
+    yield Aws(harness, ec2, env, subnet, group["GroupId"], image, inventory, state)
+
+
+def set_variables(aws: Aws, **changes: Any) -> None:
+    path = aws.inventory / "group_vars/cloud.yml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **changes}))
+
+
+def test_a_worker_that_cannot_join_is_terminated_and_nothing_is_left(aws: Aws) -> None:
+    result = aws.cli("cloud", "up", "-i", str(aws.inventory), "--count", "1")
+    assert result.code == 3, result.stdout + result.stderr
+    assert "preflight failed on cloud-" in result.stderr
+    assert aws.running() == []
+    [instance] = aws.tagged()
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["clusterai:created-by"] == "clusterai" and tags["clusterai:role"] == "worker"
+    listed = json.loads(aws.cli("cloud", "list", "--all", "--json").stdout)
+    assert [(r["instance_id"], r["state"], r["intent"]) for r in listed] == [
+        (instance["InstanceId"], "terminated", tags["clusterai:intent"])
+    ]
+    assert listed[0]["address"] == instance["PrivateIpAddress"]
+    assert listed[0]["host_key"].startswith("ssh-ed25519 ")
+    assert json.loads(aws.cli("cloud", "list", "--json").stdout) == []
+    assert aws.store().hosts() == []
+    # One RunInstances, its token the intent.
+    assert aws.harness.calls.count("RunInstances") == 1
+
+
+def test_reconcile_ends_strangers_of_this_cluster_and_closes_dead_intents(aws: Aws) -> None:
+    def launch(cluster: str) -> str:
+        made = aws.ec2.run_instances(
+            ImageId=aws.image, MinCount=1, MaxCount=1, InstanceType="t3.large",
+            SubnetId=aws.subnet,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "clusterai:cluster", "Value": cluster},
+                {"Key": "clusterai:intent", "Value": "feedfacefeedface"}]}],
+        )  # fmt: skip
+        return str(made["Instances"][0]["InstanceId"])
+
+    stranger, foreign = launch("ctl1"), launch("another")
+    store = aws.store()
+    store.record_intent("0123456789abcdef", "cloud-01234567", "t3.large", False, 0.0832)
+    with sa.create_engine(store.url).begin() as connection:  # ten minutes old
+        connection.execute(
+            sa.text("update cloud_instances set created_at = :at"),
+            {"at": "2020-01-01T00:00:00+00:00"},
+        )
+    dry = aws.cli("cloud", "reconcile", "-i", str(aws.inventory), "--dry-run", "--json")
+    assert dry.code == 0, dry.stderr
+    planned = {(a["kind"], a["instance_id"] or a["intent"]) for a in json.loads(dry.stdout)}
+    assert planned == {("terminate", stranger), ("close", "0123456789abcdef")}
+    assert sorted(aws.running("ctl1")) == [stranger]
+
+    done = aws.cli("cloud", "reconcile", "-i", str(aws.inventory))
+    assert done.code == 0, done.stderr
+    assert aws.running("ctl1") == []
+    assert aws.running("another") == [foreign]  # another cluster's: never touched
+    record = aws.store().cloud_instance("0123456789abcdef")
+    assert record is not None and record.state == "closed"
+    again = aws.cli("cloud", "reconcile", "-i", str(aws.inventory))
+    assert again.stdout.strip() == "the cloud and the store agree"
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [["error-before"] * ATTEMPTS, ["error-before"], ["error-after"], ["drop-after"]],
+    ids=["error-every-attempt", "error-once", "error-after-create", "dropped-after-create"],
+)
+def test_faults_around_run_instances_leave_no_instance_behind(aws: Aws, faults: list[str]) -> None:
+    aws.harness.inject("RunInstances", *faults)
+    settings = Settings.from_env()
+    with pytest.raises(ClusterAIError):
+        cloud.up(settings, aws.inventory, 1)
+    made = aws.tagged()
+    # The token keeps a retried call from making a second instance.
+    assert len(made) <= 1, made
+    cloud_ = cloud.load(settings, aws.inventory)
+    store = aws.store()
+    cloud.reconcile(cloud_, store, cloud.ec2_for(cloud_.config))
+    live = {r.instance_id for r in store.cloud_instances(LIVE_STATES)}
+    assert [i for i in aws.running() if i not in live] == []
+    assert aws.running() == []
+
+
+def test_cost_agrees_with_the_records_and_the_price_table(aws: Aws) -> None:
+    aws.cli("cloud", "up", "-i", str(aws.inventory), "--count", "1", "--type", "g5.xlarge")
+    report = json.loads(aws.cli("cloud", "cost", "--json").stdout)
+    [row] = report["instances"]
+    assert row["hourly_usd"] == 1.006 and row["state"] == "terminated"
+    from datetime import datetime
+
+    hours = (
+        datetime.fromisoformat(row["ended_at"]) - datetime.fromisoformat(row["launched_at"])
+    ).total_seconds() / 3600
+    assert row["cost_usd"] == pytest.approx(hours * 1.006, abs=1e-6)
+    assert report["total_usd"] == pytest.approx(row["cost_usd"], abs=1e-6)
+    assert report["hourly_now_usd"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "changes", "message"),
+    [
+        ({"count": 4}, {}, "--count 4: 0 cloud workers exist and cloud_max_instances is 3"),
+        (
+            {"count": 3, "instance_type": "g5.xlarge"},
+            {},
+            "would make $3.0180/h, over cloud_spend_cap_hourly_usd $2.50/h",
+        ),
+        ({"count": 1, "instance_type": "p5.48xlarge"}, {}, "--type p5.48xlarge: is not in"),
+        ({"count": 1, "max_price": 0.5}, {}, "--max-price: only goes with --spot"),
+        ({"count": 1}, {"cloud_region": "mars"}, "group cloud: cloud_region: 'mars' is not valid"),
+        (
+            {"count": 1},
+            {"cloud_ssh_private_key_file": "/nonexistent/key"},
+            "cloud_ssh_private_key_file: /nonexistent/key or its .pub is missing",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_any_call_to_the_cloud(
+    aws: Aws, args: dict[str, Any], changes: dict[str, Any], message: str
+) -> None:
+    """In-process, through the use case the CLI calls (the CLI's one line and exit 2
+    for a UsageError: test_no_credentials_..., and tests/unit)."""
+    set_variables(aws, **changes)
+    with pytest.raises(UsageError) as refused:
+        cloud.up(Settings.from_env(), aws.inventory, **args)
+    assert message in str(refused.value) and refused.value.exit_code == 2
+    assert aws.harness.calls == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"cloud_ami": "ami-0000000000000dead"}, "AWS DescribeImages ami-0000000000000dead"),
+        ({}, "is in vpc-"),
+    ],
+)
+def test_bad_cloud_resources_are_refused_before_anything_is_created(
+    aws: Aws, changes: dict[str, Any], message: str
+) -> None:
+    if not changes:  # a security group of another VPC
+        other = aws.ec2.create_vpc(CidrBlock="127.1.0.0/16")["Vpc"]["VpcId"]
+        group = aws.ec2.create_security_group(GroupName="x", Description="x", VpcId=other)
+        changes = {"cloud_security_group_ids": [group["GroupId"]]}
+    set_variables(aws, **changes)
+    result = aws.cli("cloud", "up", "-i", str(aws.inventory))
+    assert result.code == 2, result.stdout + result.stderr
+    assert message in result.stderr, result.stderr
+    assert "RunInstances" not in aws.harness.calls
+    assert aws.tagged() == []
+
+
+def test_no_credentials_down_of_a_stranger_and_a_file_inventory_are_one_line(aws: Aws) -> None:
+    bare = {**aws.env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    result = run_cli("cloud", "up", "-i", str(aws.inventory), env=bare)
+    assert result.code == 2 and "AWS credentials: none found" in result.stderr, result.stderr
+    result = aws.cli("cloud", "down", "-i", str(aws.inventory), "i-0123456789abcdef0", "--yes")
+    assert result.code == 2
+    assert "i-0123456789abcdef0: is not a live cloud worker of this cluster" in result.stderr
+    result = aws.cli("cloud", "up", "-i", str(aws.inventory / "hosts.yml"))
+    assert result.code == 2 and "has no clusterai_state.yml" in result.stderr, result.stderr
+    assert aws.harness.calls == []
