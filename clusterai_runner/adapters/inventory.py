@@ -257,21 +257,21 @@ def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
             }
         except AnsibleError as exc:
             if "vault" in str(exc).lower():
-                given = bool(vault.secrets(loader))
-                raise UsageError(
-                    f"inventory {path}",
-                    "the vault password given does not open its ansible-vault encrypted values"
-                    if given
-                    else "holds ansible-vault encrypted values and no vault password was given",
-                    "check the password"
-                    if given
-                    else "add --vault-password-file FILE or --ask-vault-pass",
-                ) from exc
+                raise _vault_error(path, bool(vault.secrets(loader))) from exc
             raise UsageError(
                 f"inventory {path}: host {host.name}", str(exc).splitlines()[0], "fix its variables"
             ) from exc
         hosts.append(_host(path, host.name, sorted(g.name for g in host.groups), rendered))
     return hosts
+
+
+def _vault_error(path: Path, given: bool) -> UsageError:
+    if given:
+        why = "the vault password given does not open its ansible-vault encrypted values"
+        return UsageError(f"inventory {path}", why, "check the password")
+    why = "holds ansible-vault encrypted values and no vault password was given"
+    fix = "add --vault-password-file FILE or --ask-vault-pass"
+    return UsageError(f"inventory {path}", why, fix)
 
 
 def _check_key_file(where: str, key: str) -> None:
@@ -398,6 +398,8 @@ def group_variables(path: Path, group: str, prefix: str, vault: Vault = NO_VAULT
             templar = Templar(loader=loader, variables=data)
             return {k: templar.template(v) for k, v in data.items() if k.startswith(prefix)}
         except AnsibleError as exc:
+            if "vault" in str(exc).lower():
+                raise _vault_error(path, bool(vault.secrets(loader))) from exc
             raise UsageError(
                 f"inventory {path}: group {group}", str(exc).splitlines()[0], "fix its variables"
             ) from exc

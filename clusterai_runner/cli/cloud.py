@@ -164,15 +164,11 @@ def cloud_reconcile(
 ) -> None:
     """Make the cloud and the state store agree: terminate tagged instances the store
     does not keep (or knows as failed), close intents that never made one."""
-    from clusterai_runner.config import using_store
-    from clusterai_runner.usecases.cloud import ec2_for, load, reconcile
+    from clusterai_runner.usecases.cloud import reconcile_now
 
-    settings = settings_of(ctx)
-    cloud = load(settings, inventory, vault)
-    ec2 = ec2_for(cloud.config)
-    ec2.check_credentials()
-    with using_store(settings, None) as store:
-        actions = reconcile(cloud, store, ec2, adopt=adopt, dry_run=dry_run, progress=progress)
+    actions = reconcile_now(
+        settings_of(ctx), inventory, adopt=adopt, dry_run=dry_run, vault=vault, progress=progress
+    )
     if as_json:
         click.echo(json.dumps([a.__dict__ for a in actions], indent=2))
         return

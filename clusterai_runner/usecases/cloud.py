@@ -20,9 +20,12 @@ caps, cost, reconcile's decisions) are pure functions in ``cloud_policy``.
 from __future__ import annotations
 
 import base64
+import fcntl
+import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,6 +152,33 @@ def _seen(instance: Instance) -> SeenInstance:
     )
 
 
+@contextmanager
+def exclusive(cloud: Cloud) -> Iterator[None]:
+    """Hold the cluster's cloud lock: one cloud command at a time, so reconcile knows that
+    a record left half way belongs to a command that is gone."""
+    folder = cloud.settings.private_state_dir() / "cloud" / cloud.config.cluster
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (folder / "lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UsageError(
+                f"cloud {cloud.config.cluster}",
+                f"another clusterai cloud command is running (pid {holder})",
+                "wait for it to end",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def reconcile(
     cloud: Cloud,
     store: Store,
@@ -159,35 +189,30 @@ def reconcile(
     progress: Progress = _quiet,
 ) -> list[ReconcileAction]:
     """Make the store and the cloud agree (see the module's text); return what was done
-    (or, with ``dry_run``, what would be)."""
+    (or, with ``dry_run``, what would be). The caller holds ``exclusive(cloud)``."""
     seen = ec2.tagged(cloud.config.cluster)
     actions = reconcile_plan(store.cloud_instances(), [_seen(i) for i in seen], utc_now(), adopt)
     if dry_run:
         return actions
     by_id = {i.instance_id: i for i in seen}
-    doomed = [a.instance_id for a in actions if a.kind == "terminate" and a.instance_id]
+    doomed = [a for a in actions if a.kind == "terminate" and a.instance_id]
     if doomed:
-        progress(
-            f"terminating {len(doomed)} instance(s) the store does not keep: {', '.join(doomed)}"
-        )
-        ec2.terminate(doomed)
+        ids = [a.instance_id for a in doomed if a.instance_id]
+        progress(f"terminating {len(ids)} instance(s): {', '.join(ids)}")
+        ec2.terminate(ids)
     stamp = utc_now().isoformat(timespec="seconds")
     for action in actions:
         record = store.cloud_instance(action.intent) if action.intent else None
         if action.kind == "terminate" and record is not None:
-            store.update_cloud_instance(record.intent, "terminating", error=action.reason)
+            store.remove_host(record.host)
+            store.update_cloud_instance(
+                record.intent, "terminating", instance_id=action.instance_id, error=action.reason
+            )
         elif action.kind == "ended" and record is not None:
+            store.remove_host(record.host)
             store.update_cloud_instance(record.intent, "terminated", ended_at=stamp)
         elif action.kind == "close" and record is not None:
             store.update_cloud_instance(record.intent, "closed", error=action.reason)
-        elif action.kind == "found" and record is not None and action.instance_id:
-            instance = by_id[action.instance_id]
-            store.update_cloud_instance(
-                record.intent,
-                "launched",
-                instance_id=instance.instance_id,
-                launched_at=instance.launched_at or stamp,
-            )
         elif action.kind == "adopt" and action.instance_id:
             instance = by_id[action.instance_id]
             intent = instance.intent or uuid.uuid4().hex[:16]
@@ -201,7 +226,32 @@ def reconcile(
                 launched_at=instance.launched_at or stamp,
                 error="adopted by reconcile",
             )
+    # What the terminations above already show as going or gone is ended now.
+    for action in doomed:
+        shown = ec2.describe(action.instance_id) if action.instance_id else None
+        going = shown is None or shown.state in ("shutting-down", "terminated")
+        if action.intent and going and store.cloud_instance(action.intent) is not None:
+            store.update_cloud_instance(action.intent, "terminated", ended_at=stamp)
     return actions
+
+
+def reconcile_now(
+    settings: Settings,
+    inventory: Path,
+    *,
+    adopt: bool = False,
+    dry_run: bool = False,
+    vault: Vault = NO_VAULT,
+    store: Store | None = None,
+    ec2: Ec2 | None = None,
+    progress: Progress = _quiet,
+) -> list[ReconcileAction]:
+    """``clusterai cloud reconcile``: the inventory's cloud against the store, under the lock."""
+    cloud = load(settings, inventory, vault)
+    with exclusive(cloud), using_store(settings, store) as store:
+        ec2 = ec2 or ec2_for(cloud.config)
+        ec2.check_credentials()
+        return reconcile(cloud, store, ec2, adopt=adopt, dry_run=dry_run, progress=progress)
 
 
 def _launch_one(
@@ -348,7 +398,7 @@ def up(
         raise UsageError("--max-price", "only goes with --spot", "add --spot or drop it")
     if max_price is not None and max_price <= 0:
         raise UsageError("--max-price", f"{max_price} is not a positive price", "e.g. 0.5")
-    with using_store(settings, store) as store:
+    with exclusive(cloud), using_store(settings, store) as store:
         check_launch(cloud.config, store.cloud_instances(), count, chosen, utc_now())
         ec2 = ec2 or ec2_for(cloud.config)
         ec2.check_credentials()
@@ -455,8 +505,8 @@ def down(
     (or all of them); a name that is not this cluster's cloud worker is refused before
     anything changes."""
     cloud = load(settings, inventory, vault)
-    with using_store(settings, store) as store:
-        live = [r for r in store.cloud_instances(LIVE_STATES)]
+    with exclusive(cloud), using_store(settings, store) as store:
+        live = store.cloud_instances(LIVE_STATES)
         if everything:
             chosen = live
         else:

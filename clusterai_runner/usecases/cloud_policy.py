@@ -323,9 +323,13 @@ class SeenInstance:
     launched_at: str | None
 
 
+# A record's states between two commands' steps: met by reconcile, the command is gone.
+HALF_WAY = ("launched", "running", "draining", "terminating")
+
+
 @dataclass(frozen=True)
 class ReconcileAction:
-    kind: str  # terminate, adopt, close, ended, found
+    kind: str  # terminate, adopt, close, ended
     intent: str | None
     instance_id: str | None
     reason: str
@@ -339,10 +343,11 @@ def reconcile_plan(
     grace_s: float = GRACE_S,
 ) -> list[ReconcileAction]:
     """What reconcile does: instances tagged for the cluster that the store does not know,
-    or knows as failed or ended, are terminated (or adopted); records whose instance the
-    cloud shows terminated are ended; intents older than ``grace_s`` with no instance
-    are closed (their call never created one); an instance found for an intent the store
-    has no id for is recorded."""
+    or knows as failed or ended, are terminated (or adopted); so are those whose record
+    stopped half way (launched, running, draining, terminating: reconcile runs only while
+    no other cloud command does, so the command that was moving it is gone); records whose
+    instance the cloud shows terminated are ended; intents older than ``grace_s`` with no
+    instance are closed (their call never created one)."""
     by_intent = {r.intent: r for r in records}
     by_id = {r.instance_id: r for r in by_intent.values() if r.instance_id}
     actions: list[ReconcileAction] = []
@@ -378,24 +383,13 @@ def reconcile_plan(
                     )
                 )
             continue
-        if record.state in ("failed", "terminated", "closed", "terminating"):
-            reason = (
-                "a termination that did not finish"
-                if record.state == "terminating"
-                else f"the store has it {record.state}"
-            )
-            actions.append(
-                ReconcileAction("terminate", record.intent, instance.instance_id, reason)
-            )
-        elif record.instance_id is None:
-            actions.append(
-                ReconcileAction(
-                    "found",
-                    record.intent,
-                    instance.instance_id,
-                    "launched, but the answer never reached the store",
-                )
-            )
+        if record.state in ("failed", "terminated", "closed"):
+            reason = f"the store has it {record.state}"
+        elif record.state in HALF_WAY or record.instance_id is None:
+            reason = f"left {record.state} by a cloud command that is no longer running"
+        else:
+            continue
+        actions.append(ReconcileAction("terminate", record.intent, instance.instance_id, reason))
     for record in by_intent.values():
         if record.intent in matched or record.state not in LIVE_STATES:
             continue

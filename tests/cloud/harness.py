@@ -123,17 +123,14 @@ class Ec2Harness:
             young = {i for i, at in self._launched.items() if now - at < self.pending_s}
 
         def relabel(match: re.Match[bytes]) -> bytes:
-            item = match.group(0)
-            found = re.search(rb"<instanceId>(i-[0-9a-f]+)</instanceId>", item)
-            if found and found.group(1).decode() in young:
-                item = re.sub(
-                    rb"<code>16</code>(\s*)<name>running</name>",
-                    rb"<code>0</code>\1<name>pending</name>",
-                    item,
-                )
-            return item
+            if match.group(2).decode() in young:
+                return match.group(1) + b"<code>0</code><name>pending</name>"
+            return match.group(0)
 
-        return re.sub(rb"<item>\s*<instanceId>.*?</instanceState>", relabel, content, flags=re.S)
+        # An instance's id, then (before any other instance's id) its state.
+        pattern = rb"(<instanceId>(i-[0-9a-f]+)</instanceId>(?:(?!<instanceId>).)*?<instanceState>)"
+        pattern += rb"<code>16</code>\s*<name>running</name>"
+        return re.sub(pattern, relabel, content, flags=re.S)
 
 
 def _reply(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:

@@ -10,6 +10,8 @@ for the cluster is left running. Joining for real takes sandbox hosts at those a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from clusterai_runner.errors import ClusterAIError, UsageError
 from clusterai_runner.store import LIVE_STATES, Store
 from clusterai_runner.usecases import cloud
 from tests.cloud.harness import Ec2Harness, serving
-from tests.helpers import run_cli
+from tests.helpers import CLUSTERAI, run_cli, wait_for
 
 REGION = "eu-west-1"
 SUBNET = "127.0.250.0/24"
@@ -317,3 +319,46 @@ def test_no_credentials_down_of_a_stranger_and_a_file_inventory_are_one_line(aws
     result = aws.cli("cloud", "up", "-i", str(aws.inventory / "hosts.yml"))
     assert result.code == 2 and "has no clusterai_state.yml" in result.stderr, result.stderr
     assert aws.harness.calls == []
+
+
+def test_a_cloud_up_killed_half_way_leaves_nothing_running_after_reconcile(aws: Aws) -> None:
+    """SIGKILL while ``up`` waits for its instance: the record stays launched, and the lock
+    keeps a second command out while the first runs; once it is gone, reconcile
+    terminates the instance."""
+    aws.harness.pending_s = 120.0  # the instance stays pending: up is waiting when killed
+    try:
+        process = subprocess.Popen(
+            [str(CLUSTERAI), "cloud", "up", "-i", str(aws.inventory)],
+            env={**os.environ, **aws.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(
+                lambda: (
+                    "DescribeInstances" in aws.harness.calls[-1:]
+                    and "RunInstances" in aws.harness.calls
+                ),
+                60,
+                "cloud up waiting for its instance",
+            )
+            busy = aws.cli("cloud", "reconcile", "-i", str(aws.inventory))
+            assert busy.code == 2, busy.stderr
+            assert f"another clusterai cloud command is running (pid {process.pid})" in busy.stderr
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+    finally:
+        aws.harness.pending_s = 1.0
+    assert len(aws.running()) == 1
+    [left] = aws.store().cloud_instances()
+    assert left.state == "launched"
+    done = aws.cli("cloud", "reconcile", "-i", str(aws.inventory), "--json")
+    assert done.code == 0, done.stderr
+    assert [(a["kind"], a["instance_id"]) for a in json.loads(done.stdout)] == [
+        ("terminate", left.instance_id)
+    ]
+    assert aws.running() == []
+    ended = aws.store().cloud_instance(left.intent)
+    assert ended is not None and ended.state == "terminated" and ended.ended_at is not None

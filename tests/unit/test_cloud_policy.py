@@ -162,7 +162,7 @@ def test_reconcile_terminates_what_the_store_does_not_keep_and_closes_dead_inten
             launched_at=None,
             created_at="2026-12-06T11:59:30+00:00",
         ),  # 30 s old: within the grace period
-        record("e" * 16, "launched", instance_id=None),  # answer lost; the tag finds it
+        record("e" * 16, "launched", instance_id=None),  # left half way; the tag finds it
         record("f" * 16, "joined"),  # the cloud says terminated (spot): ended
         record("g" * 16, "terminating"),  # a down that died half way: terminate again
     ]
@@ -179,7 +179,7 @@ def test_reconcile_terminates_what_the_store_does_not_keep_and_closes_dead_inten
     assert plan == {
         ("terminate", "i-" + "b" * 16),
         ("close", "c" * 16),
-        ("found", "i-e"),
+        ("terminate", "i-e"),
         ("ended", "i-" + "f" * 16),
         ("terminate", "i-" + "g" * 16),
         ("terminate", "i-stray"),
