@@ -419,20 +419,24 @@ def up(
                 f"is in {other}, the subnet in {vpc}",
                 "name groups of the subnet's VPC",
             )
-        launched = [
-            _launch_one(cloud, store, ec2, image, chosen, price, spot, max_price, progress)
-            for _ in range(count)
-        ]
+        # Launched one by one into this list, so that whatever fails later (a second
+        # launch, the wait, the join) terminates every instance made so far.
+        launched: list[CloudInstance] = []
         running: list[CloudInstance] = []
         try:
+            for _ in range(count):
+                launched.append(
+                    _launch_one(cloud, store, ec2, image, chosen, price, spot, max_price, progress)
+                )
             for record in launched:
                 running.append(_wait_running(store, ec2, record, cancel, progress))
             write_known_hosts(cloud, store)
             (join or join_workers)(cloud, store, running)
         except BaseException as exc:
-            failed = [r for r in launched if r.instance_id]
-            progress(f"terminating {len(failed)} worker(s) that did not join: {exc}")
-            terminate(cloud, store, ec2, [r for r in failed], reason=str(exc))
+            made = [r for r in launched if r.instance_id]
+            if made:
+                progress(f"terminating {len(made)} worker(s) that did not join: {exc}")
+                terminate(cloud, store, ec2, made, reason=str(exc))
             raise
         joined = [store.update_cloud_instance(r.intent, "joined") for r in running]
         return UpResult(joined, reconciled)

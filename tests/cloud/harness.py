@@ -6,7 +6,8 @@ behave as EC2 does where moto does not, and that injects faults.
   per token and returns it again.
 - Pending: moto's instances are ``running`` at once; the layer shows an instance as
   ``pending`` to DescribeInstances for ``pending_s`` after its launch.
-- Faults, per API action, each used once: ``error-before`` (a 503 without calling moto),
+- Faults, per API action, each used once: ``none`` (answered as usual: a fault for a
+  later call), ``error-before`` (a 503 without calling moto),
   ``error-after`` (moto makes the instance, the answer is a 500), ``drop-after`` (moto
   makes it, the connection is closed without an answer).
 
@@ -28,7 +29,7 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-FAULTS = ("error-before", "error-after", "drop-after")
+FAULTS = ("none", "error-before", "error-after", "drop-after")
 UNAVAILABLE = (
     b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>Unavailable</Code>'
     b"<Message>injected by the test harness</Message></Error></Errors>"

@@ -241,6 +241,15 @@ def test_faults_around_run_instances_leave_no_instance_behind(aws: Aws, faults: 
     assert aws.running() == []
 
 
+def test_a_second_launch_that_fails_takes_the_first_worker_down_too(aws: Aws) -> None:
+    aws.harness.inject("RunInstances", "none", *["error-before"] * ATTEMPTS)
+    with pytest.raises(ClusterAIError, match="RunInstances"):
+        cloud.up(Settings.from_env(), aws.inventory, 2)
+    assert aws.running() == []
+    states = sorted(r.state for r in aws.store().cloud_instances())
+    assert states == ["closed", "terminated"]
+
+
 def test_cost_agrees_with_the_records_and_the_price_table(aws: Aws) -> None:
     aws.cli("cloud", "up", "-i", str(aws.inventory), "--count", "1", "--type", "g5.xlarge")
     report = json.loads(aws.cli("cloud", "cost", "--json").stdout)
