@@ -94,6 +94,10 @@ class Settings:
     """``CLUSTERAI_STATE_URL``: the state store, a SQLAlchemy URL
     (default ``sqlite:///<state_dir>/state.db``)."""
 
+    aws_read_timeout_s: int = 30
+    """``CLUSTERAI_AWS_READ_TIMEOUT``: seconds an AWS call waits for its answer before
+    botocore retries it (default 30)."""
+
     @property
     def store_file(self) -> Path:
         """The default store's SQLite file (used when ``state_url`` is empty)."""
@@ -124,6 +128,7 @@ class Settings:
             sandbox_host_memory_mib=_positive_int(env, "CLUSTERAI_SANDBOX_HOST_MEMORY_MIB", 256),
             sandbox_mirror=env.get("CLUSTERAI_SANDBOX_MIRROR") or None,
             state_url=env.get("CLUSTERAI_STATE_URL", ""),
+            aws_read_timeout_s=_positive_int(env, "CLUSTERAI_AWS_READ_TIMEOUT", 30),
         )
 
 

@@ -139,12 +139,12 @@ def _calling(what: str) -> Iterator[None]:
 class Ec2:
     """The calls cloud burst makes, in one region."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         config = botocore.config.Config(
             region_name=region,
             retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
+            read_timeout=read_timeout_s,
         )
         with _calling("session"):
             session = boto3.session.Session()

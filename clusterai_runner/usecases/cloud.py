@@ -65,10 +65,10 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def ec2_for(config: CloudConfig) -> Ec2:
+def ec2_for(cloud: Cloud) -> Ec2:
     from clusterai_runner.adapters.aws import Ec2
 
-    return Ec2(config.region)
+    return Ec2(cloud.config.region, cloud.settings.aws_read_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def reconcile_now(
     """``clusterai cloud reconcile``: the inventory's cloud against the store, under the lock."""
     cloud = load(settings, inventory, vault)
     with exclusive(cloud), using_store(settings, store) as store:
-        ec2 = ec2 or ec2_for(cloud.config)
+        ec2 = ec2 or ec2_for(cloud)
         ec2.check_credentials()
         return reconcile(cloud, store, ec2, adopt=adopt, dry_run=dry_run, progress=progress)
 
@@ -400,7 +400,7 @@ def up(
         raise UsageError("--max-price", f"{max_price} is not a positive price", "e.g. 0.5")
     with exclusive(cloud), using_store(settings, store) as store:
         check_launch(cloud.config, store.cloud_instances(), count, chosen, utc_now())
-        ec2 = ec2 or ec2_for(cloud.config)
+        ec2 = ec2 or ec2_for(cloud)
         ec2.check_credentials()
         reconciled = reconcile(cloud, store, ec2, progress=progress)
         price = check_launch(cloud.config, store.cloud_instances(), count, chosen, utc_now())
@@ -528,7 +528,7 @@ def down(
                     "see `clusterai cloud list`",
                 )
             chosen = list({index[t].intent: index[t] for t in targets}.values())
-        ec2 = ec2 or ec2_for(cloud.config)
+        ec2 = ec2 or ec2_for(cloud)
         ec2.check_credentials()
         reconcile(cloud, store, ec2, progress=progress)
         chosen = [

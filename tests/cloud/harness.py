@@ -9,7 +9,8 @@ behave as EC2 does where moto does not, and that injects faults.
 - Faults, per API action, each used once: ``none`` (answered as usual: a fault for a
   later call), ``error-before`` (a 503 without calling moto),
   ``error-after`` (moto makes the instance, the answer is a 500), ``drop-after`` (moto
-  makes it, the connection is closed without an answer).
+  makes it, the connection is closed without an answer), ``slow-after`` (moto makes it,
+  the answer comes ``slow_s`` later: past a client's read timeout).
 
 Everything it serves is moto's own answer, or that answer kept, re-labelled or withheld.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-FAULTS = ("none", "error-before", "error-after", "drop-after")
+FAULTS = ("none", "error-before", "error-after", "drop-after", "slow-after")
 UNAVAILABLE = (
     b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>Unavailable</Code>'
     b"<Message>injected by the test harness</Message></Error></Errors>"
@@ -41,8 +42,9 @@ StartResponse = Callable[..., Any]
 
 
 class Ec2Harness:
-    def __init__(self, pending_s: float = 0.0) -> None:
+    def __init__(self, pending_s: float = 0.0, slow_s: float = 3.0) -> None:
         self.pending_s = pending_s
+        self.slow_s = slow_s
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.faults: dict[str, list[str]] = {}
         self.calls: list[str] = []  # every action asked, in order
@@ -106,6 +108,8 @@ class Ec2Harness:
                         self._launched[instance_id.decode()] = time.monotonic()
         if fault == "error-after":
             return _reply(start_response, "500 Internal Server Error", INTERNAL)
+        if fault == "slow-after":
+            time.sleep(self.slow_s)
         if fault == "drop-after":
             raw = environ.get("werkzeug.socket")
             if raw is not None:

@@ -222,20 +222,38 @@ def test_reconcile_ends_strangers_of_this_cluster_and_closes_dead_intents(aws: A
 
 @pytest.mark.parametrize(
     "faults",
-    [["error-before"] * ATTEMPTS, ["error-before"], ["error-after"], ["drop-after"]],
-    ids=["error-every-attempt", "error-once", "error-after-create", "dropped-after-create"],
+    [
+        ["error-before"] * ATTEMPTS,
+        ["error-before"],
+        ["error-after"],
+        ["drop-after"],
+        ["slow-after"],
+    ],
+    ids=[
+        "error-every-attempt",
+        "error-once",
+        "error-after-create",
+        "dropped-after-create",
+        "answer-past-the-read-timeout",
+    ],
 )
-def test_faults_around_run_instances_leave_no_instance_behind(aws: Aws, faults: list[str]) -> None:
+def test_faults_around_run_instances_leave_no_instance_behind(
+    aws: Aws, faults: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The harness answers a slow call 3 s late; the client gives up after 1 s and retries.
+    monkeypatch.setenv("CLUSTERAI_AWS_READ_TIMEOUT", "1")
     aws.harness.inject("RunInstances", *faults)
     settings = Settings.from_env()
     with pytest.raises(ClusterAIError):
         cloud.up(settings, aws.inventory, 1)
     made = aws.tagged()
-    # The token keeps a retried call from making a second instance.
+    # botocore retried each fault (up to its attempts), and the token kept the retries
+    # from making a second instance.
+    assert aws.harness.calls.count("RunInstances") == min(len(faults) + 1, ATTEMPTS)
     assert len(made) <= 1, made
     cloud_ = cloud.load(settings, aws.inventory)
     store = aws.store()
-    cloud.reconcile(cloud_, store, cloud.ec2_for(cloud_.config))
+    cloud.reconcile(cloud_, store, cloud.ec2_for(cloud_))
     live = {r.instance_id for r in store.cloud_instances(LIVE_STATES)}
     assert [i for i in aws.running() if i not in live] == []
     assert aws.running() == []
