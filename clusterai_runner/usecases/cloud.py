@@ -19,7 +19,6 @@ caps, cost, reconcile's decisions) are pure functions in ``cloud_policy``.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import os
 import time
@@ -133,13 +132,6 @@ def user_data(cloud: Cloud, host: str, host_private_key: str, host_public_key: s
         "ssh_keys": {"ed25519_private": host_private_key, "ed25519_public": host_public_key},
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=True)
-
-
-def decode_user_data(encoded: str) -> dict[str, object]:
-    """The user-data document of an instance, as DescribeInstanceAttribute returns it."""
-    text = base64.b64decode(encoded).decode()
-    loaded = yaml.safe_load(text.split("\n", 1)[1])
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _seen(instance: Instance) -> SeenInstance:

@@ -9,6 +9,7 @@ for the cluster is left running. Joining for real takes sandbox hosts at those a
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -179,6 +180,37 @@ def test_a_worker_that_cannot_join_is_terminated_and_nothing_is_left(aws: Aws) -
     ]
     assert listed[0]["address"] == instance["PrivateIpAddress"]
     assert listed[0]["host_key"].startswith("ssh-ed25519 ")
+    # The user-data: the host name, the cluster's key for the login user, the host key the
+    # store holds; nothing else.
+    encoded = aws.ec2.describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="userData"
+    )["UserData"]["Value"]
+    text = base64.b64decode(encoded).decode()
+    assert text.startswith("#cloud-config\n")
+    data = yaml.safe_load(text)
+    assert set(data) == {
+        "hostname",
+        "ssh_authorized_keys",
+        "ssh_deletekeys",
+        "ssh_genkeytypes",
+        "ssh_keys",
+    }
+    assert data["hostname"] == listed[0]["host"]
+    key = (
+        Path(
+            str(
+                yaml.safe_load((aws.inventory / "group_vars/cloud.yml").read_text())[
+                    "cloud_ssh_private_key_file"
+                ]
+            )
+            + ".pub"
+        )
+        .read_text()
+        .strip()
+    )
+    assert data["ssh_authorized_keys"] == [key]
+    assert data["ssh_keys"]["ed25519_public"] == listed[0]["host_key"]
+    assert "PRIVATE KEY" in data["ssh_keys"]["ed25519_private"]
     assert json.loads(aws.cli("cloud", "list", "--json").stdout) == []
     assert aws.store().hosts() == []
     # One RunInstances, its token the intent.
