@@ -9,6 +9,9 @@ while the other workers sit idle; then the gateway's tests (a minute on one work
 rest of the integration modules, and last the unit, store, playbook and cloud tests: some
 450 tests of a second or so each, which fill the end of the run while the long units
 finish (the machine's CPUs are busy to the end instead of waiting on the last sandbox).
+They run at a lower priority (``FILLER_NICENESS``, and so do the processes they start):
+on a machine whose CPUs the sandboxes keep busy, they take the CPU time the long units
+leave, rather than slowing the longest chain of the run, test_site.py's cluster.
 
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
@@ -17,6 +20,7 @@ reads, so every test was scheduled alone and a module's sandbox was made on each
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -24,10 +28,12 @@ from xdist.scheduler import LoadScopeScheduling
 
 APART = ("tests/integration/test_molecule.py",)
 # Modules whose path starts with a key run as one unit, in collection order, with the
-# modules of the same value: the browser's walk goes through the web app on
-# test_cli_up.py's cluster once its tests are done (tests/integration/cli_cluster.py);
-# the gateway's modules share its session's llama.cpp servers.
+# modules of the same value: cloud workers join test_cli_up.py's cluster, and the
+# browser's walk goes through its web app, once its tests are done
+# (tests/integration/cli_cluster.py); the gateway's modules share its session's
+# llama.cpp servers.
 TOGETHER = {
+    "tests/integration/test_cloud_join.py": "tests/integration/test_cli_up.py",
     "tests/integration/test_web_browser.py": "tests/integration/test_cli_up.py",
     "tests/gateway/": "tests/gateway",
 }
@@ -47,6 +53,11 @@ THEN = (
     "tests/store/",
     "tests/unit/",
 )
+
+# The units of these directories are the filler; 10 gives them about a tenth of a CPU
+# where a process of niceness 0 wants it too.
+FILLER = ("tests/cloud/", "tests/playbooks/", "tests/store/", "tests/unit/")
+FILLER_NICENESS = 10
 
 
 def work_unit(nodeid: str) -> str:
@@ -87,3 +98,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # each module's tests keep their order (test_site.py's matter).
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: start_rank(item.nodeid))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # On an xdist worker as root (who may lower a niceness again): the filler's tests at
+    # FILLER_NICENESS, every other test at 0.
+    if hasattr(item.config, "workerinput") and os.geteuid() == 0:
+        niceness = FILLER_NICENESS if item.nodeid.startswith(FILLER) else 0
+        if os.getpriority(os.PRIO_PROCESS, 0) != niceness:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
