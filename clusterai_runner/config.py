@@ -98,6 +98,10 @@ class Settings:
     """``CLUSTERAI_AWS_READ_TIMEOUT``: seconds an AWS call waits for its answer before
     botocore retries it (default 30)."""
 
+    cloud_ssh_timeout_s: int = 300
+    """``CLUSTERAI_CLOUD_SSH_TIMEOUT``: seconds a new cloud worker has, once running, to
+    answer over SSH with the host key it was given (default 300)."""
+
     @property
     def store_file(self) -> Path:
         """The default store's SQLite file (used when ``state_url`` is empty)."""
@@ -129,6 +133,7 @@ class Settings:
             sandbox_mirror=env.get("CLUSTERAI_SANDBOX_MIRROR") or None,
             state_url=env.get("CLUSTERAI_STATE_URL", ""),
             aws_read_timeout_s=_positive_int(env, "CLUSTERAI_AWS_READ_TIMEOUT", 30),
+            cloud_ssh_timeout_s=_positive_int(env, "CLUSTERAI_CLOUD_SSH_TIMEOUT", 300),
         )
 
 

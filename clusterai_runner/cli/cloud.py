@@ -41,6 +41,7 @@ def cloud_command() -> None:
 @click.option("--type", "instance_type", help="An instance type of cloud_instance_types.")
 @click.option("--spot", is_flag=True, help="Spot instances (interruptions drain the worker).")
 @click.option("--max-price", type=float, help="With --spot: the most to pay per hour, in USD.")
+@click.option("--wait", is_flag=True, help="Return once the gateway routes to the new workers.")
 @JSON_OPTION
 @vault_options
 @click.pass_context
@@ -51,14 +52,17 @@ def cloud_up(
     instance_type: str | None,
     spot: bool,
     max_price: float | None,
+    wait: bool,
     as_json: bool,
     vault: Vault,
 ) -> None:
     """Launch workers, then preflight and converge them as `cloud` workers.
 
-    Refused before any call that can create something when it would pass
-    cloud_max_instances or a spend cap. A worker that fails to start or to join is
-    terminated.
+    Each worker's SSH must answer with the host key its user-data gave it
+    (CLUSTERAI_CLOUD_SSH_TIMEOUT, 300 s). Refused before any call that can create
+    something when it would pass cloud_max_instances or a spend cap. A worker that fails
+    to start, to answer or to join is terminated. --wait needs the inventory's
+    gateway_admin_key.
     """
     from clusterai_runner.usecases.cloud import up
 
@@ -70,6 +74,7 @@ def cloud_up(
             instance_type=instance_type,
             spot=spot,
             max_price=max_price,
+            wait=wait,
             vault=vault,
             cancel=cancel,
             progress=progress,

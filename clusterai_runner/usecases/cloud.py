@@ -4,7 +4,9 @@ Every launch is a record in the store before the call that can create its instan
 and each step after it moves the record on (``store/cloud.py``): intent -> launched
 (RunInstances answered) -> running (its address known) -> joined (preflighted and
 converged by scale_out.yml as a worker of the ``cloud`` group, which lives in the state
-store); down: draining (scale_in.yml drains it at the gateway and stops it) ->
+store; first its SSH must answer with the host key it was given); with ``wait``, ``up``
+returns once the gateway routes to the new workers. Down: draining (scale_in.yml drains
+it at the gateway and stops it) ->
 terminating -> terminated. The instance's ClientToken is the intent's id, and its tags
 name the cluster and the intent, so ``reconcile`` (run first by every verb) finds what a
 crash left: an instance the store does not know, or knows as failed, is terminated; an
@@ -31,12 +33,13 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from clusterai_runner.adapters.http import JsonApi
 from clusterai_runner.adapters.inventory import group_variables
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.inventory_edit import NewHost, is_state_inventory
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import Settings, using_store
-from clusterai_runner.errors import ClusterAIError, RunFailed, UsageError
+from clusterai_runner.errors import ClusterAIError, Interrupted, RunFailed, UsageError
 from clusterai_runner.store import LIVE_STATES, CloudInstance, Store
 from clusterai_runner.usecases.cloud_policy import (
     CloudConfig,
@@ -55,6 +58,9 @@ if TYPE_CHECKING:  # boto3 loads only when a cloud verb runs
 
 GROUP = "cloud"
 RUNNING_TIMEOUT_S = 600.0
+# From joined to the gateway's next health check: seconds. (From running to SSH
+# answering, Settings.cloud_ssh_timeout_s: cloud-init writes the keys, then sshd starts.)
+ROUTED_TIMEOUT_S = 300.0
 POLL_S = 2.0
 
 Progress = Callable[[str], None]
@@ -320,11 +326,98 @@ def _wait_running(
             raise RunFailed(f"cloud worker {record.host}", why, "see `clusterai cloud list`")
         if (cancel or CancelToken()).wait(POLL_S):
             store.update_cloud_instance(record.intent, "failed", error="canceled")
-            raise RunFailed(
+            raise Interrupted(
                 f"cloud worker {record.host}",
                 "canceled while pending",
                 "`clusterai cloud reconcile` terminates it",
             )
+
+
+def _wait_ssh(
+    cloud: Cloud, record: CloudInstance, cancel: CancelToken | None, progress: Progress
+) -> None:
+    """Until the worker's SSH answers with the host key it was given. Another key means
+    another machine has the address: that stops at once, it is never waited out."""
+    import asyncio
+
+    from clusterai_runner.adapters import ssh
+    from clusterai_runner.adapters.inventory import InventoryHost
+
+    assert record.address is not None
+    key = str(cloud.ssh_key_file)
+    host = InventoryHost(
+        record.host, (GROUP,), record.address, 22, cloud.config.ssh_user, key, (), record.address
+    )
+    options = ssh.Options((str(cloud.known_hosts),), (key,), use_agent=False)
+    timeout_s = cloud.settings.cloud_ssh_timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = asyncio.run(ssh.run(host, options, "true\n", accept_new=False, timeout=5.0))
+        if outcome.rc == 0:
+            progress(f"{record.host}: SSH answers with its host key")
+            return
+        if outcome.failure in ("host_key_changed", "host_key_unknown"):
+            raise RunFailed(
+                f"cloud worker {record.host}",
+                f"{record.address} answers with a host key other than the one it was given",
+                "another machine may hold the address; the instance is terminated",
+            )
+        if time.monotonic() > deadline:
+            raise RunFailed(
+                f"cloud worker {record.host}",
+                f"SSH did not answer within {timeout_s} s ({outcome.detail})",
+                "see the instance's console output in the EC2 console",
+            )
+        if (cancel or CancelToken()).wait(POLL_S):
+            raise Interrupted(f"cloud worker {record.host}", "canceled while waiting for SSH",
+                              "the instance is terminated")  # fmt: skip
+
+
+def _gateway_of(cloud: Cloud) -> JsonApi:
+    """The gateway's admin API, for ``--wait``: refused before any call to the cloud when
+    the inventory gives no admin key."""
+    from clusterai_runner.usecases.services import of_inventory
+
+    gateway = of_inventory(cloud.settings, cloud.inventory, cloud.vault).gateway
+    if gateway is None:
+        raise UsageError(
+            "--wait",
+            "needs the gateway's admin key: the inventory has no gateway_admin_key",
+            "set it in the inventory's vault, or leave --wait out",
+        )
+    return gateway
+
+
+def wait_routed(
+    gateway: JsonApi,
+    hosts: list[str],
+    cancel: CancelToken | None = None,
+    progress: Progress = _quiet,
+    timeout_s: float = ROUTED_TIMEOUT_S,
+) -> None:
+    """Until the gateway lists each host as a healthy backend that is not draining."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(hosts)
+    while True:
+        try:
+            listed = (gateway.get("/admin/backends") or {}).get("backends") or []
+        except ClusterAIError as exc:
+            listed, why = [], str(exc)
+        else:
+            why = ""
+        routed = {b.get("name") for b in listed if b.get("healthy") and not b.get("draining")}
+        if not waiting - routed:
+            progress(f"the gateway routes to {', '.join(sorted(waiting))}")
+            return
+        if time.monotonic() > deadline:
+            raise RunFailed(
+                "cloud up --wait",
+                f"the gateway does not route to {', '.join(sorted(waiting - routed))} after "
+                f"{timeout_s:g} s{': ' + why if why else ''}",
+                "the workers joined; see `clusterai status` and the gateway's /admin/backends",
+            )
+        if (cancel or CancelToken()).wait(POLL_S):
+            raise Interrupted("cloud up --wait", "canceled", "the workers joined and stay")
 
 
 def _known_hosts_line(record: CloudInstance) -> str:
@@ -377,14 +470,17 @@ def up(
     vault: Vault = NO_VAULT,
     store: Store | None = None,
     ec2: Ec2 | None = None,
-    join: Callable[[Cloud, Store, list[CloudInstance]], None] | None = None,
+    join: Callable[[Cloud, Store, list[CloudInstance]], None] | None = None,  # join_workers
+    wait: bool = False,
     cancel: CancelToken | None = None,
     progress: Progress = _quiet,
 ) -> UpResult:
     """Launch ``count`` workers and join them to the cluster (``join``: scale-out by
-    default). Every check, the caps included, runs before the first call that can
-    create anything; a worker that fails to start or join is terminated."""
+    default); with ``wait``, until the gateway routes to them. Every check, the caps
+    included, runs before the first call that can create anything; a worker that fails
+    to start, to answer over SSH or to join is terminated."""
     cloud = load(settings, inventory, vault)
+    gateway = _gateway_of(cloud) if wait else None
     chosen = instance_type or cloud.config.default_type
     if max_price is not None and not spot:
         raise UsageError("--max-price", "only goes with --spot", "add --spot or drop it")
@@ -423,7 +519,10 @@ def up(
             for record in launched:
                 running.append(_wait_running(store, ec2, record, cancel, progress))
             write_known_hosts(cloud, store)
-            (join or join_workers)(cloud, store, running)
+            if join is None:
+                join_workers(cloud, store, running, cancel, progress)
+            else:
+                join(cloud, store, running)
         except BaseException as exc:
             made = [r for r in launched if r.instance_id]
             if made:
@@ -431,22 +530,40 @@ def up(
                 terminate(cloud, store, ec2, made, reason=str(exc))
             raise
         joined = [store.update_cloud_instance(r.intent, "joined") for r in running]
-        return UpResult(joined, reconciled)
+    if gateway is not None:
+        wait_routed(gateway, [r.host for r in joined], cancel, progress)
+    return UpResult(joined, reconciled)
 
 
-def join_workers(cloud: Cloud, store: Store, records: list[CloudInstance]) -> None:
-    """Preflight the running instances and converge them as ``cloud`` workers."""
+def join_workers(
+    cloud: Cloud,
+    store: Store,
+    records: list[CloudInstance],
+    cancel: CancelToken | None = None,
+    progress: Progress = _quiet,
+) -> None:
+    """Once each running instance answers over SSH with its host key, preflight them and
+    converge them as ``cloud`` workers."""
     from clusterai_runner.usecases.scale import scale_out
 
+    for record in records:
+        _wait_ssh(cloud, record, cancel, progress)
     result = scale_out(
         cloud.settings,
         cloud.inventory,
         GROUP,
         [new_worker(cloud, r) for r in records],
         store=store,
+        on_validated=lambda reports: progress(
+            f"preflight passed on {len(reports)} worker(s); converging them (scale_out.yml)"
+        ),
+        cancel=cancel,
         vault=cloud.vault,
     )
-    if result.record is None or result.record.outcome.status != "successful":
+    status = result.record.outcome.status if result.record is not None else "not run"
+    if status == "canceled":
+        raise Interrupted("cloud up", "canceled during scale_out.yml", "the workers are terminated")
+    if status != "successful":
         raise RunFailed(
             "cloud up", "scale_out.yml failed on the new workers", "see `clusterai runs list`"
         )

@@ -2,7 +2,7 @@
 records, reconcile, faults around RunInstances, cost and bad input.
 
 The instances moto launches get addresses in 127.0.250.0/24, where nothing listens (the
-sandboxes take 127.0.10.0/24 upwards), so a worker's join fails at its SSH preflight: the
+sandboxes take 127.0.10.0/24 upwards), so a worker's SSH never answers: the
 tests here show that such a worker is terminated and recorded, and that nothing tagged
 for the cluster is left running. Joining for real takes sandbox hosts at those addresses.
 """
@@ -30,12 +30,12 @@ from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError, UsageError
 from clusterai_runner.store import LIVE_STATES, Store
 from clusterai_runner.usecases import cloud
+from tests.cloud import flow
+from tests.cloud.flow import MATRIX, REGION, write_inventory
 from tests.cloud.harness import Ec2Harness, serving
 from tests.helpers import CLUSTERAI, run_cli, wait_for
 
-REGION = "eu-west-1"
 SUBNET = "127.0.250.0/24"
-KEY = "k" * 24
 
 
 @dataclass
@@ -50,17 +50,10 @@ class Aws:
     state: Path
 
     def tagged(self, cluster: str = "ctl1") -> list[dict[str, Any]]:
-        pages = self.ec2.describe_instances(
-            Filters=[{"Name": "tag:clusterai:cluster", "Values": [cluster]}]
-        )["Reservations"]
-        return [i for r in pages for i in r["Instances"]]
+        return flow.tagged(self.ec2, cluster)
 
     def running(self, cluster: str = "ctl1") -> list[str]:
-        return [
-            i["InstanceId"]
-            for i in self.tagged(cluster)
-            if i["State"]["Name"] in ("pending", "running")
-        ]
+        return flow.running(self.ec2, cluster)
 
     def store(self) -> Store:
         self.state.mkdir(mode=0o700, exist_ok=True)
@@ -68,36 +61,6 @@ class Aws:
 
     def cli(self, *args: str) -> Any:
         return run_cli(*args, env=self.env, timeout=300)
-
-
-def write_inventory(directory: Path, variables: dict[str, Any]) -> Path:
-    directory.mkdir()
-    (directory / "hosts.yml").write_text(
-        yaml.safe_dump(
-            {
-                "all": {
-                    "children": {
-                        "control": {"hosts": {"ctl1": {"ansible_host": "127.0.250.254"}}},
-                        "workers": {"children": {"cloud": {}}},
-                    }
-                }
-            }
-        )
-    )
-    (directory / "clusterai_state.yml").write_text("plugin: clusterai_state\n")
-    (directory / "group_vars").mkdir()
-    (directory / "group_vars/all.yml").write_text(
-        yaml.safe_dump(
-            {
-                "clusterai_inference_backend": "llamacpp",
-                "clusterai_backend_api_key": KEY,
-                "clusterai_monitoring_password": "m" * 24,
-                "clusterai_address": "{{ ansible_host }}",
-            }
-        )
-    )
-    (directory / "group_vars/cloud.yml").write_text(yaml.safe_dump(variables))
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +88,11 @@ def aws(
     harness.reset()
     state = tmp_path / "state"
     env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL": url,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        **flow.aws_environment(url, tmp_path),
         "CLUSTERAI_STATE_DIR": str(state),
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "ansible-facts"),
+        # Nothing answers at the instances' addresses: SSH is waited for 2 s.
+        "CLUSTERAI_CLOUD_SSH_TIMEOUT": "2",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -168,8 +128,8 @@ def set_variables(aws: Aws, **changes: Any) -> None:
 
 def test_a_worker_that_cannot_join_is_terminated_and_nothing_is_left(aws: Aws) -> None:
     result = aws.cli("cloud", "up", "-i", str(aws.inventory), "--count", "1")
-    assert result.code == 3, result.stdout + result.stderr
-    assert "preflight failed on cloud-" in result.stderr
+    assert result.code == 1, result.stdout + result.stderr
+    assert "SSH did not answer within 2 s" in result.stderr
     assert aws.running() == []
     [instance] = aws.tagged()
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
@@ -421,3 +381,19 @@ def test_a_cloud_up_killed_half_way_leaves_nothing_running_after_reconcile(aws: 
     assert aws.running() == []
     ended = aws.store().cloud_instance(left.intent)
     assert ended is not None and ended.state == "terminated" and ended.ended_at is not None
+
+
+@pytest.mark.parametrize(("step", "fault"), MATRIX, ids=[f"{s}-{f}" for s, f in MATRIX])
+def test_a_fault_at_any_step_then_reconcile_leaves_no_instance_unaccounted(
+    aws: Aws, step: str, fault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's life (tests/cloud/flow.py: up, then down) meets one fault: an error
+    before or after the call acts, a dropped connection, an answer past the read timeout,
+    or the process SIGKILLed. Then reconcile leaves no instance running that the store
+    does not show as a joined worker, and down --all leaves none at all."""
+    monkeypatch.setenv("CLUSTERAI_AWS_READ_TIMEOUT", "1")
+    aws.harness.pending_s = 0.0
+    flow.strike(aws.harness, aws.inventory, step, fault, {**os.environ, **aws.env})
+    assert flow.unaccounted(aws.inventory, aws.ec2, aws.store()) == []
+    cloud.down(Settings.from_env(), aws.inventory, [], everything=True, drain=flow.step("-"))
+    assert aws.running() == []

@@ -83,3 +83,19 @@ def test_refused_before_any_host_is_contacted(
     assert message in " ".join(result.stdout.split()), result.stdout
     recap = result.stdout[result.stdout.rindex("PLAY RECAP") :]
     assert [line.split()[0] for line in recap.splitlines()[1:] if line.strip()] == ["localhost"]
+
+
+@pytest.mark.parametrize("playbook", ["scale_out.yml", "site.yml", "upgrade.yml"])
+def test_every_named_worker_is_in_the_workers_plays(tmp_path: Path, playbook: str) -> None:
+    """Two targets at once: each is in every play that converges workers (with the
+    pattern "w1,w2:&workers", Ansible read "w2:&workers" as one name and left w2 out)."""
+    listed = run(tmp_path, playbook, "-e", "clusterai_targets=w1,w2", "--list-hosts")
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    plays = listed.stdout.split("play #")[1:]
+    # (upgrade.yml also runs the plays on the control host alone: no worker there.)
+    served = [p for p in plays if "Serve models on the workers" in p and "'control'" not in p]
+    assert served, listed.stdout
+    for play in served:
+        hosts = play.split("hosts (", 1)[1].split("\n", 1)[1].split()
+        assert {"w1", "w2"} <= set(hosts), play
+    assert "Could not match supplied host pattern" not in listed.stderr
