@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh Debian or Ubuntu machine:
 #   make demo   a 3-host sandbox cluster, provisioned with playbooks/site.yml
-#   make test   lint, unit tests and the sandbox integration tests (what CI runs)
+#   make test   lint beside the whole suite: unit, store, playbook, cloud, sandbox integration (what CI runs)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
   openssh-client iproute2 nftables redis-server postgresql unzip chromium
 
-.PHONY: help system-deps venv lock demo demo-down lint unit controller-cache integration filler molecule test clean
+.PHONY: help system-deps venv lock demo demo-down lint unit controller-cache integration suite molecule test clean
 
 help:  ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -88,21 +88,20 @@ integration: system-deps venv controller-cache  ## Sandbox hosts (root), Molecul
 molecule: system-deps venv  ## The Molecule scenarios alone (make integration runs them too).
 	$(BIN)/molecule test --all
 
-# The integration tests take the machine's CPUs for about ten minutes, and their longest
-# chain (test_site.py's cluster) sets how long the run takes. Lint and the unit-level
-# tests run beside them at niceness 10 (FILLER_NICENESS): they take the CPU time the
-# sandboxes leave (hosts booting, services starting, requests waited for) instead of
-# slowing that chain. (Lint and the unit tests side by side, then the integration
-# tests: 13 min 7 s in CI here; all in one pytest run, the unit tests handed out after
-# the integration modules: 12 min 12 s to 12 min 32 s.)
-FILLER_NICENESS ?= 10
+# Everything in one pytest-xdist run beside lint, and the machine's CPUs busy to the end:
+# the scheduler (tests/conftest.py) starts the long sandbox units first and hands out the
+# unit, store, playbook and cloud tests last, at niceness 10, so they fill the end of the
+# run while the last sandboxes finish. In CI here: 13 min 7 s with lint and the unit
+# tests side by side first, then the integration tests; 12 min 12 s in one run. (The unit
+# tests in a pytest run of their own beside the integration tests, at niceness 10: 14 min
+# 5 s with the cloud join test, slower than one run.)
+SUITE := tests/integration tests/gateway tests/cloud tests/playbooks tests/store tests/unit
 
-filler: venv
-	nice -n $(FILLER_NICENESS) $(MAKE) lint unit
+suite: system-deps venv controller-cache  ## The whole test suite in one run (what make test runs beside lint).
+	$(BIN)/pytest -n $(PARALLEL) --dist loadscope --durations=50 $(SUITE)
 
-test:  ## Everything CI runs: the integration tests, with lint and the unit tests beside them.
-	$(MAKE) system-deps venv controller-cache
-	$(MAKE) -j2 --output-sync=target integration filler
+test:  ## Everything CI runs: lint beside the whole suite.
+	$(MAKE) -j2 --output-sync=target lint suite
 
 clean:  ## Remove the virtual environment and caches (not the sandbox cache).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,17 @@
-"""How pytest-xdist shares the suite out (`make integration` runs ``pytest -n N --dist
-loadscope`` over tests/integration and tests/gateway): every module's tests stay together
-on one worker, so its module-scoped fixtures (a converged sandbox above all) are made
-once; the modules in ``APART`` give each test to whichever worker is free (each Molecule
-scenario has a sandbox of its own), and those in ``TOGETHER`` run as one unit.
+"""How pytest-xdist shares the suite out (`make test` runs ``pytest -n N --dist loadscope``
+over every test directory, beside lint): every module's tests stay together on one worker,
+so its module-scoped fixtures (a converged sandbox above all) are made once; the modules in
+``APART`` give each test to whichever worker is free (each Molecule scenario has a sandbox
+of its own), and those in ``TOGETHER`` run as one unit.
 
 Units start longest first (``FIRST``, measured in CI), so that no long one starts last
-while the other worker sits idle; the gateway's tests, a minute of small modules, go
-last and fill the end of the run.
+while the other workers sit idle; then the gateway's tests (a minute on one worker), the
+rest of the integration modules, and last the unit, store, playbook and cloud tests: some
+450 tests of a second or so each, which fill the end of the run while the long units
+finish (the machine's CPUs are busy to the end instead of waiting on the last sandbox).
+They run at a lower priority (``FILLER_NICENESS``, and so do the processes they start):
+on a machine whose CPUs the sandboxes keep busy, they take the CPU time the long units
+leave, rather than slowing the longest chain of the run, test_site.py's cluster.
 
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
@@ -15,6 +20,7 @@ reads, so every test was scheduled alone and a module's sandbox was made on each
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -32,14 +38,26 @@ TOGETHER = {
     "tests/gateway/": "tests/gateway",
 }
 # Longest first (in CI on three workers, test_site.py about 600 s, test_cli_up.py with
-# the browser's walk 520 s, the Molecule scenarios 440 s); the rest in collection
-# order, the gateway's last.
+# the browser's walk 520 s, the Molecule scenarios 440 s); then the units starting with
+# each of ``THEN``, in that order (the longer modules first); anything else last.
 FIRST = (
     "tests/integration/test_site.py",
     "tests/integration/test_cli_up.py",
     "tests/integration/test_molecule.py",
 )
-LAST = ("tests/gateway",)
+THEN = (
+    "tests/gateway",
+    "tests/integration/",
+    "tests/cloud/",
+    "tests/playbooks/",
+    "tests/store/",
+    "tests/unit/",
+)
+
+# The units of these directories are the filler; 10 gives them about a tenth of a CPU
+# where a process of niceness 0 wants it too.
+FILLER = ("tests/cloud/", "tests/playbooks/", "tests/store/", "tests/unit/")
+FILLER_NICENESS = 10
 
 
 def work_unit(nodeid: str) -> str:
@@ -54,7 +72,8 @@ def start_rank(nodeid: str) -> int:
     unit = work_unit(nodeid).split("::", 1)[0]
     if unit in FIRST:
         return FIRST.index(unit)
-    return len(FIRST) + 1 if unit in LAST else len(FIRST)
+    later = (i for i, start in enumerate(THEN) if unit.startswith(start))
+    return len(FIRST) + next(later, len(THEN))
 
 
 class ModuleScheduling(LoadScopeScheduling):
@@ -79,3 +98,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # each module's tests keep their order (test_site.py's matter).
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: start_rank(item.nodeid))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # On an xdist worker as root (who may lower a niceness again): the filler's tests at
+    # FILLER_NICENESS, every other test at 0.
+    if hasattr(item.config, "workerinput") and os.geteuid() == 0:
+        niceness = FILLER_NICENESS if item.nodeid.startswith(FILLER) else 0
+        if os.getpriority(os.PRIO_PROCESS, 0) != niceness:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)

@@ -530,6 +530,7 @@ def up(
                 terminate(cloud, store, ec2, made, reason=str(exc))
             raise
         joined = [store.update_cloud_instance(r.intent, "joined") for r in running]
+        progress(f"joined: {', '.join(r.host for r in joined)}")
     if gateway is not None:
         wait_routed(gateway, [r.host for r in joined], cancel, progress)
     return UpResult(joined, reconciled)

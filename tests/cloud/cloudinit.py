@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
+import time
 from typing import Any
 
 import yaml
@@ -62,22 +63,29 @@ class Instances:
     def __init__(self, user: str) -> None:
         self.user = user
         self.sandboxes: dict[str, str] = {}  # instance id -> sandbox name
+        # instance id -> time.monotonic() when its boot began, its host answered, and its
+        # user-data was applied (bench/cloud.py splits the launch with them)
+        self.timings: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
     def boot(self, instance_id: str, address: str, user_data: str) -> None:
         assert user_data.startswith("#cloud-config\n"), user_data[:40]
         name = "ec2-" + address.replace(".", "-")
+        times = {"started": time.monotonic()}
         with self._lock:
             self.sandboxes[instance_id] = name
+            self.timings[instance_id] = times
         booted = run_cli("sandbox", "up", "--name", name, "--hosts", "1",
                          "--first-address", address, "--json", timeout=300)  # fmt: skip
         if booted.code != 0:
             raise RuntimeError(f"sandbox up: {booted.stderr.strip()[-500:]}")
+        times["booted"] = time.monotonic()
         status = json.loads(booted.stdout)
         script = setup_script(yaml.safe_load(user_data), self.user)
         done = ssh(status, address, "sh", "-c", shlex.quote(script))
         if done.returncode != 0:
             raise RuntimeError(f"cloud-init stand-in: {done.stderr.strip()[-500:]}")
+        times["set_up"] = time.monotonic()
 
     def terminate(self, instance_id: str) -> None:
         """The harness's ``on_terminate``: the instance's machine goes."""
