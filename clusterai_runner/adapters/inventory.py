@@ -202,7 +202,9 @@ def load(path: Path, limit: str | None = None, vault: Vault = NO_VAULT) -> list[
         return _load(path, limit, vault)
 
 
-def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
+def _open(path: Path, vault: Vault) -> tuple[Any, Any]:
+    """The inventory at ``path`` as Ansible reads it, after our checks of its files: its
+    DataLoader (with the vault's secrets) and its InventoryManager."""
     check_inventory(path)
     _check_files(path)
     # Ansible reads its configuration once, at import: ours names plugins/inventory, where
@@ -212,16 +214,23 @@ def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-    from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
     loader.set_vault_secrets(vault.secrets(loader))
+    try:
+        manager = InventoryManager(loader=loader, sources=[str(path)])
+    except AnsibleError as exc:
+        raise UsageError(f"inventory {path}", str(exc).splitlines()[0], "fix the file") from exc
+    return loader, manager
+
+
+def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
+    from ansible.errors import AnsibleError
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
     with _ansible_warnings() as warnings:
-        try:
-            manager = InventoryManager(loader=loader, sources=[str(path)])
-        except AnsibleError as exc:
-            raise UsageError(f"inventory {path}", str(exc).splitlines()[0], "fix the file") from exc
+        loader, manager = _open(path, vault)
         pattern = limit or "all"
         selected = manager.get_hosts(pattern=pattern) if manager.hosts else []
     if not manager.hosts:
@@ -366,21 +375,13 @@ def group_variables(path: Path, group: str, prefix: str, vault: Vault = NO_VAULT
     gets from the inventory and its group_vars (its ancestors' first, as Ansible orders
     them), templated; the group may hold no host yet. Raises UsageError naming the file."""
     with _ANSIBLE:
-        check_inventory(path)
-        _check_files(path)
-        os.environ["ANSIBLE_CONFIG"] = str(ANSIBLE_CONFIG)
-
         from ansible.errors import AnsibleError
-        from ansible.inventory.manager import InventoryManager
-        from ansible.parsing.dataloader import DataLoader
         from ansible.template import Templar
         from ansible.utils.vars import combine_vars
         from ansible.vars.plugins import get_vars_from_inventory_sources
 
-        loader = DataLoader()
-        loader.set_vault_secrets(vault.secrets(loader))
+        loader, manager = _open(path, vault)
         try:
-            manager = InventoryManager(loader=loader, sources=[str(path)])
             found = manager.groups.get(group)
             if found is None:
                 raise UsageError(

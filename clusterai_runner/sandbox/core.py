@@ -7,7 +7,6 @@ such as which hosts are running, is derived from the machine when asked.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import re
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterai_runner.adapters.files import atomic_write
+from clusterai_runner.adapters.files import atomic_write, locked
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import UsageError
 from clusterai_runner.sandbox import checks, host, inventory, network, rootfs
@@ -252,10 +251,8 @@ class Sandboxes:
     def _lock(self) -> Iterator[None]:
         """Serialise changes to sandboxes machine-wide: loopback addresses are shared by
         every state directory on this machine, so the lock is not kept in one of them."""
-        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-        with LOCK_FILE.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield  # closing the file releases the lock
+        with locked(LOCK_FILE):
+            yield
 
     def _others_addresses(self, name: str) -> dict[str, str]:
         taken: dict[str, str] = {}

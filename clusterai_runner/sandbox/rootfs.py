@@ -8,15 +8,14 @@ interrupted or concurrent build never leaves a half-made tree that looks finishe
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import re
 import shutil
 import subprocess
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from clusterai_runner.adapters.files import locked
 from clusterai_runner.errors import RunFailed, UsageError
 
 SUITE = "bookworm"
@@ -85,17 +84,6 @@ def find_debian_mirror(paths: tuple[Path, ...] = APT_SOURCES) -> str | None:
     return None
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def prepare(root: Path) -> None:
     """Turn a fresh debootstrap tree into a template that every host copies.
 
@@ -133,7 +121,7 @@ def ensure_rootfs(
     key = cache_key()
     if final.is_dir():
         return final
-    with _locked(sandbox_cache / "rootfs.lock"):
+    with locked(sandbox_cache / "rootfs.lock"):
         if final.is_dir():  # another process built it while we waited
             return final
         if mirror is None:

@@ -21,8 +21,6 @@ caps, cost, reconcile's decisions) are pure functions in ``cloud_policy``.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -154,27 +152,19 @@ def _seen(instance: Instance) -> SeenInstance:
 def exclusive(cloud: Cloud) -> Iterator[None]:
     """Hold the cluster's cloud lock: one cloud command at a time, so reconcile knows that
     a record left half way belongs to a command that is gone."""
+    from clusterai_runner.adapters.files import Locked, locked
+
     folder = cloud.settings.private_state_dir() / "cloud" / cloud.config.cluster
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (folder / "lock").open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise UsageError(
-                f"cloud {cloud.config.cluster}",
-                f"another clusterai cloud command is running (pid {holder})",
-                "wait for it to end",
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
+    try:
+        with locked(folder / "lock", wait=False):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except Locked as held:
+        raise UsageError(
+            f"cloud {cloud.config.cluster}",
+            f"another clusterai cloud command is running (pid {held.holder})",
+            "wait for it to end",
+        ) from None
 
 
 def reconcile(
