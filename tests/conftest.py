@@ -11,7 +11,8 @@ rest of the integration modules, and last the unit, store, playbook and cloud te
 finish (the machine's CPUs are busy to the end instead of waiting on the last sandbox).
 They run at a lower priority (``FILLER_NICENESS``, and so do the processes they start):
 on a machine whose CPUs the sandboxes keep busy, they take the CPU time the long units
-leave, rather than slowing the longest chain of the run, test_site.py's cluster.
+leave, rather than slowing the longest chains of the run (test_cli_up.py's cluster with
+the cloud join and the browser's walk, test_site.py's cluster).
 
 This is a scheduler of our own because ``--dist loadgroup`` groups nothing with pytest
 9.2: pytest-xdist 3.8 marks a test's group in ``item._nodeid``, which pytest no longer
@@ -38,7 +39,8 @@ TOGETHER = {
     "tests/gateway/": "tests/gateway",
 }
 # Longest first (in CI on three workers, test_site.py about 600 s, test_cli_up.py with
-# the browser's walk 520 s, the Molecule scenarios 440 s); then the units starting with
+# the cloud join and the browser's walk about 700 s, the Molecule scenarios 450 s; they
+# start together, so their order among them matters little); then the units starting with
 # each of ``THEN``, in that order (the longer modules first); anything else last.
 FIRST = (
     "tests/integration/test_site.py",
