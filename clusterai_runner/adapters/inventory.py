@@ -265,17 +265,20 @@ def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
                 key: templar.template(raw[key]) for key in raw if key.startswith(VARIABLE_PREFIXES)
             }
         except AnsibleError as exc:
-            if "vault" in str(exc).lower():
-                raise _vault_error(path, bool(vault.secrets(loader))) from exc
-            raise UsageError(
-                f"inventory {path}: host {host.name}", str(exc).splitlines()[0], "fix its variables"
-            ) from exc
+            raise _variables_error(path, f"host {host.name}", exc, vault, loader) from exc
         hosts.append(_host(path, host.name, sorted(g.name for g in host.groups), rendered))
     return hosts
 
 
-def _vault_error(path: Path, given: bool) -> UsageError:
-    if given:
+def _variables_error(
+    path: Path, owner: str, exc: Exception, vault: Vault, loader: Any
+) -> UsageError:
+    """One line for an Ansible error while reading ``owner``'s variables (a host or a
+    group): ansible-vault values it cannot open, or the error's first line."""
+    if "vault" not in str(exc).lower():
+        why = str(exc).splitlines()[0]
+        return UsageError(f"inventory {path}: {owner}", why, "fix its variables")
+    if vault.secrets(loader):
         why = "the vault password given does not open its ansible-vault encrypted values"
         return UsageError(f"inventory {path}", why, "check the password")
     why = "holds ansible-vault encrypted values and no vault password was given"
@@ -399,8 +402,4 @@ def group_variables(path: Path, group: str, prefix: str, vault: Vault = NO_VAULT
             templar = Templar(loader=loader, variables=data)
             return {k: templar.template(v) for k, v in data.items() if k.startswith(prefix)}
         except AnsibleError as exc:
-            if "vault" in str(exc).lower():
-                raise _vault_error(path, bool(vault.secrets(loader))) from exc
-            raise UsageError(
-                f"inventory {path}: group {group}", str(exc).splitlines()[0], "fix its variables"
-            ) from exc
+            raise _variables_error(path, f"group {group}", exc, vault, loader) from exc
