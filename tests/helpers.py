@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -166,6 +167,13 @@ def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
     for thread in threads:
         thread.join()
     return errors
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port nothing listens on at ``address`` now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:

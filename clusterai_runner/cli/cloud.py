@@ -7,6 +7,7 @@ from boto3's chain (environment, profile, instance role), never from an option.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from clusterai_runner.errors import UsageError
 
 @click.group("cloud", epilog=EXIT_CODES)
 def cloud_command() -> None:
-    """Cloud workers on AWS EC2: launch, list, take down, reconcile, cost.
+    """Cloud workers on AWS EC2: launch, list, take down, watch spot notices, reconcile, cost.
 
     Configured by the inventory's `cloud` group variables (cloud_region, cloud_ami,
     cloud_subnet_id, ...; see README, Cloud burst). Every verb that calls the cloud first
@@ -39,7 +40,11 @@ def cloud_command() -> None:
 @INVENTORY_OPTION
 @click.option("--count", type=int, default=1, show_default=True, help="How many workers.")
 @click.option("--type", "instance_type", help="An instance type of cloud_instance_types.")
-@click.option("--spot", is_flag=True, help="Spot instances (interruptions drain the worker).")
+@click.option(
+    "--spot",
+    is_flag=True,
+    help="Spot instances (`cloud watch` takes one out on its interruption notice).",
+)
 @click.option("--max-price", type=float, help="With --spot: the most to pay per hour, in USD.")
 @click.option("--wait", is_flag=True, help="Return once the gateway routes to the new workers.")
 @JSON_OPTION
@@ -155,6 +160,58 @@ def cloud_down(
         click.echo(f"{r.host}  {r.instance_id}  {r.state}")
     if not done:
         click.echo("no cloud worker to take down")
+
+
+@cloud_command.command("watch", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1.0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between two asks of the spot workers' metadata.",
+)
+@click.option("--once", is_flag=True, help="Ask once, act on what is found, and end.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per worker taken down.")
+@vault_options
+@click.pass_context
+def cloud_watch(
+    ctx: click.Context,
+    inventory: Path,
+    interval: float,
+    once: bool,
+    as_json: bool,
+    vault: Vault,
+) -> None:
+    """Take spot workers out before EC2 takes them back: ask each joined spot worker's
+    instance metadata (spot/instance-action, over SSH) for an interruption notice; on one,
+    drain the worker at the gateway at once, then scale it in and terminate it.
+
+    Runs until Ctrl-C or SIGTERM (exit 0); run it where the state store is, as a service.
+    Each worker taken down is one line (with --json, one JSON object) on stdout.
+    """
+    from clusterai_runner.store import CloudInstance
+    from clusterai_runner.usecases.cloud_policy import SpotNotice
+    from clusterai_runner.usecases.cloud_spot import watch
+
+    def taken(record: CloudInstance, notice: SpotNotice) -> None:
+        if as_json:
+            shown = {**record.to_json(), "notice": {"action": notice.action, "time": notice.time}}
+            click.echo(json.dumps(shown))
+        else:
+            click.echo(f"{record.host}  {record.instance_id}  {record.state}  ({notice})")
+
+    with ctrl_c_cancels(signal.SIGTERM) as cancel:
+        watch(
+            settings_of(ctx),
+            inventory,
+            interval_s=interval,
+            once=once,
+            vault=vault,
+            cancel=cancel,
+            progress=progress,
+            on_taken=taken,
+        )
 
 
 @cloud_command.command("reconcile", epilog=EXIT_CODES)

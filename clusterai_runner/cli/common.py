@@ -86,22 +86,25 @@ def vault_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @contextmanager
-def ctrl_c_cancels() -> Iterator[CancelToken]:
-    """A cancel token that Ctrl-C sets while the block runs (the use cases stop at the
-    next step and a playbook run ends as canceled); the previous handler comes back."""
+def ctrl_c_cancels(*also: signal.Signals) -> Iterator[CancelToken]:
+    """A cancel token that Ctrl-C (and the signals in ``also``) sets while the block runs
+    (the use cases stop at the next step and a playbook run ends as canceled); the
+    previous handlers come back."""
     token = CancelToken()
     if threading.current_thread() is not threading.main_thread():
         yield token
         return
 
-    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
         token.cancel()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    chosen = (signal.SIGINT, *also)
+    previous = [signal.signal(s, on_signal) for s in chosen]
     try:
         yield token
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in zip(chosen, previous, strict=True):
+            signal.signal(number, handler)
 
 
 def end_run(record: RunRecord, again: str) -> None:

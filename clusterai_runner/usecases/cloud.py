@@ -51,8 +51,10 @@ from clusterai_runner.usecases.cloud_policy import (
 )
 from clusterai_runner.usecases.converge import CancelToken
 
-if TYPE_CHECKING:  # boto3 loads only when a cloud verb runs
+if TYPE_CHECKING:  # boto3 (and asyncssh) load only when a cloud verb runs
+    from clusterai_runner.adapters import ssh
     from clusterai_runner.adapters.aws import Ec2, Instance
+    from clusterai_runner.adapters.inventory import InventoryHost
 
 GROUP = "cloud"
 RUNNING_TIMEOUT_S = 600.0
@@ -64,7 +66,7 @@ POLL_S = 2.0
 Progress = Callable[[str], None]
 
 
-def _quiet(_message: str) -> None:
+def quiet(_message: str) -> None:
     pass
 
 
@@ -149,15 +151,16 @@ def _seen(instance: Instance) -> SeenInstance:
 
 
 @contextmanager
-def exclusive(cloud: Cloud) -> Iterator[None]:
+def exclusive(cloud: Cloud, wait: bool = False) -> Iterator[None]:
     """Hold the cluster's cloud lock: one cloud command at a time, so reconcile knows that
-    a record left half way belongs to a command that is gone."""
+    a record left half way belongs to a command that is gone. With ``wait``, until the
+    command that holds it ends; otherwise that is an error."""
     from clusterai_runner.adapters.files import Locked, locked
 
     folder = cloud.settings.private_state_dir() / "cloud" / cloud.config.cluster
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        with locked(folder / "lock", wait=False):
+        with locked(folder / "lock", wait=wait):
             yield
     except Locked as held:
         raise UsageError(
@@ -174,7 +177,7 @@ def reconcile(
     *,
     adopt: bool = False,
     dry_run: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> list[ReconcileAction]:
     """Make the store and the cloud agree (see the module's text); return what was done
     (or, with ``dry_run``, what would be). The caller holds ``exclusive(cloud)``."""
@@ -232,7 +235,7 @@ def reconcile_now(
     vault: Vault = NO_VAULT,
     store: Store | None = None,
     ec2: Ec2 | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> list[ReconcileAction]:
     """``clusterai cloud reconcile``: the inventory's cloud against the store, under the lock."""
     cloud = load(settings, inventory, vault)
@@ -323,13 +326,9 @@ def _wait_running(
             )
 
 
-def _wait_ssh(
-    cloud: Cloud, record: CloudInstance, cancel: CancelToken | None, progress: Progress
-) -> None:
-    """Until the worker's SSH answers with the host key it was given. Another key means
-    another machine has the address: that stops at once, it is never waited out."""
-    import asyncio
-
+def ssh_target(cloud: Cloud, record: CloudInstance) -> tuple[InventoryHost, ssh.Options]:
+    """How the controller logs in to a cloud worker: the cluster's key, and only the host
+    key the worker was given (the cluster's cloud known_hosts)."""
     from clusterai_runner.adapters import ssh
     from clusterai_runner.adapters.inventory import InventoryHost
 
@@ -338,7 +337,19 @@ def _wait_ssh(
     host = InventoryHost(
         record.host, (GROUP,), record.address, 22, cloud.config.ssh_user, key, (), record.address
     )
-    options = ssh.Options((str(cloud.known_hosts),), (key,), use_agent=False)
+    return host, ssh.Options((str(cloud.known_hosts),), (key,), use_agent=False)
+
+
+def _wait_ssh(
+    cloud: Cloud, record: CloudInstance, cancel: CancelToken | None, progress: Progress
+) -> None:
+    """Until the worker's SSH answers with the host key it was given. Another key means
+    another machine has the address: that stops at once, it is never waited out."""
+    import asyncio
+
+    from clusterai_runner.adapters import ssh
+
+    host, options = ssh_target(cloud, record)
     timeout_s = cloud.settings.cloud_ssh_timeout_s
     deadline = time.monotonic() + timeout_s
     while True:
@@ -382,7 +393,7 @@ def wait_routed(
     gateway: JsonApi,
     hosts: list[str],
     cancel: CancelToken | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     timeout_s: float = ROUTED_TIMEOUT_S,
 ) -> None:
     """Until the gateway lists each host as a healthy backend that is not draining."""
@@ -463,7 +474,7 @@ def up(
     join: Callable[[Cloud, Store, list[CloudInstance]], None] | None = None,  # join_workers
     wait: bool = False,
     cancel: CancelToken | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> UpResult:
     """Launch ``count`` workers and join them to the cluster (``join``: scale-out by
     default); with ``wait``, until the gateway routes to them. Every check, the caps
@@ -531,7 +542,7 @@ def join_workers(
     store: Store,
     records: list[CloudInstance],
     cancel: CancelToken | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> None:
     """Once each running instance answers over SSH with its host key, preflight them and
     converge them as ``cloud`` workers."""
@@ -603,7 +614,7 @@ def down(
     store: Store | None = None,
     ec2: Ec2 | None = None,
     drain: Callable[[Cloud, Store, list[CloudInstance]], None] | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> list[CloudInstance]:
     """Drain, scale in and terminate cloud workers named by instance id or host name
     (or all of them); a name that is not this cluster's cloud worker is refused before
@@ -636,12 +647,25 @@ def down(
             for r in (store.cloud_instance(c.intent) for c in chosen)
             if r is not None and r.state in LIVE_STATES
         ]
-        joined = [r for r in chosen if r.state in ("joined", "draining")]
-        if joined:
-            for record in joined:
-                store.update_cloud_instance(record.intent, "draining")
-            (drain or drain_workers)(cloud, store, joined)
-        return terminate(cloud, store, ec2, chosen, reason="cloud down")
+        return take_down(cloud, store, ec2, chosen, "cloud down", drain)
+
+
+def take_down(
+    cloud: Cloud,
+    store: Store,
+    ec2: Ec2,
+    records: list[CloudInstance],
+    reason: str,
+    drain: Callable[[Cloud, Store, list[CloudInstance]], None] | None = None,
+) -> list[CloudInstance]:
+    """Drain the joined ones and scale them in (``drain``: drain_workers), then terminate
+    them all; ``reason`` stays on their records. The caller holds ``exclusive(cloud)``."""
+    joined = [r for r in records if r.state in ("joined", "draining")]
+    if joined:
+        for record in joined:
+            store.update_cloud_instance(record.intent, "draining", error=reason)
+        (drain or drain_workers)(cloud, store, joined)
+    return terminate(cloud, store, ec2, records, reason=reason)
 
 
 def drain_workers(cloud: Cloud, store: Store, records: list[CloudInstance]) -> None:

@@ -8,6 +8,7 @@ records and a fixed clock; ``usecases/cloud.py`` applies them through the AWS ad
 from __future__ import annotations
 
 import calendar
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 TAG_KEY = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,128}$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# Where a worker asks for its instance metadata; {address} stands for its own address.
+METADATA_URL = re.compile(r"^https?://(\{address\}|[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:\d{1,5})?$")
+DEFAULT_METADATA_URL = "http://169.254.169.254"
 # The tags every instance carries; an inventory's cloud_tags cannot replace them.
 OWN_TAG_PREFIX = "clusterai:"
 CREATED_BY = "clusterai"
@@ -50,6 +54,11 @@ class CloudConfig:
     ssh_user: str = "admin"
     key_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    metadata_url: str = DEFAULT_METADATA_URL
+
+    def metadata_url_of(self, address: str) -> str:
+        """The instance metadata service's base URL as the worker at ``address`` sees it."""
+        return self.metadata_url.replace("{address}", address)
 
     @property
     def ssm_parameter(self) -> str | None:
@@ -200,6 +209,14 @@ def cloud_config(variables: Mapping[str, Any], source: str, control_host: str) -
             f"{key_name!r} is not a key pair name",
             "leave it out, or name an EC2 key pair",
         )
+    metadata = variables.get("cloud_metadata_url") or DEFAULT_METADATA_URL
+    if not isinstance(metadata, str) or not METADATA_URL.match(metadata):
+        raise _bad(
+            source,
+            "cloud_metadata_url",
+            f"{metadata!r} is not a base URL",
+            f"leave it out (EC2's is {DEFAULT_METADATA_URL}), or give http://HOST[:PORT]",
+        )
     return CloudConfig(
         cluster=cluster,
         region=region,
@@ -214,6 +231,7 @@ def cloud_config(variables: Mapping[str, Any], source: str, control_host: str) -
         ssh_user=user,
         key_name=key_name,
         tags=dict(tags),
+        metadata_url=metadata,
     )
 
 
@@ -406,6 +424,40 @@ def reconcile_plan(
                 )
             )
     return actions
+
+
+@dataclass(frozen=True)
+class SpotNotice:
+    """A spot instance's interruption notice: what EC2 will do to it, and when."""
+
+    action: str  # terminate, stop or hibernate
+    time: str  # ISO 8601, UTC
+
+    def __str__(self) -> str:
+        return f"spot interruption notice: {self.action} at {self.time}"
+
+
+def spot_notice(output: str) -> SpotNotice | None:
+    """The answer of the metadata's ``spot/instance-action`` as the worker's check prints
+    it (the body, then the HTTP status on the last line): None while there is no notice
+    (404); ValueError for anything else."""
+    body, _, status = output.rstrip("\n").rpartition("\n")
+    if status == "404":
+        return None
+    if status != "200":
+        raise ValueError(f"the metadata service answered {status or 'nothing'}")
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError:
+        raise ValueError(f"spot/instance-action is not JSON: {body[:80]!r}") from None
+    action, when = (
+        (document.get("action"), document.get("time"))
+        if isinstance(document, dict)
+        else (None, None)
+    )
+    if action not in ("terminate", "stop", "hibernate") or not isinstance(when, str):
+        raise ValueError(f"spot/instance-action holds no action and time: {body[:80]!r}")
+    return SpotNotice(action, when)
 
 
 def utc_now() -> datetime:

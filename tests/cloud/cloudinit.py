@@ -7,7 +7,8 @@ modules do with the user-data ``clusterai cloud`` sends (usecases/cloud.py, user
 the host name; the default user (``admin`` on Debian's AMIs) with password-less sudo and
 the ``ssh_authorized_keys``; ``ssh_deletekeys`` and the ``ssh_keys`` host key; then sshd
 restarted. Only those keys of the document are read, and any other key fails the boot:
-the user-data must hold nothing else.
+the user-data must hold nothing else. With a ``Metadata`` (tests/cloud/metadata.py), each
+instance's metadata service is served on its address from its boot to its end.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from tests.cloud.metadata import Metadata
 from tests.helpers import run_cli, ssh
 
 KNOWN = {"hostname", "ssh_authorized_keys", "ssh_deletekeys", "ssh_genkeytypes", "ssh_keys"}
@@ -60,8 +62,9 @@ systemctl restart ssh
 class Instances:
     """The sandbox hosts standing in for one test's instances."""
 
-    def __init__(self, user: str) -> None:
+    def __init__(self, user: str, metadata: Metadata | None = None) -> None:
         self.user = user
+        self.metadata = metadata
         self.sandboxes: dict[str, str] = {}  # instance id -> sandbox name
         # instance id -> time.monotonic() when its boot began, its host answered, and its
         # user-data was applied (bench/cloud.py splits the launch with them)
@@ -75,6 +78,8 @@ class Instances:
         with self._lock:
             self.sandboxes[instance_id] = name
             self.timings[instance_id] = times
+        if self.metadata is not None:
+            self.metadata.serve(instance_id, address)
         booted = run_cli("sandbox", "up", "--name", name, "--hosts", "1",
                          "--first-address", address, "--json", timeout=300)  # fmt: skip
         if booted.code != 0:
@@ -91,10 +96,14 @@ class Instances:
         """The harness's ``on_terminate``: the instance's machine goes."""
         with self._lock:
             name = self.sandboxes.get(instance_id)
+        if self.metadata is not None:
+            self.metadata.stop(instance_id)
         if name is not None:
             run_cli("sandbox", "down", "--name", name)
 
     def remove(self) -> None:
         """Take every instance's sandbox down (what terminating them in moto cannot do)."""
+        if self.metadata is not None:
+            self.metadata.close()
         for name in sorted(set(self.sandboxes.values())):
             run_cli("sandbox", "down", "--name", name)

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from clusterai_runner.adapters.aws import ATTEMPTS
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError, UsageError
 from clusterai_runner.store import LIVE_STATES, Store
-from clusterai_runner.usecases import cloud
+from clusterai_runner.usecases import cloud, cloud_spot
+from clusterai_runner.usecases.cloud_policy import SpotNotice
 from tests.cloud import flow
 from tests.cloud.flow import MATRIX, REGION, write_inventory
 from tests.cloud.harness import Ec2Harness, serving
-from tests.helpers import CLUSTERAI, run_cli, wait_for
+from tests.cloud.metadata import TOKEN, TOKEN_TTL, Metadata
+from tests.helpers import CLUSTERAI, free_port, run_cli, wait_for
 
 SUBNET = "127.0.250.0/24"
 
@@ -397,3 +400,76 @@ def test_a_fault_at_any_step_then_reconcile_leaves_no_instance_unaccounted(
     assert flow.unaccounted(aws.inventory, aws.ec2, aws.store()) == []
     cloud.down(Settings.from_env(), aws.inventory, [], everything=True, drain=flow.step("-"))
     assert aws.running() == []
+
+
+def test_the_metadata_stand_in_answers_as_imdsv2_does() -> None:
+    """The spot tests' stand-in (tests/cloud/metadata.py): a token first, 401 without one,
+    404 until a notice, the notice as JSON, and EC2's reclaim when its time comes."""
+    reclaimed: list[str] = []
+    metadata = Metadata(free_port("127.0.250.7"), reclaim=reclaimed.append)
+    metadata.serve("i-0123456789abcdef0", "127.0.250.7")
+    base = metadata.url.replace("{address}", "127.0.250.7")
+
+    def ask(method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(base + path, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+
+    try:
+        assert ask("PUT", "/latest/api/token", {})[0] == 400
+        status, token = ask("PUT", "/latest/api/token", {TOKEN_TTL: "60"})
+        assert status == 200 and token
+        action = "/latest/meta-data/spot/instance-action"
+        assert ask("GET", action, {})[0] == 401
+        assert ask("GET", action, {TOKEN: "forged"})[0] == 401
+        assert ask("GET", action, {TOKEN: token})[0] == 404
+        assert ask("GET", "/latest/meta-data/instance-id", {TOKEN: token}) == (
+            200,
+            "i-0123456789abcdef0",
+        )
+        when = metadata.interrupt("i-0123456789abcdef0", in_s=0.5)
+        status, body = ask("GET", action, {TOKEN: token})
+        assert (status, json.loads(body)) == (200, {"action": "terminate", "time": when})
+        wait_for(lambda: reclaimed == ["i-0123456789abcdef0"], 10, "the reclaim")
+        assert metadata.reclaimed == reclaimed
+    finally:
+        metadata.close()
+
+
+def test_a_spot_notice_takes_the_worker_down_with_the_notice_as_its_reason(aws: Aws) -> None:
+    """What cloud watch does on a notice (cloud_spot.act): the worker is drained and
+    scaled in (``drain``), its instance terminated, its record ended with the notice."""
+    settings = Settings.from_env()
+    [joined] = cloud.up(settings, aws.inventory, 1, spot=True, join=flow.step("join")).launched
+    [instance] = aws.tagged()
+    assert instance.get("InstanceLifecycle") == "spot"
+    drained: list[list[str]] = []
+    cloud_ = cloud.load(settings, aws.inventory)
+    notice = SpotNotice("terminate", "2026-12-06T12:00:00Z")
+    store = aws.store()
+    assert cloud_spot.watched(store) == [joined]
+    taken = cloud_spot.act(
+        cloud_, store, cloud.ec2_for(cloud_), [(joined, notice)], None,
+        drain=lambda _c, _s, records: drained.append([r.host for r in records]),
+    )  # fmt: skip
+    assert drained == [[joined.host]]
+    [(ended, why)] = taken
+    assert (ended.state, ended.error, why) == ("terminated", str(notice), notice)
+    assert ended.error == "spot interruption notice: terminate at 2026-12-06T12:00:00Z"
+    assert cloud_spot.watched(store) == []
+    assert aws.running() == []
+
+
+def test_watch_once_with_a_worker_that_cannot_say_takes_nothing_down(aws: Aws) -> None:
+    """A spot worker whose metadata cannot be read (nothing answers SSH at moto's
+    addresses) is reported and asked again next time, never taken down for it."""
+    settings = Settings.from_env()
+    cloud.up(settings, aws.inventory, 1, spot=True, join=flow.step("join"))
+    said: list[str] = []
+    taken = cloud_spot.watch(settings, aws.inventory, once=True, progress=said.append)
+    assert taken == []
+    assert any("cannot read its spot notice" in line for line in said), said
+    assert len(aws.running()) == 1

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ANSIBLE_PLAYBOOK, CLUSTERAI, REPO
+from tests.helpers import ANSIBLE_PLAYBOOK, CLUSTERAI, REPO, free_port
 
 ADMIN_KEY = "test-admin-key"
 
@@ -67,12 +67,6 @@ class Gateway:
         return next(
             b for b in self.admin("GET", "/admin/backends")["backends"] if b["name"] == name
         )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -3,8 +3,11 @@ launches the instances (tests/cloud/harness.py), and a sandbox host boots at eac
 address moto gives, set up from the instance's user-data as cloud-init would
 (tests/cloud/cloudinit.py). So the whole flow runs over SSH against the instance's own
 address: the host key from the user-data, the preflight, scale_out.yml as `cloud`
-workers, the gateway routing to them; then down: drained, scaled in, terminated (the
-harness takes the terminated instance's host away).
+workers, the gateway routing to them. They are spot workers: while 20 clients stream
+chats through the gateway, one gets EC2's interruption notice from its metadata
+(tests/cloud/metadata.py, on its own address) and `cloud watch` takes it out before EC2
+would take it back, with no failed request. Then down: the other drained, scaled in,
+terminated (the harness takes a terminated instance's host away).
 
 Runs on test_cli_up.py's converged cluster, after its tests (tests/conftest.py's
 TOGETHER), and leaves it as it found it.
@@ -13,13 +16,17 @@ TOGETHER), and leaves it as it found it.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import boto3
+import openai
 import pytest
 import yaml
 
@@ -27,10 +34,12 @@ from clusterai_runner.sandbox.host import port_answers
 from tests.cloud.cloudinit import Instances
 from tests.cloud.flow import REGION, aws_environment
 from tests.cloud.harness import Ec2Harness, serving
-from tests.helpers import run_cli
+from tests.cloud.metadata import Metadata
+from tests.helpers import CLUSTERAI, free_port, run_cli, wait_for
 from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 USER = "admin"  # the login user of Debian's AMIs
+CLIENTS = 20
 
 
 def free_range() -> str:
@@ -82,7 +91,10 @@ def answered_by(cluster: dict[str, Any], name: str, others: list[str]) -> None:
 
 @pytest.fixture
 def ec2(tmp_path: Path) -> Any:
-    instances = Instances(USER)
+    # EC2 takes a spot instance back when its notice's time comes: terminated in moto
+    # (``client`` below), so the harness's on_terminate takes its machine away.
+    metadata = Metadata(free_port(), lambda i: client.terminate_instances(InstanceIds=[i]))
+    instances = Instances(USER, metadata)
     harness = Ec2Harness(on_launch=instances.boot, on_terminate=instances.terminate)
     with serving(harness) as url:
         env = aws_environment(url, tmp_path)
@@ -97,7 +109,61 @@ def ec2(tmp_path: Path) -> Any:
             instances.remove()
 
 
-def test_cloud_up_wait_joins_two_workers_and_down_leaves_the_cluster_as_it_was(
+class Clients:
+    """``CLIENTS`` threads, each streaming short chats through the gateway with the
+    official openai client, one after another, until ``stop``; every failure is kept."""
+
+    def __init__(self, cluster: dict[str, Any]) -> None:
+        control = next(h["address"] for h in cluster["hosts"] if h["name"] == "ctl1")
+        self.url = f"http://{control}:8000/v1"
+        self.done = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, args=(n,)) for n in range(CLIENTS)]
+
+    def __enter__(self) -> Clients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=180)
+
+    def _client(self, number: int) -> None:
+        client = openai.OpenAI(base_url=self.url, api_key=CANARIES["api_key"], max_retries=0)
+        sent = 0
+        while not self._stop.is_set():
+            sent += 1
+            try:
+                # A unique prompt, so the answer cache never answers it.
+                stream = client.chat.completions.create(
+                    model="smollm2",
+                    messages=[{"role": "user", "content": f"Count: {number}-{sent}."}],
+                    max_tokens=4,
+                    stream=True,
+                    timeout=120,
+                )
+                ends = [c.choices[0].finish_reason for c in stream if c.choices]
+                if not any(ends):
+                    raise AssertionError("the stream ended without a finish reason")
+            except Exception as exc:
+                with self._lock:
+                    self.failures.append(f"client {number}, request {sent}: {exc!r}")
+            else:
+                with self._lock:
+                    self.done += 1
+            self._stop.wait(0.2)
+
+
+def cloud_records(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    listed = run_cli("cloud", "list", "--all", "--json", env=env)
+    return {r["host"]: r for r in json.loads(listed.stdout)}
+
+
+def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_cluster_as_it_was(
     cli_sandbox: dict[str, Any],
     cli_converged: list[Any],
     vaulted: Vaulted,
@@ -134,12 +200,13 @@ def test_cloud_up_wait_joins_two_workers_and_down_leaves_the_cluster_as_it_was(
         "cloud_spend_cap_monthly_usd": 500,
         "cloud_ssh_private_key_file": str(key),
         "cloud_ssh_user": USER,
+        "cloud_metadata_url": instances.metadata.url,
     }))  # fmt: skip
     vault = ("--vault-password-file", str(vaulted.password_file))
     hosts_before = (inventory / "hosts.yml").read_bytes()
     backends_before = sorted(backends(cli_sandbox))
 
-    up = run_cli("cloud", "up", "-i", str(inventory), "--count", "2", "--wait", "--json",
+    up = run_cli("cloud", "up", "-i", str(inventory), "--count", "2", "--spot", "--wait", "--json",
                  *vault, env={**env, **SECRET_ENV}, timeout=1500)  # fmt: skip
     assert harness.boot_errors == []
     assert up.code == 0, up.stdout[-2000:] + up.stderr[-4000:]
@@ -162,10 +229,54 @@ def test_cloud_up_wait_joins_two_workers_and_down_leaves_the_cluster_as_it_was(
     assert listed.code == 0, listed.stderr[-3000:]
     assert set(names) <= {h["name"] for h in json.loads(listed.stdout)["hosts"]}
 
+    # A spot interruption under load: cloud watch takes the worker out in time.
+    interrupted, kept = workers
+    watch_env = {**env, **SECRET_ENV}
+    watcher = subprocess.Popen(
+        [CLUSTERAI, "cloud", "watch", "-i", str(inventory), "--interval", "2", "--json", *vault],
+        env={**os.environ, **watch_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with Clients(cli_sandbox) as clients:
+            start = backends(cli_sandbox)[interrupted["host"]]["requests"]
+            wait_for(lambda: backends(cli_sandbox)[interrupted["host"]]["requests"] > start + 3,
+                     120, "the clients' chats on the spot worker")  # fmt: skip
+            served = clients.done
+            when = instances.metadata.interrupt(interrupted["instance_id"], in_s=120)
+            ended = wait_for(
+                lambda: cloud_records(env).get(interrupted["host"], {}).get("state") == "terminated"
+                or None, 150, "cloud watch to take the interrupted worker down",
+            )  # fmt: skip
+            assert ended
+            during = clients.done - served
+        watcher.send_signal(signal.SIGTERM)
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, err[-3000:]
+    assert clients.failures == [], clients.failures[:5]
+    assert during > 0 and clients.done > CLIENTS, (served, during, clients.done)
+    [taken] = [json.loads(line) for line in out.splitlines()]
+    assert (taken["host"], taken["state"], taken["notice"]) == (
+        interrupted["host"], "terminated", {"action": "terminate", "time": when}
+    )  # fmt: skip
+    assert taken["error"] == f"spot interruption notice: terminate at {when}"
+    assert instances.metadata.reclaimed == []  # taken out before EC2 would have
+    asked = {i for i, path in instances.metadata.asked if path.endswith("/instance-action")}
+    assert asked == {interrupted["instance_id"], kept["instance_id"]}
+    harness.join()
+    assert not port_answers(interrupted["address"], 22)
+    routed = backends(cli_sandbox)
+    assert interrupted["host"] not in routed
+    assert routed[kept["host"]]["healthy"] and not routed[kept["host"]]["draining"]
+
     down = run_cli("cloud", "down", "-i", str(inventory), "--all", "--yes", "--json", *vault,
                    env={**env, **SECRET_ENV}, timeout=900)  # fmt: skip
     assert down.code == 0, down.stdout[-2000:] + down.stderr[-4000:]
-    assert sorted(r["state"] for r in json.loads(down.stdout)) == ["terminated", "terminated"]
+    assert [r["host"] for r in json.loads(down.stdout)] == [kept["host"]]
+    assert [r["state"] for r in json.loads(down.stdout)] == ["terminated"]
     harness.join()
     assert harness.boot_errors == []
     shown = client.describe_instances(InstanceIds=[w["instance_id"] for w in workers])

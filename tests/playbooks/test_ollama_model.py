@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO, ansible_playbook
+from tests.helpers import REPO, ansible_playbook, free_port
 
 FIXTURE = REPO / "tests" / "fixtures" / "fake_ollama.py"
 
@@ -41,16 +41,9 @@ class Server:
         return log.read_text().splitlines() if log.exists() else []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     folder = tmp_path / "models"
     env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(folder)}
     process = subprocess.Popen(
@@ -186,7 +179,7 @@ def test_a_failed_pull_says_which_model_and_why(tmp_path: Path, server: Server) 
 
 
 def test_an_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
-    dead = Server(f"http://127.0.0.1:{_free_port()}", tmp_path / "none")
+    dead = Server(f"http://127.0.0.1:{free_port()}", tmp_path / "none")
     result = run_module(tmp_path, dead, name=["x"])
     assert result["failed"] is True
     message = str(result["msg"])

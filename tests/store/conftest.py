@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+from tests.helpers import free_port
 
 
 def _pg_bin() -> Path | None:
@@ -40,12 +41,6 @@ def _missing() -> str | None:
     if os.geteuid() != 0:
         return "starting PostgreSQL as the postgres user needs root"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _as_postgres(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -74,7 +69,7 @@ def postgres_server() -> Iterator[str]:
     made = _as_postgres(str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
     assert made.returncode == 0, made.stderr
     for _attempt in range(5):
-        port = _free_port()
+        port = free_port()
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -k {home} -c fsync=off"
         started = _as_postgres(
             str(pg / "pg_ctl"),

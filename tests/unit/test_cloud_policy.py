@@ -12,11 +12,13 @@ from clusterai_runner.errors import UsageError
 from clusterai_runner.store import CloudInstance
 from clusterai_runner.usecases.cloud_policy import (
     SeenInstance,
+    SpotNotice,
     check_launch,
     cloud_config,
     instance_cost,
     reconcile_plan,
     spend,
+    spot_notice,
 )
 
 SOURCE = "inventory inv, group cloud"
@@ -59,6 +61,9 @@ def test_a_good_configuration_is_read_with_its_defaults() -> None:
     assert config.cluster == "ctl1" and config.default_type == "g5.xlarge"
     assert config.ssm_parameter == "/aws/service/debian/release/bookworm/latest/amd64"
     assert config.ssh_user == "admin"
+    assert config.metadata_url_of("10.0.0.5") == "http://169.254.169.254"
+    stand_in = cloud_config({**GOOD, "cloud_metadata_url": "http://{address}:8169"}, SOURCE, "c")
+    assert stand_in.metadata_url_of("127.0.250.3") == "http://127.0.250.3:8169"
     tags = config.tags_for("a1b2c3d4e5f60718", "cloud-a1b2c3d4")
     assert tags == {
         "team": "ml",
@@ -97,6 +102,11 @@ def test_a_good_configuration_is_read_with_its_defaults() -> None:
         ),
         ({"cloud_cluster_name": "My Cluster"}, "cloud_cluster_name: 'My Cluster' is not a valid"),
         ({"cloud_ssh_user": "root user"}, "cloud_ssh_user: 'root user' is not a user name"),
+        (
+            {"cloud_metadata_url": "http://169.254.169.254/latest"},
+            "cloud_metadata_url: 'http://169.254.169.254/latest' is not a base URL",
+        ),
+        ({"cloud_metadata_url": "169.254.169.254"}, "cloud_metadata_url: '169.254.169.254' is"),
     ],
 )
 def test_each_bad_variable_is_one_line_naming_it(change: dict[str, Any], message: str) -> None:
@@ -193,3 +203,38 @@ def test_a_record_the_cloud_no_longer_lists_ends_only_after_the_grace_period() -
     old = record("b" * 16, "running")
     plan = [(a.kind, a.intent) for a in reconcile_plan([young, old], [], NOW)]
     assert plan == [("ended", "b" * 16)]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("<?xml ...>Not Found\n404\n", None),
+        (
+            '{"action": "terminate", "time": "2026-12-06T12:02:00Z"}\n200\n',
+            SpotNotice("terminate", "2026-12-06T12:02:00Z"),
+        ),
+        (
+            '{"action":"stop","time":"2026-12-06T12:02:00Z"}\n200',
+            SpotNotice("stop", "2026-12-06T12:02:00Z"),
+        ),
+    ],
+)
+def test_a_spot_notice_is_read_from_the_metadata_answer(
+    output: str, expected: SpotNotice | None
+) -> None:
+    assert spot_notice(output) == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("Unauthorized\n401\n", "the metadata service answered 401"),
+        ("", "the metadata service answered nothing"),
+        ("not json\n200\n", "spot/instance-action is not JSON"),
+        ('{"action": "explode", "time": "x"}\n200\n', "holds no action and time"),
+        ("[1]\n200\n", "holds no action and time"),
+    ],
+)
+def test_an_answer_that_is_no_notice_and_no_404_is_an_error(output: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        spot_notice(output)
