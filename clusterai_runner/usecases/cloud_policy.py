@@ -26,8 +26,8 @@ GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 TAG_KEY = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,128}$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-# Where a worker asks for its instance metadata; {address} stands for its own address.
-METADATA_URL = re.compile(r"^https?://(\{address\}|[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:\d{1,5})?$")
+# Where a worker asks for its instance metadata.
+METADATA_URL = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:\d{1,5})?$")
 DEFAULT_METADATA_URL = "http://169.254.169.254"
 # The tags every instance carries; an inventory's cloud_tags cannot replace them.
 OWN_TAG_PREFIX = "clusterai:"
@@ -54,11 +54,7 @@ class CloudConfig:
     ssh_user: str = "admin"
     key_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
-    metadata_url: str = DEFAULT_METADATA_URL
-
-    def metadata_url_of(self, address: str) -> str:
-        """The instance metadata service's base URL as the worker at ``address`` sees it."""
-        return self.metadata_url.replace("{address}", address)
+    metadata_url: str = DEFAULT_METADATA_URL  # as the workers reach it
 
     @property
     def ssm_parameter(self) -> str | None:

@@ -63,9 +63,8 @@ curl -sS -m 3 -w '\\n%{{http_code}}\\n' -H "X-aws-ec2-metadata-token: $token" \\
 async def _ask(cloud: Cloud, record: CloudInstance) -> SpotNotice | str | None:
     from clusterai_runner.adapters import ssh
 
-    assert record.address is not None
     host, options = ssh_target(cloud, record)
-    script = _check_script(cloud.config.metadata_url_of(record.address))
+    script = _check_script(cloud.config.metadata_url)
     outcome = await ssh.run(host, options, script, accept_new=False, timeout=5.0)
     if outcome.rc != 0:
         return outcome.detail or f"the check exited {outcome.rc}"

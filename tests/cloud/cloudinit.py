@@ -8,7 +8,7 @@ the host name; the default user (``admin`` on Debian's AMIs) with password-less 
 the ``ssh_authorized_keys``; ``ssh_deletekeys`` and the ``ssh_keys`` host key; then sshd
 restarted. Only those keys of the document are read, and any other key fails the boot:
 the user-data must hold nothing else. With a ``Metadata`` (tests/cloud/metadata.py), each
-instance's metadata service is served on its address from its boot to its end.
+instance's metadata is served to its host from its boot to its end.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Instances:
             self.sandboxes[instance_id] = name
             self.timings[instance_id] = times
         if self.metadata is not None:
-            self.metadata.serve(instance_id, address)
+            self.metadata.serve(instance_id, name)
         booted = run_cli("sandbox", "up", "--name", name, "--hosts", "1",
                          "--first-address", address, "--json", timeout=300)  # fmt: skip
         if booted.code != 0:

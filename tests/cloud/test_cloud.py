@@ -36,7 +36,7 @@ from tests.cloud import flow
 from tests.cloud.flow import MATRIX, REGION, write_inventory
 from tests.cloud.harness import Ec2Harness, serving
 from tests.cloud.metadata import TOKEN, TOKEN_TTL, Metadata
-from tests.helpers import CLUSTERAI, free_port, run_cli, wait_for
+from tests.helpers import CLUSTERAI, run_cli, wait_for
 
 SUBNET = "127.0.250.0/24"
 
@@ -406,9 +406,9 @@ def test_the_metadata_stand_in_answers_as_imdsv2_does() -> None:
     """The spot tests' stand-in (tests/cloud/metadata.py): a token first, 401 without one,
     404 until a notice, the notice as JSON, and EC2's reclaim when its time comes."""
     reclaimed: list[str] = []
-    metadata = Metadata(free_port("127.0.250.7"), reclaim=reclaimed.append)
-    metadata.serve("i-0123456789abcdef0", "127.0.250.7")
-    base = metadata.url.replace("{address}", "127.0.250.7")
+    metadata = Metadata(reclaim=reclaimed.append, identify=lambda _port: "i-0123456789abcdef0")
+    metadata.serve("i-0123456789abcdef0", "ec2-127-0-250-7")
+    base = metadata.url
 
     def ask(method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
         request = urllib.request.Request(base + path, method=method, headers=headers)
@@ -435,6 +435,14 @@ def test_the_metadata_stand_in_answers_as_imdsv2_does() -> None:
         assert (status, json.loads(body)) == (200, {"action": "terminate", "time": when})
         wait_for(lambda: reclaimed == ["i-0123456789abcdef0"], 10, "the reclaim")
         assert metadata.reclaimed == reclaimed
+    finally:
+        metadata.close()
+    # By default the caller is known by its sandbox host: this process is in none.
+    metadata = Metadata()
+    metadata.serve("i-0123456789abcdef0", "ec2-127-0-250-7")
+    base = metadata.url
+    try:
+        assert ask("PUT", "/latest/api/token", {TOKEN_TTL: "60"})[0] == 404
     finally:
         metadata.close()
 

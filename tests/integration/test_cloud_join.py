@@ -19,7 +19,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,7 +37,7 @@ from tests.cloud.cloudinit import Instances
 from tests.cloud.flow import REGION, aws_environment
 from tests.cloud.harness import Ec2Harness, serving
 from tests.cloud.metadata import Metadata
-from tests.helpers import CLUSTERAI, free_port, run_cli, wait_for
+from tests.helpers import CLUSTERAI, run_cli, wait_for
 from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 USER = "admin"  # the login user of Debian's AMIs
@@ -93,7 +95,7 @@ def answered_by(cluster: dict[str, Any], name: str, others: list[str]) -> None:
 def ec2(tmp_path: Path) -> Any:
     # EC2 takes a spot instance back when its notice's time comes: terminated in moto
     # (``client`` below), so the harness's on_terminate takes its machine away.
-    metadata = Metadata(free_port(), lambda i: client.terminate_instances(InstanceIds=[i]))
+    metadata = Metadata(lambda i: client.terminate_instances(InstanceIds=[i]))
     instances = Instances(USER, metadata)
     harness = Ec2Harness(on_launch=instances.boot, on_terminate=instances.terminate)
     with serving(harness) as url:
@@ -111,7 +113,8 @@ def ec2(tmp_path: Path) -> Any:
 
 class Clients:
     """``CLIENTS`` threads, each streaming short chats through the gateway with the
-    official openai client, one after another, until ``stop``; every failure is kept."""
+    official openai client, one after another (half a second apart), until the block
+    ends; every failure is kept."""
 
     def __init__(self, cluster: dict[str, Any]) -> None:
         control = next(h["address"] for h in cluster["hosts"] if h["name"] == "ctl1")
@@ -155,7 +158,7 @@ class Clients:
             else:
                 with self._lock:
                     self.done += 1
-            self._stop.wait(0.2)
+            self._stop.wait(0.5)
 
 
 def cloud_records(env: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -244,17 +247,21 @@ def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_clu
                      120, "the clients' chats on the spot worker")  # fmt: skip
             served = clients.done
             when = instances.metadata.interrupt(interrupted["instance_id"], in_s=120)
+            noticed = time.monotonic()
             ended = wait_for(
                 lambda: cloud_records(env).get(interrupted["host"], {}).get("state") == "terminated"
                 or None, 150, "cloud watch to take the interrupted worker down",
             )  # fmt: skip
             assert ended
             during = clients.done - served
-        watcher.send_signal(signal.SIGTERM)
-        out, err = watcher.communicate(timeout=60)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
+            print(f"{CLIENTS} clients: {served} chats before the notice, {during} from the notice "
+                  f"to the worker's end ({time.monotonic() - noticed:.1f} s)")  # fmt: skip
+    except BaseException:
+        watcher.kill()
+        print("cloud watch said:", watcher.communicate()[1][-3000:], file=sys.stderr)
+        raise
+    watcher.send_signal(signal.SIGTERM)
+    out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 0, err[-3000:]
     assert clients.failures == [], clients.failures[:5]
     assert during > 0 and clients.done > CLIENTS, (served, during, clients.done)
