@@ -7,11 +7,11 @@ converged by scale_out.yml as a worker of the ``cloud`` group, which lives in th
 store; first its SSH must answer with the host key it was given); with ``wait``, ``up``
 returns once the gateway routes to the new workers. Down (``take_down``, for ``cloud
 down`` and for a spot interruption notice, ``cloud_spot.py``): draining (scale_in.yml
-drains it at the gateway and stops it) -> terminating -> terminated. The instance's ClientToken is the intent's id, and its tags
-name the cluster and the intent, so ``reconcile`` (run first by every verb) finds what a
-crash left: an instance the store does not know, or knows as failed, is terminated; an
-intent whose call never created anything is closed after a grace period (the cloud's
-list lags behind a create).
+drains it at the gateway and stops it) -> terminating -> terminated. The instance's
+ClientToken is the intent's id, and its tags name the cluster and the intent, so
+``reconcile`` (run first by every verb) finds what a crash left: an instance the store
+does not know, or knows as failed, is terminated; an intent whose call never created
+anything is closed after a grace period (the cloud's list lags behind a create).
 
 The worker's SSH host key is made here and given to the instance in its user-data
 (cloud-init's ``ssh_keys``), so the first connection checks the key it expects: host key
