@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from clusterai_runner.usecases import cloud  # noqa: E402
 from tests.cloud.cloudinit import Instances  # noqa: E402
 from tests.cloud.flow import REGION, aws_environment  # noqa: E402
 from tests.cloud.harness import Ec2Harness, serving  # noqa: E402
+from tests.helpers import gateway_json  # noqa: E402
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 API_KEY = "cai_be4c0001_" + "b" * 40
@@ -68,13 +68,7 @@ def clusterai(*args: str, timeout: float = 1800) -> str:
 
 
 def gateway(control: str, path: str, body: Any = None, key: str = ADMIN_KEY) -> Any:
-    request = urllib.request.Request(
-        f"http://{control}:8000{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.load(response)
+    return gateway_json(control, path, key, body)
 
 
 def cluster(scratch: Path, ec2: Any, key: Path) -> tuple[Path, str]:

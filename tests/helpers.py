@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -85,7 +86,6 @@ def monitoring_get(
     a vaulted inventory's); the answer's text (an error status raises)."""
     import base64
     import ssl
-    import urllib.request
 
     from clusterai_runner.config import Settings
 
@@ -174,6 +174,18 @@ def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((address, 0))
         return int(probe.getsockname()[1])
+
+
+def gateway_json(address: str, path: str, key: str, body: Any = None) -> Any:
+    """A call to the gateway of the control host at ``address`` (its port 8000) with the
+    bearer ``key``: a POST of ``body`` as JSON, or a GET; its JSON answer."""
+    request = urllib.request.Request(
+        f"http://{address}:8000{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -22,8 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from tests.cloud.cloudinit import Instances
 from tests.cloud.flow import REGION, aws_environment
 from tests.cloud.harness import Ec2Harness, serving
 from tests.cloud.metadata import Metadata
-from tests.helpers import CLUSTERAI, run_cli, wait_for
+from tests.helpers import CLUSTERAI, gateway_json, run_cli, wait_for
 from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 USER = "admin"  # the login user of Debian's AMIs
@@ -57,13 +55,7 @@ def free_range() -> str:
 def gateway(cluster: dict[str, Any], path: str, body: Any = None, admin: bool = False) -> Any:
     control = next(h["address"] for h in cluster["hosts"] if h["name"] == "ctl1")
     key = CANARIES["admin_key"] if admin else CANARIES["api_key"]
-    request = urllib.request.Request(
-        f"http://{control}:8000{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.load(response)
+    return gateway_json(control, path, key, body)
 
 
 def backends(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -230,7 +222,7 @@ def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_clu
     # A spot interruption under load: cloud watch takes the worker out in time.
     interrupted, kept = workers
     said = tmp_path / "cloud-watch.err"
-    watch = [CLUSTERAI, "cloud", "watch", "-i", str(inventory), "--interval", "2", "--json"]
+    watch = [str(CLUSTERAI), "cloud", "watch", "-i", str(inventory), "--interval", "2", "--json"]
     with said.open("w") as errors:
         watcher = subprocess.Popen(
             [*watch, *vault],
