@@ -188,6 +188,62 @@ def gateway_json(address: str, path: str, key: str, body: Any = None) -> Any:
         return json.load(response)
 
 
+class ChatLoad:
+    """``clients`` threads, each streaming short chats through the gateway at ``url``
+    (``.../v1``) with the official openai client, one after another (``pause_s`` apart),
+    until the block ends; every failure is kept. Each prompt is unique, so the answer
+    cache never answers one."""
+
+    def __init__(
+        self, url: str, key: str, clients: int, pause_s: float = 1.0, max_tokens: int = 4
+    ) -> None:
+        self.url, self.key, self.pause_s, self.max_tokens = url, key, pause_s, max_tokens
+        self.done = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, args=(n,)) for n in range(clients)]
+
+    def __enter__(self) -> ChatLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=180)
+
+    def _client(self, number: int) -> None:
+        import openai
+
+        client = openai.OpenAI(base_url=self.url, api_key=self.key, max_retries=0)
+        sent = 0
+        while not self._stop.is_set():
+            sent += 1
+            try:
+                stream = client.chat.completions.create(
+                    model="smollm2",
+                    messages=[{"role": "user", "content": f"Count: {number}-{sent}."}],
+                    max_tokens=self.max_tokens,
+                    stream=True,
+                    timeout=120,
+                )
+                ends = [c.choices[0].finish_reason for c in stream if c.choices]
+                if not any(ends):
+                    raise AssertionError("the stream ended without a finish reason")
+            except Exception as exc:
+                with self._lock:
+                    self.failures.append(f"client {number}, request {sent}: {exc!r}")
+            else:
+                with self._lock:
+                    self.done += 1
+            self._stop.wait(self.pause_s)
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     """``predicate``'s first true value, asked again with a growing pause (10 ms to 0.1 s)
     so a slow condition does not spin a core."""

@@ -24,6 +24,10 @@ from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import ANSIBLE_CONFIG
 from clusterai_runner.errors import UsageError
 
+# The group of workers the autoscaler stopped (plays/hosts.yml serves no model there, the
+# gateway and Prometheus leave them out); a worker leaves it when it is started again.
+PARKED = "parked"
+
 
 @dataclass(frozen=True)
 class InventoryHost:
@@ -43,6 +47,17 @@ class InventoryHost:
     def kind(self) -> str:
         return "control" if "control" in self.groups else "workers"
 
+    @property
+    def parked(self) -> bool:
+        """A worker the autoscaler stopped: its inference server is off and no one is sent
+        requests (the inventory's ``parked`` group)."""
+        return PARKED in self.groups
+
+    @property
+    def serving(self) -> bool:
+        """A worker whose inference server should answer: in workers, not parked."""
+        return self.kind == "workers" and not self.parked
+
     def known_hosts_files(self) -> list[str]:
         """The UserKnownHostsFile values among this host's SSH options."""
         found = []
@@ -59,6 +74,7 @@ class InventoryHost:
 # the services `clusterai status` and the web app ask (and the gateway's admin key).
 VARIABLE_PREFIXES = (
     "ansible_",
+    "autoscale_",
     "clusterai_",
     "preflight_",
     "llamacpp_server_",

@@ -212,10 +212,14 @@ def _insert_block(text: str, group: str, new: list[NewHost], column: int, newlin
     return _insert(text, parent, group, value if value else None, new)
 
 
-def _host_ranges(text: str, document: Any, name: str) -> list[tuple[int, int]]:
+def _host_ranges(
+    text: str, document: Any, name: str, group: str | None = None
+) -> list[tuple[int, int]]:
     lines = text.splitlines(keepends=True)
     ranges = []
-    for _group, _parent, value in _groups(document):
+    for found, _parent, value in _groups(document):
+        if group is not None and found != group:
+            continue
         hosts = value.get("hosts") if isinstance(value, CommentedMap) else None
         if not isinstance(hosts, CommentedMap) or name not in hosts or hosts.fa.flow_style():
             continue
@@ -239,13 +243,14 @@ def hosts_in(inventory: Path) -> dict[Path, set[str]]:
     return found
 
 
-def remove_hosts(inventory: Path, names: list[str]) -> list[Edit]:
-    """Delete every entry of ``names`` from the YAML files of ``inventory``."""
+def remove_hosts(inventory: Path, names: list[str], group: str | None = None) -> list[Edit]:
+    """Delete every entry of ``names`` from the YAML files of ``inventory`` (only those
+    under ``group`` when given)."""
     edits = []
     for path in _yaml_files(inventory):
         original = text = _read(path)
         for name in names:
-            ranges = _host_ranges(text, _parse(path, text), name)
+            ranges = _host_ranges(text, _parse(path, text), name, group)
             lines = text.splitlines(keepends=True)
             for start, end in sorted(ranges, reverse=True):
                 del lines[start : end + 1]
@@ -254,3 +259,35 @@ def remove_hosts(inventory: Path, names: list[str]) -> list[Edit]:
             atomic_write(path, text)
             edits.append(Edit(path, original))
     return edits
+
+
+def add_to_group(inventory: Path, group: str, name: str, beside: str = "workers") -> Edit:
+    """List host ``name`` (defined elsewhere) under ``group`` too, as a bare entry; a
+    group the inventory lacks is written after group ``beside``, under the same parent."""
+    for path in _yaml_files(inventory):
+        text = _read(path)
+        document = _parse(path, text)
+        if any(found == group for found, _parent, _value in _groups(document)):
+            return add_hosts(inventory, group, [NewHost(name)])
+    for path in _yaml_files(inventory):
+        text = _read(path)
+        document = _parse(path, text)
+        found = [(parent, value) for g, parent, value in _groups(document) if g == beside]
+        if not found:
+            continue
+        parent, _value = found[0]
+        lines = text.splitlines(keepends=True)
+        newline = _newline(text)
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += newline
+        line, column = (int(n) for n in parent.lc.key(beside))
+        at = _block_end(lines, line, column) + 1
+        pad = " " * column
+        block = [f"{pad}{group}:{newline}", f"{pad}  hosts:{newline}", f"{pad}    {name}:{newline}"]
+        atomic_write(path, "".join(lines[:at] + block + lines[at:]))
+        return Edit(path, text)
+    raise UsageError(
+        f"inventory {inventory}",
+        f"no YAML file defines group {beside!r}, so group {group!r} has nowhere to go",
+        f"add {group}: {{hosts: {{}}}} to the inventory by hand",
+    )

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cli import cloud, cluster, gateway, models, runs, sandbox, web
+from clusterai_runner.cli import autoscale, cloud, cluster, gateway, models, runs, sandbox, web
 from clusterai_runner.cli.common import EXIT_CODES
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError
@@ -41,6 +41,7 @@ for command in (
     cluster.validate_command,
     cluster.status_command,
     cloud.cloud_command,
+    autoscale.autoscale_command,
     gateway.gateway_command,
     models.models_command,
     runs.runs,

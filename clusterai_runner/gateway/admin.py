@@ -8,6 +8,7 @@ from aiohttp import web
 
 from clusterai_runner.gateway.base import CACHE, METRICS, POOL, USAGE, ApiError, log
 from clusterai_runner.gateway.checks import read_body
+from clusterai_runner.gateway.pool import WAIT_WINDOW_S
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -33,8 +34,15 @@ async def admin_backends(request: web.Request) -> web.Response:
     hits = {"hits": cache.hits, "misses": cache.misses} if cache is not None else None
     written = writer.written if writer is not None else None
     spooled = await asyncio.to_thread(writer.pending) if writer is not None else None
+    p95, count = pool.queue_wait()
+    queue = {
+        "waiting": pool.waiting,
+        "wait_p95_s": round(p95, 4),
+        "requests": count,
+        "window_s": WAIT_WINDOW_S,
+    }
     return web.json_response({"backends": [b.to_json() for b in pool.backends],
-                              "waiting": pool.waiting, "cache": hits,
+                              "waiting": pool.waiting, "queue": queue, "cache": hits,
                               "usage_records_written": written,
                               "usage_records_spooled": spooled})  # fmt: skip
 

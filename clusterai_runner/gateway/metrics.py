@@ -94,6 +94,10 @@ class Metrics:
             "# HELP clusterai_gateway_queue_waiting Requests waiting for a backend.",
             "# TYPE clusterai_gateway_queue_waiting gauge",
             f"clusterai_gateway_queue_waiting {pool.waiting}",
+            "# HELP clusterai_gateway_queue_wait_p95_seconds 95th percentile of the time"
+            " requests of the last minute waited for a backend.",
+            "# TYPE clusterai_gateway_queue_wait_p95_seconds gauge",
+            f"clusterai_gateway_queue_wait_p95_seconds {pool.queue_wait()[0]}",
         ]
         if cache is not None:
             lines += [

@@ -26,7 +26,9 @@ asks for embeddings over and over cannot eject a backend that serves chat.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,11 +142,19 @@ class Lease:
     model: str
 
 
+# How far back the queue's wait is summed (the autoscaler's signal), and how many waits
+# at most are kept for it.
+WAIT_WINDOW_S = 60.0
+WAIT_SAMPLES = 10_000
+
+
 class Pool:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.backends = [Backend(b) for b in config.backends]
         self.waiting = 0
+        # (when, seconds waited) of each request given a backend or turned away, newest last.
+        self.waits: deque[tuple[float, float]] = deque(maxlen=WAIT_SAMPLES)
         self._changed = asyncio.Condition()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -215,7 +225,8 @@ class Pool:
             raise NoSuchModel(model)
         if not self._candidates(model, (), capability):
             raise Incapable(model)
-        deadline = time.monotonic() + self.config.queue_timeout_s
+        started = time.monotonic()
+        deadline = started + self.config.queue_timeout_s
         async with self._changed:
             while True:
                 candidates = self._candidates(model, excluded, capability)
@@ -223,20 +234,39 @@ class Pool:
                 if lease is not None:
                     lease.backend.outstanding += 1
                     lease.backend.requests += 1
+                    self._waited(started)
                     return lease
                 usable = [c for c in candidates if c.backend.healthy and not c.backend.draining]
                 if not usable:
                     raise NoBackend(model)
                 remaining = deadline - time.monotonic()
                 if self.waiting >= self.config.queue_size or remaining <= 0:
+                    self._waited(started)
                     raise Busy(model)
                 self.waiting += 1
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
                 except TimeoutError:
+                    self._waited(started)
                     raise Busy(model) from None
                 finally:
                     self.waiting -= 1
+
+    def _waited(self, started: float) -> None:
+        now = time.monotonic()
+        self.waits.append((now, now - started))
+
+    def queue_wait(self, quantile: float = 0.95) -> tuple[float, int]:
+        """The ``quantile`` of the time requests of the last ``WAIT_WINDOW_S`` seconds
+        waited for a backend (0 when none came), and how many came."""
+        since = time.monotonic() - WAIT_WINDOW_S
+        while self.waits and self.waits[0][0] < since:
+            self.waits.popleft()
+        if not self.waits:
+            return 0.0, 0
+        ordered = sorted(w for _, w in self.waits)
+        rank = max(math.ceil(quantile * len(ordered)) - 1, 0)
+        return ordered[rank], len(ordered)
 
     async def release(
         self, lease: Lease, status: int | None, error: str = "", capability: str | None = None

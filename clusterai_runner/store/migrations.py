@@ -215,6 +215,33 @@ def _v8_cloud_instances(connection: Connection) -> None:
     frozen.create_all(connection)
 
 
+def _v9_autoscale(connection: Connection) -> None:
+    frozen = sa.MetaData()
+    sa.Table(
+        "autoscale_decisions",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.String(32), nullable=False, index=True),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("pool", sa.String(64), nullable=False, default=""),
+        sa.Column("host", sa.String(255), nullable=False, default=""),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("inputs", sa.Text, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text, nullable=False, default=""),
+        sa.Column("run_id", sa.Integer),
+        sa.Column("seconds", sa.Float),
+    )
+    sa.Table(
+        "autoscale_memory",
+        frozen,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+    )
+    frozen.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
@@ -224,5 +251,6 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v6_web_users_and_audit,
     _v7_hourly_usage,
     _v8_cloud_instances,
+    _v9_autoscale,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

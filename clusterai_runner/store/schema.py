@@ -185,3 +185,28 @@ cloud_instances = sa.Table(
     sa.Column("ended_at", sa.String(32)),
     sa.Column("updated_at", sa.String(32), nullable=False),
 )
+
+# The autoscaler's decisions (inputs, action, reason, outcome) and what its loop carries
+# from one evaluation to the next; version 9.
+autoscale_decisions = sa.Table(
+    "autoscale_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),  # scale-out, scale-in, hold
+    sa.Column("pool", sa.String(64), nullable=False, default=""),
+    sa.Column("host", sa.String(255), nullable=False, default=""),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON: the signals, pools and mins seen
+    sa.Column("outcome", sa.String(16), nullable=False),  # running, succeeded, failed, held
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("seconds", sa.Float),  # how long the action took
+)
+autoscale_memory = sa.Table(
+    "autoscale_memory",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+)

@@ -19,7 +19,7 @@ def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, Any]]:
     found = []
     for host in hosts:
         server = backends.of_host(host.variables)
-        if host.kind != "workers" or server is None:
+        if not host.serving or server is None:
             continue
         address = backends.url(host.address, server.port_for(host.variables))
         capabilities = server.capabilities_for(host.variables)

@@ -54,7 +54,7 @@ def desired(inventory: Path, vault: Vault = NO_VAULT) -> list[HostModels]:
     found = []
     for host in load_inventory(inventory, None, vault):
         server = backends.of_host(host.variables)
-        if host.kind != "workers" or server is None:
+        if not host.serving or server is None:
             continue
         kind = str(host.variables.get("clusterai_inference_backend", ""))
         merged = {**_defaults(kind), **host.variables}

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterai_runner.adapters.ansible import TaskEvent
-from clusterai_runner.adapters.inventory import InventoryHost, check_inventory
+from clusterai_runner.adapters.inventory import PARKED, InventoryHost, check_inventory
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.inventory_edit import (
     Edit,
     NewHost,
     add_hosts,
+    add_to_group,
     hosts_in,
     is_state_inventory,
     remove_hosts,
@@ -145,6 +146,27 @@ class _Placement:
     def remove(self, names: list[str]) -> list[Path]:
         in_files = [n for n in names if not self.store.remove_host(n)]
         return [edit.path for edit in remove_hosts(self.inventory, in_files)] if in_files else []
+
+    def set_parked(self, name: str, parked: bool) -> Callable[[], None]:
+        """Put worker ``name`` in the parked group or take it out; returns the undo."""
+        recorded = next((h for h in self.store.hosts() if h.name == name), None)
+        if recorded is not None:
+            groups = [g for g in recorded.groups if g != PARKED] + ([PARKED] if parked else [])
+            self.store.put_host(name, recorded.address, groups, recorded.variables)
+
+            def restore() -> None:
+                self.store.put_host(name, recorded.address, recorded.groups, recorded.variables)
+
+            return restore
+        if parked:
+            return add_to_group(self.inventory, PARKED, name).undo
+        edits = remove_hosts(self.inventory, [name], PARKED)
+
+        def undo() -> None:
+            for edit in reversed(edits):
+                edit.undo()
+
+        return undo
 
 
 def scale_out(
@@ -280,3 +302,100 @@ def scale_in(
         if record.outcome.status == "successful":
             edited = _Placement(inventory, store, vault).remove(names)
         return ScaleResult(record, edited=edited)
+
+
+def _worker(
+    settings: Settings, inventory: Path, name: str, store: Store, vault: Vault
+) -> InventoryHost:
+    host = scale_in_targets(settings, inventory, [name], store, vault)[0]
+    if host.kind != "workers":
+        raise UsageError(f"host {name}", "is not a worker", "park and start workers only")
+    return host
+
+
+def park(
+    settings: Settings,
+    inventory: Path,
+    name: str,
+    *,
+    store: Store | None = None,
+    drain_timeout: int = 60,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
+) -> ScaleResult:
+    """Stop worker ``name``'s inference server and keep it ready to start again: it goes
+    into the inventory's parked group (so no play serves a model there and the gateway and
+    Prometheus leave it out), then scale_in.yml with clusterai_park drains it at the
+    gateway, waits for its requests in flight and stops its server. A failed run takes
+    it out of parked again."""
+    inventory = check_inventory(inventory)
+    with using_store(settings, store) as store:
+        host = _worker(settings, inventory, name, store, vault)
+        if host.parked:
+            raise UsageError(f"host {name}", "is parked already", "start it first")
+        undo = _Placement(inventory, store, vault).set_parked(name, True)
+        try:
+            record = run_and_record(
+                settings,
+                store,
+                "scale_in.yml",
+                inventory,
+                extravars={
+                    "clusterai_targets": name,
+                    "clusterai_confirm": True,
+                    "clusterai_drain_timeout": drain_timeout,
+                    "clusterai_park": True,
+                },
+                on_event=on_event,
+                cancel=cancel,
+                vault=vault,
+            )
+        except BaseException:
+            undo()
+            raise
+        if record.outcome.status != "successful":
+            undo()
+        return ScaleResult(record)
+
+
+def unpark(
+    settings: Settings,
+    inventory: Path,
+    name: str,
+    *,
+    store: Store | None = None,
+    timeout: float = 10.0,
+    on_validated: Callable[[list[HostReport]], None] | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
+) -> ScaleResult:
+    """Start parked worker ``name`` again: out of the parked group, then ``scale_out``
+    (preflight over SSH, scale_out.yml: converged, and in the gateway's backends and
+    Prometheus' targets). A failed preflight or run puts it back in parked."""
+    inventory = check_inventory(inventory)
+    with using_store(settings, store) as store:
+        host = _worker(settings, inventory, name, store, vault)
+        if not host.parked:
+            raise UsageError(f"host {name}", "is not parked", "it is serving already")
+        undo = _Placement(inventory, store, vault).set_parked(name, False)
+        try:
+            result = scale_out(
+                settings,
+                inventory,
+                "workers",
+                [NewHost(name)],
+                store=store,
+                timeout=timeout,
+                on_validated=on_validated,
+                on_event=on_event,
+                cancel=cancel,
+                vault=vault,
+            )
+        except BaseException:
+            undo()
+            raise
+        if result.record is None or result.record.outcome.status != "successful":
+            undo()
+        return result

@@ -217,6 +217,8 @@ def host_status(
     if host.kind == "workers" and server is None:
         known = ", ".join(backends.catalogue())
         status.problems.append(f"clusterai_inference_backend {backend!r} is not one of {known}")
+    elif host.parked:
+        status.inference = "parked"
     elif host.kind == "workers" and server is not None:
         port = server.port_for(host.variables)
         headers = server.headers_for(host.variables)

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template
 
-from clusterai_runner.web.extensions import status_watch
+from clusterai_runner.web.extensions import status_watch, store
 
 bp = Blueprint("overview", __name__)
 
@@ -43,7 +43,9 @@ def _context() -> dict[str, Any]:
 
 @bp.get("/")
 def index() -> str:
-    return render_template("overview.html", **_context())
+    # The autoscaler's last actions (clusterai autoscale), from the store it writes.
+    decisions = store.current.decisions(limit=5, acted=True)
+    return render_template("overview.html", decisions=decisions, **_context())
 
 
 @bp.get("/fragments/hosts")

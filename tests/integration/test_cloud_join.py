@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import openai
 import pytest
 import yaml
 
@@ -35,7 +34,7 @@ from tests.cloud.cloudinit import Instances
 from tests.cloud.flow import REGION, aws_environment
 from tests.cloud.harness import Ec2Harness, serving
 from tests.cloud.metadata import Metadata
-from tests.helpers import CLUSTERAI, gateway_json, run_cli, wait_for
+from tests.helpers import CLUSTERAI, ChatLoad, gateway_json, run_cli, wait_for
 from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 USER = "admin"  # the login user of Debian's AMIs
@@ -101,56 +100,6 @@ def ec2(tmp_path: Path) -> Any:
         finally:
             harness.join()
             instances.remove()
-
-
-class Clients:
-    """``CLIENTS`` threads, each streaming short chats through the gateway with the
-    official openai client, one after another (a second apart), until the block
-    ends; every failure is kept."""
-
-    def __init__(self, cluster: dict[str, Any]) -> None:
-        control = next(h["address"] for h in cluster["hosts"] if h["name"] == "ctl1")
-        self.url = f"http://{control}:8000/v1"
-        self.done = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client, args=(n,)) for n in range(CLIENTS)]
-
-    def __enter__(self) -> Clients:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=180)
-
-    def _client(self, number: int) -> None:
-        client = openai.OpenAI(base_url=self.url, api_key=CANARIES["api_key"], max_retries=0)
-        sent = 0
-        while not self._stop.is_set():
-            sent += 1
-            try:
-                # A unique prompt, so the answer cache never answers it.
-                stream = client.chat.completions.create(
-                    model="smollm2",
-                    messages=[{"role": "user", "content": f"Count: {number}-{sent}."}],
-                    max_tokens=4,
-                    stream=True,
-                    timeout=120,
-                )
-                ends = [c.choices[0].finish_reason for c in stream if c.choices]
-                if not any(ends):
-                    raise AssertionError("the stream ended without a finish reason")
-            except Exception as exc:
-                with self._lock:
-                    self.failures.append(f"client {number}, request {sent}: {exc!r}")
-            else:
-                with self._lock:
-                    self.done += 1
-            self._stop.wait(1.0)
 
 
 def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_cluster_as_it_was(
@@ -234,7 +183,8 @@ def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_clu
     reader = threading.Thread(target=lambda: taken.extend(map(json.loads, watcher.stdout or ())))
     reader.start()
     try:
-        with Clients(cli_sandbox) as clients:
+        control = next(h["address"] for h in cli_sandbox["hosts"] if h["name"] == "ctl1")
+        with ChatLoad(f"http://{control}:8000/v1", CANARIES["api_key"], CLIENTS) as clients:
             start = backends(cli_sandbox)[interrupted["host"]]["requests"]
             # Every client has had answers, some of them from the spot worker.
             wait_for(lambda: clients.done >= CLIENTS

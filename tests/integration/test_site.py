@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +26,9 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    CLUSTERAI,
     REPO,
+    ChatLoad,
     ansible_playbook,
     backend_headers,
     monitoring_get,
@@ -1003,6 +1007,107 @@ def test_the_control_hosts_web_app_shows_the_cluster_and_its_keys_reach_the_gate
     assert web.call("/jobs/scale-out", {"name": "gpu9"})[0] == 400  # no inventory here
     audit = web.call("/audit")[2]
     assert "keys.create" in audit and name in audit
+
+
+def test_the_autoscaler_starts_a_standby_worker_under_load_and_parks_it_when_idle(
+    cluster: dict[str, Any], converged: object, tmp_path: Path
+) -> None:
+    grown = run_cli("sandbox", "up", "--hosts", "5", "--name", "it", "--json")
+    assert grown.code == 0, grown.stderr
+    control, worker3 = address(cluster, "ctl1"), address(json.loads(grown.stdout), "worker3")
+    # An inventory of its own: worker1 and worker2 serve, worker3 and worker4 are the
+    # standby pool, both parked (worker3 was wiped by the scale test, worker4 is new).
+    source = Path(cluster["inventory"])
+    inventory = tmp_path / "inventory"
+    document = yaml.safe_load(source.read_text())
+    children = document["all"]["children"]
+    standby = {name: children["workers"]["hosts"].pop(name) for name in ("worker3", "worker4")}
+    children["workers"]["children"] = {"standby": {"hosts": standby}}
+    children["parked"] = {"hosts": {"worker3": None, "worker4": None}}
+    shutil.copytree(source.parent / "host_vars", inventory / "host_vars")
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(document, sort_keys=False))
+    group_vars = inventory / "group_vars" / "all"
+    group_vars.mkdir(parents=True)
+    shutil.copy(GATEWAY_KEYS, group_vars / "keys.yml")
+    key = admin_key(cluster)
+    (group_vars / "autoscale.yml").write_text(yaml.safe_dump({
+        "gateway_admin_key": key,
+        "autoscale_pools": [{"name": "standby", "kind": "standby", "group": "standby", "max": 1}],
+        "autoscale_interval_s": 2, "autoscale_scale_out_delay_s": 4, "autoscale_idle_s": 10,
+        "autoscale_cooldown_s": 5, "autoscale_target_queue_wait_s": 0.2,
+        "autoscale_target_in_flight": 3,
+    }))  # fmt: skip
+    plan = json.loads(run_cli("autoscale", "plan", "-i", str(inventory), "--json").stdout)
+    assert plan["action"] is None, plan
+    assert plan["pools"] == {"standby": {"active": [], "parked": ["worker3", "worker4"]}}
+
+    def backends() -> dict[str, Any]:
+        found = gateway_call(cluster, "/admin/backends", key=key)[2]["backends"]
+        return {b["name"]: b for b in found}
+
+    assert sorted(backends()) == ["worker1", "worker2"]
+    with (tmp_path / "autoscale.err").open("w") as err:
+        scaler = subprocess.Popen(
+            [str(CLUSTERAI), "autoscale", "run", "-i", str(inventory), "--json"],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    decisions: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: decisions.extend(map(json.loads, scaler.stdout or ())))
+    reader.start()
+
+    def ended(action: str) -> dict[str, Any] | None:
+        return next((d for d in decisions if d["action"] == action), None)
+
+    # Twelve clients over two workers of four slots each: four always wait in the queue.
+    load = ChatLoad(f"http://{control}:8000/v1", LOAD_KEY, 12, pause_s=0.2, max_tokens=8)
+    try:
+        with load:
+            started = wait_for(lambda: ended("scale-out"), 600, "a standby worker started")
+            assert (started["host"], started["outcome"]) == ("worker3", "succeeded"), decisions
+            assert "queue wait p95" in started["reason"], started
+            assert started["inputs"]["signals"]["queue_wait_p95_s"] > 0.2
+            before = backends()["worker3"]["requests"] if "worker3" in backends() else 0
+            wait_for(
+                lambda: backends().get("worker3", {}).get("requests", 0) > before + 3,
+                120,
+                "the gateway routing to worker3",
+            )
+            # On the port the scale test gave it (host_vars), when that test ran first.
+            port = yaml.safe_load(
+                (inventory / "host_vars" / "worker3.yml").read_text()
+                if (inventory / "host_vars" / "worker3.yml").exists()
+                else "{}"
+            ).get("llamacpp_server_port", 8080)
+            assert backends()["worker3"]["url"] == f"http://{worker3}:{port}"
+            under_load = load.done
+        # The load is over: after the idle time the worker is drained and stopped.
+        parked = wait_for(lambda: ended("scale-in"), 300, "the idle standby worker parked")
+        assert (parked["host"], parked["outcome"]) == ("worker3", "succeeded"), decisions
+    finally:
+        scaler.send_signal(signal.SIGTERM)
+        scaler.wait(120)
+        reader.join(10)
+        if scaler.stdout is not None:
+            scaler.stdout.close()
+    err = (tmp_path / "autoscale.err").read_text()
+    assert scaler.returncode == 0, err
+    shown = [f"{d['action']} {d['host']} {d['outcome']} {d['seconds']} s ({d['reason']})"
+             for d in decisions]  # fmt: skip
+    print(f"autoscale: {under_load} chats under load, {load.done} in all; {'; '.join(shown)}")
+    assert load.failures == [], load.failures[:5]
+    assert sorted(backends()) == ["worker1", "worker2"]
+    written = yaml.safe_load((inventory / "hosts.yml").read_text())["all"]["children"]
+    assert set(written["parked"]["hosts"]) == {"worker3", "worker4"}
+    stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
+    assert stopped.stdout.strip() == "inactive"
+    status = run_cli("status", "-i", str(inventory), "--limit", "worker3", "--json")
+    assert [h["inference"] for h in json.loads(status.stdout)["hosts"]] == ["parked"]
+    history = json.loads(run_cli("autoscale", "history", "--actions", "--json").stdout)
+    assert [(d["action"], d["host"], d["outcome"]) for d in history[:2]] == [
+        ("scale-in", "worker3", "succeeded"),
+        ("scale-out", "worker3", "succeeded"),
+    ]
+    assert history[1]["run_id"] and history[1]["seconds"] > 0
 
 
 def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(

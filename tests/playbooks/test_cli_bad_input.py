@@ -43,6 +43,18 @@ all:
 """
 
 
+def autoscale(pool: str, more: str = "", text: str | None = None) -> Callable[[str], str]:
+    """GOOD (or ``text``) with ``autoscale_pools: [pool]`` and ``more`` in all's vars."""
+
+    def edit(good: str) -> str:
+        vars_line = "  vars:\n"
+        return (text or good).replace(
+            vars_line, f"{vars_line}    autoscale_pools: [{pool}]\n{more}", 1
+        )
+
+    return edit
+
+
 @dataclass
 class Case:
     id: str
@@ -279,6 +291,35 @@ CASES = [
          ["no terminal to ask for confirmation", "add --yes"]),
     Case("scale-in-bad-drain-timeout", ["scale-in", "-i", "{inv}", "w1", "--drain-timeout",
                                         "-1"], ["Invalid value for '--drain-timeout'"]),
+    # --- The autoscaler's configuration (autoscale plan/once/run read it first) ---------
+    Case("autoscale-unset", ["autoscale", "plan", "-i", "{inv}"],
+         ["autoscale_pools: is not set"]),
+    Case("autoscale-min-above-max", ["autoscale", "run", "-i", "{inv}"],
+         ["autoscale_pools[0].min: 3 is above max 1", "lower min or raise max"],
+         edit=autoscale("{name: standby, min: 3, max: 1}")),
+    Case("autoscale-unknown-pool-kind", ["autoscale", "once", "-i", "{inv}"],
+         ["autoscale_pools[0].kind: 'moon' is not a pool kind"],
+         edit=autoscale("{name: standby, kind: moon}")),
+    Case("autoscale-bad-window", ["autoscale", "plan", "-i", "{inv}"],
+         ["autoscale_pools[0].schedules[0].when: 'weekdays 8-18' does not parse"],
+         edit=autoscale("{name: standby, schedules: [{when: weekdays 8-18, min: 1}]}")),
+    Case("autoscale-negative-delay", ["autoscale", "plan", "-i", "{inv}"],
+         ["autoscale_idle_s: -5 is not a number of at least 0"],
+         edit=autoscale("{name: standby}", "    autoscale_idle_s: -5\n")),
+    Case("autoscale-empty-group", ["autoscale", "plan", "-i", "{inv}"],
+         ["autoscale_pools[0].group: group 'standby' holds no host"],
+         edit=autoscale("{name: standby}")),
+    Case("autoscale-no-admin-key", ["autoscale", "plan", "-i", "{inv}"],
+         ["gateway_admin_key: is not set"],
+         edit=autoscale("{name: standby}", text=GOOD.replace(
+             "      hosts:\n        w1:\n          ansible_host: 127.0.99.2\n"
+             "          clusterai_address: 127.0.99.2\n",
+             "      children:\n        standby:\n          hosts:\n            w1:\n"
+             "              ansible_host: 127.0.99.2\n"
+             "              clusterai_address: 127.0.99.2\n"))),
+    Case("parked-not-a-worker", ["up", "-i", "{inv}"],
+         ["ctl1 in 'parked' but not in 'workers'", "take it out of parked"],
+         edit=lambda t: t + "    parked:\n      hosts:\n        ctl1:\n"),
     # --- Other arguments ---------------------------------------------------------------
     Case("validate-zero-parallel", ["validate", "-i", "{inv}", "--parallel", "0"],
          ["Invalid value for '--parallel'"]),

@@ -54,6 +54,29 @@ def test_a_full_queue_is_busy_and_release_wakes_a_waiter() -> None:
     asyncio.run(scenario())
 
 
+def test_the_queue_wait_is_the_autoscalers_signal() -> None:
+    async def scenario() -> None:
+        pool = pool_of(BackendConfig("a", "http://a", "openai", 1), queue_timeout_s=5.0)
+        assert pool.queue_wait() == (0.0, 0)
+        held = await pool.acquire("smollm2")
+        waiter = asyncio.create_task(pool.acquire("smollm2"))
+        await asyncio.sleep(0.3)
+        assert pool.waiting == 1
+        await pool.release(held, 200)
+        second = await asyncio.wait_for(waiter, 1)
+        await pool.release(second, 200)
+        for _ in range(8):  # ten requests, one waited 0.3 s: the p95 is that wait
+            await pool.release(await pool.acquire("smollm2"), 200)
+        p95, count = pool.queue_wait()
+        assert count == 10 and 0.3 <= p95 < 1.0
+        assert pool.queue_wait(0.5)[0] < 0.05
+        # Older than the window, a wait counts no more.
+        pool.waits = type(pool.waits)(((t - 61, w) for t, w in pool.waits), pool.waits.maxlen)
+        assert pool.queue_wait() == (0.0, 0)
+
+    asyncio.run(scenario())
+
+
 def test_fallbacks_serve_only_when_no_worker_can_in_their_order() -> None:
     async def scenario() -> None:
         pool = pool_of(BackendConfig("hosted", "http://h", "openai", 1, None, True),

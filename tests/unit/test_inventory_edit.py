@@ -95,3 +95,20 @@ def test_crlf_files_keep_their_line_endings(tmp_path: Path) -> None:
     assert b"        w2:\r\n          ansible_host: 192.0.2.2\r\n" in path.read_bytes()
     remove_hosts(path, ["w2"])
     assert path.read_bytes() == original
+
+
+def test_parking_adds_a_bare_entry_and_unparking_restores_the_file(inventory: Path) -> None:
+    from clusterai_runner.adapters.inventory_edit import add_to_group
+
+    before = inventory.read_text()
+    add_to_group(inventory, "parked", "gpu1")  # the sample has no parked group: written
+    add_to_group(inventory, "parked", "gpu2")  # then listed in it
+    document = yaml.safe_load(inventory.read_text())["all"]["children"]
+    assert document["parked"] == {"hosts": {"gpu1": None, "gpu2": None}}
+    assert "gpu1" in group_hosts(inventory, "workers", "children", "bare_metal")  # kept there
+    remove_hosts(inventory, ["gpu1"], "parked")
+    assert group_hosts(inventory, "parked") == {"gpu2": None}
+    assert "gpu1" in group_hosts(inventory, "workers", "children", "bare_metal")
+    remove_hosts(inventory, ["gpu2"], "parked")
+    # Only the empty group's name is left of the edits.
+    assert inventory.read_text().replace("    parked:\n", "", 1) == before

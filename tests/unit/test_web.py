@@ -327,6 +327,22 @@ def test_the_overview_shows_every_host_and_the_totals(app: Flask) -> None:
     assert "1.0/2.0 GiB used" in page
 
 
+def test_the_overview_shows_the_autoscalers_last_actions(app: Flask) -> None:
+    admin, _ = logged_in(app, "ada")
+    assert "No action yet" in admin.get("/").text
+    s = store(app)
+    s.record_decision("hold", "load within the targets", {}, outcome="held")
+    done = s.record_decision("scale-out", "queue wait p95 <3.1> s", {}, "standby", "s1")
+    s.finish_decision(done, "succeeded", seconds=80.5)
+    failed = s.record_decision("scale-out", "again", {}, "standby", "s2")
+    s.finish_decision(failed, "failed", error="scale_out.yml failed on s2")
+    page = admin.get("/").text
+    assert page.count("data-decision=") == 2  # the hold is not an action
+    assert f'data-decision="{failed}" class="bad"' in page
+    assert "queue wait p95 &lt;3.1&gt; s" in page and "80.5 s" in page
+    assert "(scale_out.yml failed on s2)" in page
+
+
 def test_a_run_page_has_a_timeline_row_per_host_and_its_failed_task(app: Flask) -> None:
     run_id = add_hostile_run(app)
     admin, _ = logged_in(app, "ada")

@@ -1,0 +1,295 @@
+"""The autoscaler's policy on recorded traces with a fake clock, and its configuration's
+checks. A trace is a load over time (requests wanting an answer at once); ``simulate``
+turns it into the gateway's signals every evaluation interval, asks the policy, and
+applies each action at once to the pools, as the loop would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from clusterai_runner.autoscaler.config import autoscale_config
+from clusterai_runner.autoscaler.policy import (
+    Action,
+    AutoscaleConfig,
+    Memory,
+    PoolState,
+    Signals,
+    after_start,
+    decide,
+)
+from clusterai_runner.errors import UsageError
+
+# A Monday, in UTC (schedules read the local time of the datetime given).
+START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+SLOTS = 8  # requests one worker answers at once (the gateway's max_concurrency)
+BASE = 2  # workers outside every pool, always serving
+
+
+def config(**overrides: Any) -> AutoscaleConfig:
+    variables: dict[str, Any] = {
+        "autoscale_pools": [{"name": "standby", "kind": "standby", "min": 0, "max": 2}],
+        "autoscale_interval_s": 15,
+        "autoscale_target_in_flight": 4,
+        "autoscale_target_queue_wait_s": 2,
+        "autoscale_scale_out_delay_s": 15,
+        "autoscale_idle_s": 300,
+        "autoscale_cooldown_s": 60,
+    }
+    variables.update(overrides)
+    return autoscale_config(variables, "test")
+
+
+@dataclass
+class Run:
+    actions: list[tuple[float, Action, str]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    serving: list[int] = field(default_factory=list)
+
+
+def simulate(
+    load: Callable[[float], float],
+    seconds: float,
+    cfg: AutoscaleConfig,
+    parked: tuple[str, ...] = ("s1", "s2"),
+    signals_ok: Callable[[float], bool] = lambda t: True,
+    fails: set[str] | None = None,
+) -> Run:
+    active: list[str] = []
+    waiting_hosts = list(parked)
+    memory = Memory()
+    run = Run()
+    t = 0.0
+    while t <= seconds:
+        now = START + timedelta(seconds=t)
+        serving = BASE + len(active)
+        demand = load(t)
+        in_flight = min(demand, serving * SLOTS)
+        waiting = demand - in_flight
+        signals = (
+            Signals(now.timestamp(), 3.0 if waiting else 0.0, int(waiting), int(in_flight), serving)
+            if signals_ok(t)
+            else None
+        )
+        pools = [PoolState("standby", tuple(active), tuple(waiting_hosts))]
+        decision = decide(signals, pools, now, cfg, memory)
+        memory = decision.memory
+        run.reasons.append(decision.reason)
+        action = decision.action
+        if action is not None:
+            run.actions.append((t, action, decision.reason))
+            if action.kind == "scale-out":
+                ok = action.host not in (fails or set())
+                memory = after_start(memory, action.host, ok, now.timestamp(), cfg.backoff_s)
+                if ok:
+                    waiting_hosts.remove(action.host)
+                    active.append(action.host)
+            else:
+                active.remove(action.host)
+                waiting_hosts.append(action.host)
+        run.serving.append(BASE + len(active))
+        t += cfg.interval_s
+    return run
+
+
+def test_a_step_up_in_load_scales_out_within_two_evaluation_intervals() -> None:
+    cfg = config()
+    step = 600.0
+    run = simulate(lambda t: 30 if t >= step else 4, 900, cfg)
+    first = run.actions[0]
+    assert first[1].kind == "scale-out" and first[1].pool == "standby"
+    assert step < first[0] <= step + 2 * cfg.interval_s
+    assert "queue wait" in first[2] or "in flight" in first[2]
+
+
+def test_load_gone_scales_in_after_the_idle_time_and_not_before() -> None:
+    cfg = config()
+    run = simulate(lambda t: 30 if t < 300 else 0, 3600, cfg)
+    outs = [a for a in run.actions if a[1].kind == "scale-out"]
+    ins = [a for a in run.actions if a[1].kind == "scale-in"]
+    assert [a[1].host for a in outs] == ["s1", "s2"]
+    assert len(ins) == 2
+    # The load went at 300 s: the first scale-in waits the idle time from then.
+    assert ins[0][0] >= 300 + cfg.idle_s
+    assert ins[0][0] <= 300 + cfg.idle_s + 2 * cfg.interval_s
+    # Each scale-in starts the idle time again.
+    assert ins[1][0] - ins[0][0] >= cfg.idle_s
+    assert run.serving[-1] == BASE
+    assert "quiet for" in ins[0][2]
+
+
+@pytest.mark.parametrize("period_s", [30, 120, 600, 1200, 2400])
+def test_a_load_hovering_around_the_threshold_for_an_hour_acts_at_most_twice(
+    period_s: int,
+) -> None:
+    cfg = config()
+    threshold = BASE * cfg.target_in_flight  # 8 requests over two workers
+
+    def hovering(t: float) -> float:
+        return threshold + (1 if (t // (period_s / 2)) % 2 == 0 else -1)
+
+    run = simulate(hovering, 3600, cfg)
+    assert len(run.actions) <= 2, run.actions
+
+
+def test_a_noisy_load_around_the_threshold_does_not_flap() -> None:
+    cfg = config()
+    noise = [1, -1, 2, -2, 0, 1, -1, -2, 2, 0, 1, 1, -1, -1, 2, -2]
+
+    def noisy(t: float) -> float:
+        return 8 + noise[int(t // cfg.interval_s) % len(noise)]
+
+    run = simulate(noisy, 3600, cfg)
+    assert len(run.actions) <= 2, run.actions
+
+
+def test_schedules_move_min_at_the_window_edges() -> None:
+    # From 08:00 to 18:00 on weekdays the standby pool keeps two workers, at night none.
+    cfg = config(
+        autoscale_pools=[
+            {
+                "name": "standby",
+                "kind": "standby",
+                "min": 0,
+                "max": 2,
+                "schedules": [{"when": "mon-fri 08:00-18:00", "min": 2}],
+            }
+        ]
+    )
+    pool = cfg.pool("standby")
+    assert pool.min_at(START.replace(hour=7, minute=59))[0] == 0
+    assert pool.min_at(START.replace(hour=8))[0] == 2
+    assert pool.min_at(START.replace(hour=17, minute=59))[0] == 2
+    assert pool.min_at(START.replace(hour=18))[0] == 0
+    assert pool.min_at(START.replace(hour=9) + timedelta(days=5))[0] == 0  # Saturday
+    # The simulated day from 07:00: no load at all. Both start at 08:00, one right after
+    # the other (bounds wait for no delay), and go after 18:00 once idle.
+    run = simulate(lambda t: 0, 12 * 3600, cfg)
+    outs = [a for a in run.actions if a[1].kind == "scale-out"]
+    ins = [a for a in run.actions if a[1].kind == "scale-in"]
+    assert [a[0] for a in outs] == [3600, 3615]
+    assert all("schedule mon-fri 08:00-18:00" in a[2] for a in outs)
+    assert len(ins) == 2
+    # Idle all day: the first goes at the window's end, the next an idle time later.
+    assert ins[0][0] == 11 * 3600
+    assert ins[1][0] - ins[0][0] >= cfg.idle_s
+    assert run.serving[-1] == BASE
+
+
+def test_a_window_past_midnight_covers_the_morning_after() -> None:
+    cfg = config(
+        autoscale_pools=[
+            {"name": "standby", "max": 1, "schedules": [{"when": "fri 22:00-06:00", "min": 1}]}
+        ]
+    )
+    pool = cfg.pool("standby")
+    friday = START + timedelta(days=4)
+    assert pool.min_at(friday.replace(hour=21, minute=59))[0] == 0
+    assert pool.min_at(friday.replace(hour=23))[0] == 1
+    assert pool.min_at(friday.replace(hour=5, minute=59) + timedelta(days=1))[0] == 1
+    assert pool.min_at(friday.replace(hour=6) + timedelta(days=1))[0] == 0
+    assert pool.min_at(friday.replace(hour=5) - timedelta(days=1))[0] == 0  # Thursday night
+
+
+def test_missing_or_stale_signals_cause_no_action() -> None:
+    cfg = config()
+    run = simulate(lambda t: 30, 3600, cfg, signals_ok=lambda t: False)
+    assert run.actions == []
+    assert set(run.reasons) == {"holding: no signals from the gateway"}
+    # A gap in the signals starts the delay again: pressure seen, then nothing, then
+    # pressure again acts only after a full delay.
+    gap = simulate(lambda t: 30, 120, cfg, signals_ok=lambda t: t not in (15.0, 30.0))
+    assert gap.actions[0][0] >= 45 + cfg.scale_out_delay_s
+    stale = Signals(START.timestamp() - 61, 3.0, 10, 16, 2)
+    decision = decide(stale, [PoolState("standby", (), ("s1",))], START, cfg, Memory())
+    assert decision.action is None and "61 s old" in decision.reason
+
+
+def test_a_failed_start_backs_off_and_the_next_host_is_chosen() -> None:
+    cfg = config()
+    run = simulate(lambda t: 30, 600, cfg, fails={"s1"})
+    hosts = [a[1].host for a in run.actions]
+    assert hosts[:2] == ["s1", "s2"]
+    assert hosts.count("s1") >= 2  # retried once its backoff ended
+    retry = [a[0] for a in run.actions if a[1].host == "s1"]
+    assert retry[1] - retry[0] >= cfg.backoff_s
+    memory = after_start(Memory(), "s1", False, 1000.0, 60.0)
+    memory = after_start(memory, "s1", False, 2000.0, 60.0)
+    assert memory.failures["s1"] == (2, 2120.0)
+    assert after_start(memory, "s1", True, 3000.0, 60.0).failures == {}
+    assert Memory.from_json(memory.to_json()) == memory
+
+
+def test_never_above_max_nor_below_min_and_the_last_worker_stays_unless_allowed() -> None:
+    cfg = config()
+    run = simulate(lambda t: 1000, 3600, cfg)
+    assert max(run.serving) == BASE + 2
+    assert "every pool is at its max" in run.reasons[-1]
+    # Above max (an operator started one by hand): one goes, whatever the load.
+    pools = [PoolState("standby", ("s1", "s2", "s3"), ())]
+    busy = Signals(START.timestamp(), 5.0, 40, 40, 5)
+    decision = decide(busy, pools, START, cfg, Memory())
+    assert decision.action == Action("scale-in", "standby", "s3")
+    # The only worker serving is the pool's: quiet keeps it unless scale_to_zero.
+    alone = Signals(START.timestamp(), 0.0, 0, 0, 1)
+    quiet_since = Memory(quiet_since=START.timestamp() - 3600)
+    kept = decide(alone, [PoolState("standby", ("s1",), ("s2",))], START, cfg, quiet_since)
+    assert kept.action is None and "scale_to_zero is off" in kept.reason
+    zero = config(autoscale_pools=[{"name": "standby", "max": 2, "scale_to_zero": True}])
+    gone = decide(alone, [PoolState("standby", ("s1",), ("s2",))], START, zero, quiet_since)
+    assert gone.action == Action("scale-in", "standby", "s1")
+
+
+@pytest.mark.parametrize(
+    ("variables", "field"),
+    [
+        ({}, "autoscale_pools"),
+        ({"autoscale_pools": "standby"}, "autoscale_pools"),
+        ({"autoscale_pools": [{"name": "a", "min": 3, "max": 2}]}, "autoscale_pools[0].min"),
+        ({"autoscale_pools": [{"name": "a", "kind": "moon"}]}, "autoscale_pools[0].kind"),
+        ({"autoscale_pools": [{"name": "A b"}]}, "autoscale_pools[0].name"),
+        ({"autoscale_pools": [{"name": "a", "group": "workers"}]}, "autoscale_pools[0].group"),
+        ({"autoscale_pools": [{"name": "a", "size": 2}]}, "autoscale_pools[0].size"),
+        ({"autoscale_pools": [{"name": "a"}, {"name": "a", "group": "b"}]}, "[1].name"),
+        (
+            {"autoscale_pools": [{"name": "a", "schedules": [{"when": "mon 8-18", "min": 1}]}]},
+            "autoscale_pools[0].schedules[0].when",
+        ),
+        (
+            {
+                "autoscale_pools": [
+                    {"name": "a", "schedules": [{"when": "moon 08:00-18:00", "min": 1}]}
+                ]
+            },
+            "autoscale_pools[0].schedules[0].when",
+        ),
+        (
+            {
+                "autoscale_pools": [
+                    {"name": "a", "schedules": [{"when": "mon 08:00-25:00", "min": 1}]}
+                ]
+            },
+            "autoscale_pools[0].schedules[0].when",
+        ),
+        (
+            {
+                "autoscale_pools": [
+                    {"name": "a", "max": 1, "schedules": [{"when": "* 08:00-18:00", "min": 2}]}
+                ]
+            },
+            "autoscale_pools[0].schedules[0].min",
+        ),
+        ({"autoscale_pools": [{"name": "a"}], "autoscale_idle_s": -1}, "autoscale_idle_s"),
+        ({"autoscale_pools": [{"name": "a"}], "autoscale_cooldown": 5}, "autoscale_cooldown"),
+    ],
+)
+def test_bad_configuration_names_the_field(variables: dict[str, Any], field: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        autoscale_config(variables, "inventory x")
+    assert field in str(caught.value)
+    assert str(caught.value).startswith("inventory x: ")
+    assert "(" in str(caught.value)  # a fix
