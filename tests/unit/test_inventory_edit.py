@@ -66,7 +66,7 @@ def test_an_empty_flow_group_gets_a_block_and_stays_equivalent(inventory: Path) 
     # `hosts: {}` became an empty group; every other line is as it was.
     workers = yaml.safe_load(inventory.read_text())["all"]["children"]["workers"]["children"]
     assert workers["cloud"] is None
-    assert inventory.read_text() == SAMPLE.read_text().replace("\n          hosts: {}", "")
+    assert inventory.read_text() == SAMPLE.read_text().replace("\n          hosts: {}", "", 1)
 
 
 def test_removing_a_hand_written_host_keeps_its_neighbours(inventory: Path) -> None:
