@@ -6,8 +6,10 @@ is contacted, so the inventory's addresses are never connected to.
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,9 +32,11 @@ INVENTORY = {
 }
 
 
-def run(tmp_path: Path, playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, playbook: str, *extra: str, inventory_data: dict[str, Any] = INVENTORY
+) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump(INVENTORY))
+    inventory.write_text(yaml.safe_dump(inventory_data))
     return ansible_playbook(inventory, playbook, *extra, timeout=300)
 
 
@@ -98,4 +102,22 @@ def test_every_named_worker_is_in_the_workers_plays(tmp_path: Path, playbook: st
     for play in served:
         hosts = play.split("hosts (", 1)[1].split("\n", 1)[1].split()
         assert {"w1", "w2"} <= set(hosts), play
+    assert "Could not match supplied host pattern" not in listed.stderr
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "models.yml"])
+def test_a_parked_worker_is_prepared_but_serves_no_model(tmp_path: Path, playbook: str) -> None:
+    parked = copy.deepcopy(INVENTORY)
+    parked["all"]["children"]["parked"] = {"hosts": {"w2": None}}
+    listed = run(tmp_path, playbook, "--list-hosts", inventory_data=parked)
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    # "N (pattern): Name\tTAGS: ...", then the hosts.
+    plays = {
+        p.split("): ", 1)[1].split("\t", 1)[0]: p.split("hosts (", 1)[1].split("\n", 1)[1].split()
+        for p in listed.stdout.split("play #")[1:]
+    }
+    serving = [hosts for name, hosts in plays.items() if name.endswith("on the workers")]
+    assert serving and all(hosts == ["w1"] for hosts in serving), plays
+    if playbook == "site.yml":  # the base roles still prepare it
+        assert "w2" in plays["Prepare the hosts and export their metrics"], plays
     assert "Could not match supplied host pattern" not in listed.stderr
