@@ -35,6 +35,8 @@ class Backend:
     held_path: str
     unit: str
     models_dir_variable: str
+    models_variable: str  # the models a host serves: one name or a list
+    models: tuple[str, ...]  # the role's default for it
     capabilities: tuple[str, ...]
     optional_capabilities: Mapping[str, str]  # capability: the variable that turns it on
 
@@ -53,12 +55,26 @@ class Backend:
         optional = [c for c, v in self.optional_capabilities.items() if variables.get(v)]
         return [*self.capabilities, *optional]
 
+    def models_for(self, variables: Mapping[str, Any]) -> list[str]:
+        """The models this backend serves on a host with these variables."""
+        value = variables.get(self.models_variable)
+        if value is None:
+            return list(self.models)
+        return [str(value)] if isinstance(value, str) else [str(m) for m in value]
+
 
 @cache
 def catalogue() -> dict[str, Backend]:
     entries = yaml.safe_load(CATALOGUE.read_text())
     return {
-        kind: Backend(kind=kind, **{**entry, "capabilities": tuple(entry["capabilities"])})
+        kind: Backend(
+            kind=kind,
+            **{
+                **entry,
+                "capabilities": tuple(entry["capabilities"]),
+                "models": tuple(entry["models"]),
+            },
+        )
         for kind, entry in entries.items()
     }
 

@@ -1,5 +1,6 @@
 """JSON over HTTP(S) to the cluster's own services: Prometheus's HTTP API, Alertmanager's
-API v2 and the gateway's admin API.
+API v2 and the gateway's admin API; and ``serve_metrics``, a process's own Prometheus
+text on a port of its own (the autoscaler's).
 
 One small client with a timeout, a TLS context (the cluster CA's, so certificates are
 checked) and headers (the monitoring login, the gateway's admin key). Every failure is one
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from clusterai_runner.errors import ClusterAIError
@@ -94,3 +98,28 @@ def _message(detail: str) -> str:
             if value:
                 return str(value)[:300]
     return str(parsed)[:300]
+
+
+def serve_metrics(host: str, port: int, render: Callable[[], str]) -> ThreadingHTTPServer:
+    """Serve ``render()`` as Prometheus text at ``/metrics`` on ``host:port`` from a
+    daemon thread, until ``shutdown()``; raises OSError when the port is taken."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # a scrape every few seconds is not news
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

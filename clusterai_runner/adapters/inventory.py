@@ -76,6 +76,7 @@ VARIABLE_PREFIXES = (
     "ansible_",
     "autoscale_",
     "clusterai_",
+    "desktop_",
     "preflight_",
     "llamacpp_server_",
     "ollama_",

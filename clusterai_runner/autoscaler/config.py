@@ -8,10 +8,12 @@ start on one (exit 2). The variables and their defaults are documented in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import time
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clusterai_runner.autoscaler.policy import DAYS, AutoscaleConfig, PoolConfig, Window
 from clusterai_runner.errors import UsageError
@@ -21,9 +23,11 @@ GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WINDOW = re.compile(
     r"^\s*(?P<days>[a-z,*-]+)\s+(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})\s*$"
 )
-# Pool kinds this version scales. The issue's desktop, cloud and hosted pools are refused
-# with a clear line until they are built.
-KINDS = ("standby",)
+# Pool kinds this version scales: standby workers, and desktops (availability windows,
+# Wake-on-LAN, their owner first). Cloud and hosted pools are refused with a clear line
+# until they are built.
+KINDS = ("standby", "desktop")
+MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 SECONDS = {
     "autoscale_interval_s": (15.0, 1.0),
     "autoscale_target_queue_wait_s": (2.0, 0.0),
@@ -35,7 +39,10 @@ SECONDS = {
     "autoscale_backoff_s": (60.0, 1.0),
 }
 KNOWN = {*SECONDS, "autoscale_pools"}
-POOL_KEYS = {"name", "kind", "group", "min", "max", "hourly_usd", "scale_to_zero", "schedules"}
+POOL_KEYS = {"name", "kind", "group", "min", "max", "hourly_usd", "scale_to_zero", "schedules",
+             "available", "timezone", "wol"}  # fmt: skip
+# A desktop host's own variables (host_vars), checked by check_desktop_host.
+DESKTOP_VARIABLES = ("desktop_mac", "desktop_windows", "desktop_timezone")
 
 
 def _bad(source: str, name: str, why: str, fix: str) -> UsageError:
@@ -178,7 +185,89 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
     windows = tuple(
         window(source, f"{at}.schedules[{i}]", w, ceiling) for i, w in enumerate(schedules)
     )
-    return PoolConfig(name, "standby", group, floor, ceiling, float(price), zero, windows)
+    desktop = {k: entry[k] for k in ("available", "timezone", "wol") if k in entry}
+    if desktop and kind != "desktop":
+        first = sorted(desktop)[0]
+        raise _bad(
+            source, f"{at}.{first}", "is a desktop pool's setting", "set kind: desktop, or drop it"
+        )
+    available = availability(source, f"{at}.available", entry.get("available", []))
+    zone = timezone(source, f"{at}.timezone", entry.get("timezone", ""))
+    wol = entry.get("wol", {})
+    if not isinstance(wol, dict) or set(wol) - {"address", "port"}:
+        raise _bad(
+            source,
+            f"{at}.wol",
+            f"{wol!r} is not {{address, port}}",
+            "e.g. {address: 192.0.2.255, port: 9}",
+        )
+    address = wol.get("address", "255.255.255.255")
+    try:
+        address = str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise _bad(
+            source,
+            f"{at}.wol.address",
+            f"{address!r} is not an IPv4 address",
+            "the LAN's broadcast address, e.g. 192.0.2.255",
+        ) from None
+    port = wol.get("port", 9)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise _bad(source, f"{at}.wol.port", f"{port!r} is not a port", "9 (discard) or 7 (echo)")
+    checked: Literal["standby", "desktop"] = "desktop" if kind == "desktop" else "standby"
+    return PoolConfig(
+        name,
+        checked,
+        group,
+        floor,
+        ceiling,
+        float(price),
+        zero,
+        windows,
+        available,
+        zone,
+        address,
+        port,
+    )
+
+
+def availability(source: str, name: str, entries: Any) -> tuple[Window, ...]:
+    """A desktop's availability windows: a list of ``"DAYS HH:MM-HH:MM"``."""
+    if not isinstance(entries, list):
+        raise _bad(
+            source, name, "is not a list", 'e.g. ["mon-fri 19:00-07:00", "sat,sun 00:00-24:00"]'
+        )
+    return tuple(
+        window(source, f"{name}[{i}]", {"when": w, "min": 0}, 0) for i, w in enumerate(entries)
+    )
+
+
+def timezone(source: str, name: str, value: Any) -> str:
+    """An IANA time zone name ("" for the controller's own)."""
+    if value in ("", None):
+        return ""
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _bad(
+            source, name, f"{value!r} is not a time zone", "an IANA name, e.g. Europe/Lisbon"
+        ) from None
+    return str(value)
+
+
+def check_desktop_host(
+    host: str, variables: Mapping[str, Any]
+) -> tuple[str | None, tuple[Window, ...] | None, str]:
+    """A desktop host's desktop_mac, desktop_windows (None: the pool's) and
+    desktop_timezone, checked; errors name the host and the variable."""
+    source = f"host {host}"
+    mac = variables.get("desktop_mac")
+    if mac is not None and (not isinstance(mac, str) or not MAC.match(mac)):
+        raise _bad(source, "desktop_mac", f"{mac!r} is not a MAC address", "e.g. 3c:7c:3f:12:34:56")
+    windows = variables.get("desktop_windows")
+    parsed = availability(source, "desktop_windows", windows) if windows is not None else None
+    zone = timezone(source, "desktop_timezone", variables.get("desktop_timezone", ""))
+    return (mac.lower().replace("-", ":") if isinstance(mac, str) else None), parsed, zone
 
 
 def autoscale_config(variables: Mapping[str, Any], source: str) -> AutoscaleConfig:

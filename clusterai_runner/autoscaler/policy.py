@@ -9,7 +9,14 @@ traces and a fake clock (tests/unit/test_autoscale_policy.py).
 The rules, in the order they are tried:
 
 1. Signals missing or older than ``stale_s``: hold. Never act on what is not known.
-2. A pool below its ``min`` (a schedule may raise it) gets a worker; one above its ``max``
+   A desktop serving that may not now (outside its availability windows, or its owner
+   using it) is drained and stopped at once.
+   A request waits for a model that only parked workers serve (the gateway's ``wanted``):
+   the first pool in priority order with room and a parked host serving it starts one, at
+   once (scale to zero, and waking).
+2. A pool below its ``min`` (a schedule may raise it; a desktop pool's is at least its
+   desktops that may serve, so they come back when their window opens or their owner
+   leaves) gets a worker; one above its ``max``
    gives one back. Bounds do not wait for delays or the cooldown.
 3. Pressure (queue wait p95 above its target, or requests in flight per serving worker
    above theirs) that has lasted ``scale_out_delay_s``: the first pool in priority order
@@ -62,13 +69,20 @@ class Window:
 @dataclass(frozen=True)
 class PoolConfig:
     name: str
-    kind: Literal["standby"]
+    kind: Literal["standby", "desktop"]
     group: str
     min: int = 0
     max: int = 1
     hourly_usd: float = 0.0
     scale_to_zero: bool = False
-    windows: tuple[Window, ...] = ()
+    windows: tuple[Window, ...] = ()  # schedules: a different min in weekly windows
+    # Desktops: when its hosts may serve (none: always; a host's desktop_windows replace
+    # them), in which time zone (empty: the controller's), and where Wake-on-LAN's magic
+    # packet goes.
+    available: tuple[Window, ...] = ()
+    timezone: str = ""
+    wol_address: str = "255.255.255.255"
+    wol_port: int = 9
 
     def min_at(self, when: datetime) -> tuple[int, Window | None]:
         """The ``min`` in force at ``when`` and the window that sets it (None: the pool's)."""
@@ -104,6 +118,8 @@ class Signals:
     waiting: int  # requests in the queue now
     in_flight: int  # requests being answered now, over every backend
     serving: int  # workers taking requests (healthy, not draining)
+    # Models asked for lately that only parked workers serve (the gateway holds them).
+    wanted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,9 @@ class PoolState:
     name: str
     active: tuple[str, ...]  # its hosts serving now
     parked: tuple[str, ...]  # its hosts that could be started
+    models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # host: what it serves
+    # host: why it may not serve now (a desktop outside its windows, or its owner using it)
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,8 +205,13 @@ def _quiet(signals: Signals, config: AutoscaleConfig) -> bool:
 
 
 def _startable(state: PoolState, memory: Memory, now: float) -> list[str]:
-    """The pool's parked hosts whose backoff is over, those that never failed first."""
-    ready = [h for h in state.parked if memory.failures.get(h, (0, 0.0))[1] <= now]
+    """The pool's parked hosts that may serve and whose backoff is over, those that never
+    failed first."""
+    ready = [
+        h
+        for h in state.parked
+        if memory.failures.get(h, (0, 0.0))[1] <= now and h not in state.unavailable
+    ]
     return sorted(ready, key=lambda h: memory.failures.get(h, (0, 0.0))[0])
 
 
@@ -209,6 +233,13 @@ def decide(
         floor, window = pool.min_at(now)
         mins[pool.name] = floor
         reasons[pool.name] = f"schedule {window.text}" if window is not None else "min"
+        state = states.get(pool.name)
+        if pool.kind == "desktop" and state is not None:
+            # Desktops serve whenever they may: each available one counts toward min.
+            free = [h for h in (*state.active, *state.parked) if h not in state.unavailable]
+            if min(len(free), pool.max) > floor:
+                mins[pool.name] = min(len(free), pool.max)
+                reasons[pool.name] = "desktops available"
 
     def hold(reason: str, kept: Memory) -> Decision:
         return Decision(None, reason, kept, mins)
@@ -230,7 +261,28 @@ def decide(
             replace(memory, pressure_since=None, quiet_since=None),
         )
 
-    # 2. Bounds.
+    # 1. The owners first: a desktop that may not serve now (outside its windows, its
+    # owner at it) is drained and stopped at once, whatever the load.
+    for pool in config.pools:
+        state = states.get(pool.name, PoolState(pool.name, (), ()))
+        for host in state.active:
+            if host in state.unavailable:
+                return act("scale-in", pool.name, host, f"{host}: {state.unavailable[host]}")
+
+    # 2. Waking: a request waits for a model only parked workers serve.
+    for model in signals.wanted:
+        for pool in config.pools:
+            state = states.get(pool.name, PoolState(pool.name, (), ()))
+            if len(state.active) >= pool.max:
+                continue
+            hosts = [
+                h for h in _startable(state, memory, clock) if model in state.models.get(h, ())
+            ]
+            if hosts:
+                why = f"a request waits for {model}, which only parked workers serve"
+                return act("scale-out", pool.name, hosts[0], why)
+
+    # 3. Bounds.
     for pool in config.pools:
         state = states.get(pool.name, PoolState(pool.name, (), ()))
         floor = mins[pool.name]
@@ -257,7 +309,7 @@ def decide(
         memory.last_action_at is not None and clock - memory.last_action_at < config.cooldown_s
     )
 
-    # 3. Pressure.
+    # 4. Pressure.
     if pressure is not None:
         lasted = clock - (since.pressure_since or clock)
         if lasted < config.scale_out_delay_s:
@@ -273,7 +325,7 @@ def decide(
                 return act("scale-out", pool.name, hosts[0], f"{pressure}, for {lasted:.0f} s")
         return hold(f"{pressure}; every pool is at its max or has no host to start", since)
 
-    # 4. Quiet.
+    # 5. Quiet.
     if quiet:
         lasted = clock - (since.quiet_since or clock)
         if lasted < config.idle_s:

@@ -28,7 +28,7 @@ from clusterai_runner.cli.display import LiveView
 
 @click.group("autoscale", epilog=EXIT_CODES)
 def autoscale_command() -> None:
-    """Start and park workers as the gateway's load asks: run, once, plan, history.
+    """Start and park workers as the gateway's load asks: run, once, plan, history, wake.
 
     Pools of workers (the inventory's autoscale_pools, in priority order) grow when the
     gateway's queue wait or requests in flight pass their targets for a while, and shrink
@@ -107,23 +107,61 @@ def autoscale_once(ctx: click.Context, inventory: Path, as_json: bool, vault: Va
         ctx.exit(1)
 
 
+def _listen(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:9109")
+    return host.strip("[]"), int(port)
+
+
 @autoscale_command.command("run", epilog=EXIT_CODES)
 @INVENTORY_OPTION
+@click.option(
+    "--metrics-listen",
+    "metrics_listen",
+    metavar="HOST:PORT",
+    callback=_listen,
+    help="Serve Prometheus metrics (decisions, pools, signals) at /metrics there.",
+)
 @JSON_OPTION
 @vault_options
 @click.pass_context
-def autoscale_run(ctx: click.Context, inventory: Path, as_json: bool, vault: Vault) -> None:
+def autoscale_run(
+    ctx: click.Context,
+    inventory: Path,
+    metrics_listen: tuple[str, int] | None,
+    as_json: bool,
+    vault: Vault,
+) -> None:
     """Evaluate every autoscale_interval_s until Ctrl-C or SIGTERM (exit 0).
 
     Each decision recorded (an action, or a hold for a new reason) is one line on stdout
     (with --json, one JSON object: the history's shape). Run it where the state store
     and the inventory are, as a service (README, "The autoscaler").
     """
+    from clusterai_runner.adapters.http import serve_metrics
+    from clusterai_runner.autoscaler.metrics import AutoscaleMetrics
+    from clusterai_runner.errors import UsageError
     from clusterai_runner.store import AutoscaleDecision
     from clusterai_runner.usecases.autoscale import Evaluation, load, run
 
     settings = settings_of(ctx)
     autoscaler = load(settings, inventory, vault)
+    metrics = AutoscaleMetrics()
+    server = None
+    if metrics_listen is not None:
+        try:
+            server = serve_metrics(*metrics_listen, metrics.render)
+        except OSError as error:
+            raise UsageError(
+                f"--metrics-listen {metrics_listen[0]}:{metrics_listen[1]}",
+                error.strerror or str(error),
+                "pick a free port on an address of this machine",
+            ) from error
 
     def decided(_evaluation: Evaluation, recorded: AutoscaleDecision) -> None:
         if as_json:
@@ -136,8 +174,13 @@ def autoscale_run(ctx: click.Context, inventory: Path, as_json: bool, vault: Vau
             )
             click.echo(f"{recorded.at}  {what:<24} {recorded.outcome:<9} {recorded.reason}")
 
-    with ctrl_c_cancels(signal.SIGTERM) as cancel:
-        run(autoscaler, cancel=cancel, progress=progress, on_decision=decided)
+    try:
+        with ctrl_c_cancels(signal.SIGTERM) as cancel:
+            run(autoscaler, cancel=cancel, progress=progress, on_decision=decided, metrics=metrics)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 @autoscale_command.command("history", epilog=EXIT_CODES)
@@ -160,3 +203,24 @@ def autoscale_history(ctx: click.Context, limit: int, acted: bool, as_json: bool
         took = f" {d.seconds:g} s" if d.seconds is not None else ""
         error = f" ({d.error})" if d.error else ""
         click.echo(f"{d.at}  {what:<24} {d.outcome}{took}  {d.reason}{error}")
+
+
+@autoscale_command.command("wake", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.argument("host")
+@JSON_OPTION
+@vault_options
+@click.pass_context
+def autoscale_wake(
+    ctx: click.Context, inventory: Path, host: str, as_json: bool, vault: Vault
+) -> None:
+    """Send a desktop's Wake-on-LAN magic packet (its desktop_mac, to its pool's wol
+    address and port); the autoscaler does this itself before it starts a sleeping desktop."""
+    from clusterai_runner.usecases.autoscale import load, wake
+
+    settings = settings_of(ctx)
+    mac, address, port = wake(load(settings, inventory, vault), host)
+    if as_json:
+        click.echo(json.dumps({"host": host, "mac": mac, "address": address, "port": port}))
+    else:
+        click.echo(f"magic packet for {host} ({mac}) sent to {address}:{port}")

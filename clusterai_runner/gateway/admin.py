@@ -40,6 +40,8 @@ async def admin_backends(request: web.Request) -> web.Response:
         "wait_p95_s": round(p95, 4),
         "requests": count,
         "window_s": WAIT_WINDOW_S,
+        # Models whose workers are all parked, asked for lately: what the autoscaler wakes.
+        "wanted": pool.wanted(),
     }
     return web.json_response({"backends": [b.to_json() for b in pool.backends],
                               "waiting": pool.waiting, "queue": queue, "cache": hits,

@@ -19,7 +19,8 @@
       chat: [smollm2, qwen2.5:0.5b]        # one public name, the backend models behind it
     backends_file: backends.yml            # more backends and aliases (relative to this
                                            # file); SIGHUP re-reads both files' backends
-    queue: {size: 256, timeout_s: 30}
+    queue: {size: 256, timeout_s: 30,      # wake_retry_after_s: 60, the Retry-After of a
+            wake_retry_after_s: 60}        # request whose model's workers are all parked
     health: {interval_s: 5, eject_after: 3}
     cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000,
             scope: tenant}                 # tenant (--tenant keys apart), key or shared
@@ -62,6 +63,11 @@ class BackendConfig:
     # What it may be sent (chat, completions, embeddings); None: every one, and what it
     # cannot serve is learned from its answers (see pool.py).
     capabilities: tuple[str, ...] | None = None
+    # A parked worker (its server stopped by the autoscaler): never sent a request nor
+    # probed; a request for one of its ``models`` that no other backend serves waits in
+    # the queue while the autoscaler starts a worker (see pool.py, "waking").
+    standby: bool = False
+    models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class GatewayConfig:
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     queue_size: int = 256
     queue_timeout_s: float = 30.0
+    # What a 503 for a model whose workers are all parked tells the client to wait.
+    wake_retry_after_s: float = 60.0
     health_interval_s: float = 5.0
     eject_after: int = 3
     max_body_bytes: int = 4 * 1024 * 1024
@@ -128,7 +136,8 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
     key = f"backends[{index}]"
     if not isinstance(raw, dict):
         raise UsageError(_where(path, key), "is not a mapping", "give name, url and api")
-    settings = ("name", "url", "api", "max_concurrency", "api_key_env", "fallback", "capabilities")
+    settings = ("name", "url", "api", "max_concurrency", "api_key_env", "fallback",
+                "capabilities", "standby", "models")  # fmt: skip
     unknown = set(raw) - set(settings)
     if unknown:
         raise UsageError(
@@ -173,7 +182,20 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
             f"{capabilities!r} is not a list of {', '.join(CAPABILITIES)}",
         )
     declared = tuple(dict.fromkeys(capabilities)) if capabilities is not None else None
-    return BackendConfig(name, url, api, concurrency, api_key, fallback, declared)
+    standby = raw.get("standby", False)
+    if not isinstance(standby, bool):
+        raise UsageError(_where(path, f"{key}.standby"), f"{standby!r} is not true or false")
+    models = raw.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise UsageError(_where(path, f"{key}.models"), f"{models!r} is not a list of model names")
+    if standby and not models:
+        raise UsageError(
+            _where(path, f"{key}.models"),
+            "a standby backend needs the models it would serve",
+            "list them, e.g. [smollm2]",
+        )
+    return BackendConfig(name, url, api, concurrency, api_key, fallback, declared, standby,
+                         tuple(models))  # fmt: skip
 
 
 def _redis_url(source: Path | str, value: Any) -> str | None:
@@ -315,6 +337,9 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         aliases=aliases,
         queue_size=_int(source, "queue.size", queue.get("size", 256), 0, 1_000_000),
         queue_timeout_s=_number(source, "queue.timeout_s", queue.get("timeout_s", 30), 0),
+        wake_retry_after_s=_number(
+            source, "queue.wake_retry_after_s", queue.get("wake_retry_after_s", 60), 1
+        ),
         health_interval_s=_number(source, "health.interval_s", health.get("interval_s", 5), 0.1),
         eject_after=_int(source, "health.eject_after", health.get("eject_after", 3), 1, 1000),
         max_body_bytes=_int(

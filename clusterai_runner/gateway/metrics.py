@@ -98,6 +98,13 @@ class Metrics:
             " requests of the last minute waited for a backend.",
             "# TYPE clusterai_gateway_queue_wait_p95_seconds gauge",
             f"clusterai_gateway_queue_wait_p95_seconds {pool.queue_wait()[0]}",
+            "# HELP clusterai_gateway_wanted_waiting Requests waiting for a model whose"
+            " workers are all parked.",
+            "# TYPE clusterai_gateway_wanted_waiting gauge",
+        ]
+        lines += [
+            f"clusterai_gateway_wanted_waiting{_labels(model=model)} {count}"
+            for model, count in sorted(pool.wanted().items())
         ]
         if cache is not None:
             lines += [

@@ -8,6 +8,13 @@ a bounded queue; a full queue, or a wait past the timeout, is a 429. Fallback ba
 (hosted providers) are used only when no other backend has the model or capacity, the
 first one listed first.
 
+Waking: a standby backend (a worker the autoscaler parked) is never sent a request nor
+probed, but the models it lists are known. A request for a model that only standby
+backends serve waits in the queue like any other, up to its timeout, and is counted as
+``wanted``: the autoscaler reads that (``/admin/backends``) and starts a worker; once it
+is back (a reload makes it a backend like the others, a probe finds it healthy) the
+request goes there. A wait past the timeout is a 503 with ``Retry-After``.
+
 Health means "a request sent here would succeed": a backend is ejected after
 ``eject_after`` failures in a row, whether its model list failed to come or requests got
 5xx answers fast, and it returns after its next good probe. A probe that times out while
@@ -54,6 +61,11 @@ class Incapable(Exception):
     """Backends serve the model, but none of them what the request asks for (400)."""
 
 
+class Waking(Exception):
+    """Only parked workers serve the model and none was started within the queue's
+    timeout (503 with Retry-After)."""
+
+
 # Request routes and the capability each asks of a backend.
 CAPABILITY = {
     "/v1/chat/completions": "chat", "/api/chat": "chat",
@@ -83,6 +95,10 @@ class Backend:
     # Its own connection pool: closing it after a drain, or when the backend is removed,
     # leaves the server with no idle connection from the gateway.
     session: aiohttp.ClientSession | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.config.standby:  # what it would serve; it is never probed
+            self.models = set(self.config.models)
 
     @property
     def name(self) -> str:
@@ -130,6 +146,7 @@ class Backend:
             "failures": self.failures,
             "last_error": self.last_error,
             "fallback": self.config.fallback,
+            "standby": self.config.standby,
             "capabilities": [c for c in CAPABILITIES if self.can(c)],
         }
 
@@ -155,6 +172,10 @@ class Pool:
         self.waiting = 0
         # (when, seconds waited) of each request given a backend or turned away, newest last.
         self.waits: deque[tuple[float, float]] = deque(maxlen=WAIT_SAMPLES)
+        # Models only standby backends serve: requests waiting for one now, and when one
+        # last came.
+        self.waking: dict[str, int] = {}
+        self.wanted_at: dict[str, float] = {}
         self._changed = asyncio.Condition()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -180,7 +201,7 @@ class Pool:
         skipped = set(exclude)
         found = []
         for backend in self.backends:
-            if backend.name in skipped or not backend.can(capability):
+            if backend.name in skipped or backend.config.standby or not backend.can(capability):
                 continue
             for name in wanted:
                 if name in backend.models:
@@ -189,8 +210,30 @@ class Pool:
         return found
 
     def serves(self, model: str) -> bool:
-        """Whether any backend, healthy or not, lists ``model`` (or what it stands for)."""
-        return bool(self._candidates(model, ()))
+        """Whether any backend, healthy, standby or not, lists ``model`` (or what it
+        stands for)."""
+        return bool(self._candidates(model, ()) or self._standby(model, None))
+
+    def _standby(self, model: str, capability: str | None) -> list[Backend]:
+        wanted = set(self.backend_models(model))
+        return [
+            b
+            for b in self.backends
+            if b.config.standby and b.can(capability) and wanted & set(b.config.models)
+        ]
+
+    def wanted(self, within_s: float = WAIT_WINDOW_S) -> dict[str, int]:
+        """Models asked for in the last ``within_s`` seconds that only standby backends
+        serve now, with the requests waiting for each: what the autoscaler wakes."""
+        since = time.monotonic() - within_s
+        found = {}
+        for model, at in self.wanted_at.items():
+            if at < since and not self.waking.get(model):
+                continue
+            serving = [c for c in self._candidates(model, ()) if c.backend.healthy]
+            if not serving and self._standby(model, None):
+                found[model] = self.waking.get(model, 0)
+        return found
 
     def _pick(self, candidates: list[Lease]) -> Lease | None:
         free = [
@@ -223,10 +266,11 @@ class Pool:
         excluded = list(exclude)
         if not self.serves(model):
             raise NoSuchModel(model)
-        if not self._candidates(model, (), capability):
+        if not self._candidates(model, (), capability) and not self._standby(model, capability):
             raise Incapable(model)
         started = time.monotonic()
         deadline = started + self.config.queue_timeout_s
+        waking = False
         async with self._changed:
             while True:
                 candidates = self._candidates(model, excluded, capability)
@@ -237,20 +281,32 @@ class Pool:
                     self._waited(started)
                     return lease
                 usable = [c for c in candidates if c.backend.healthy and not c.backend.draining]
-                if not usable:
+                # Parked workers only, or (for a request that waited for them) a worker
+                # a reload just put back, not probed yet: wait for it rather than fail.
+                back = waking and any(
+                    b.probed_at == 0 and not b.config.standby for b in self.backends
+                )
+                waking = not usable and (back or bool(self._standby(model, capability)))
+                if not usable and not waking:
                     raise NoBackend(model)
+                full = Waking(model) if waking else Busy(model)
                 remaining = deadline - time.monotonic()
                 if self.waiting >= self.config.queue_size or remaining <= 0:
                     self._waited(started)
-                    raise Busy(model)
+                    raise full
                 self.waiting += 1
+                if waking:
+                    self.waking[model] = self.waking.get(model, 0) + 1
+                    self.wanted_at[model] = time.monotonic()
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
                 except TimeoutError:
                     self._waited(started)
-                    raise Busy(model) from None
+                    raise full from None
                 finally:
                     self.waiting -= 1
+                    if waking:
+                        self.waking[model] -= 1
 
     def _waited(self, started: float) -> None:
         now = time.monotonic()
@@ -371,7 +427,9 @@ class Pool:
     async def probe(self, backend: Backend) -> None:
         """Refresh a backend's models (and loaded models); its health follows. A draining
         backend is asked over a connection that closes after the answer, so the gateway
-        keeps none open there."""
+        keeps none open there. A standby backend is not asked: its server is stopped."""
+        if backend.config.standby:
+            return
         timeout = aiohttp.ClientTimeout(total=max(2.0, self.config.health_interval_s))
         session = backend.client()
         try:

@@ -36,6 +36,7 @@ from clusterai_runner.gateway.pool import (
     NoBackend,
     NoSuchModel,
     Pool,
+    Waking,
 )
 
 
@@ -54,6 +55,11 @@ async def _lease(pool: Pool, model: str, tried: list[str], capability: str | Non
         raise error from None
     except NoBackend:
         raise ApiError(503, f"no healthy backend serves {model!r} now", "server_error") from None
+    except Waking:
+        error = ApiError(503, f"no worker serves {model!r} now and none was started in time;"
+                         " one is starting, retry later", "server_error")  # fmt: skip
+        error.headers["Retry-After"] = str(int(pool.config.wake_retry_after_s))
+        raise error from None
 
 
 @contextlib.asynccontextmanager

@@ -74,6 +74,13 @@ class AutoscaleRecords(StoreBase):
                 .values(outcome=outcome, error=error, run_id=run_id, seconds=seconds)
             )
 
+    def decision(self, decision: int) -> AutoscaleDecision | None:
+        with self._begin() as connection:
+            row = connection.execute(
+                sa.select(autoscale_decisions).where(autoscale_decisions.c.id == decision)
+            ).first()
+        return _decision(row) if row is not None else None
+
     def decisions(
         self, limit: int = 50, pool: str | None = None, acted: bool = False
     ) -> list[AutoscaleDecision]:

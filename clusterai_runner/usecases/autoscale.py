@@ -17,24 +17,30 @@ with the cancel token.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from clusterai_runner import backends
 from clusterai_runner.adapters.http import JsonApi
-from clusterai_runner.adapters.inventory import check_inventory, group_variables
+from clusterai_runner.adapters.inventory import InventoryHost, check_inventory, group_variables
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
-from clusterai_runner.autoscaler.config import autoscale_config
+from clusterai_runner.autoscaler.config import autoscale_config, check_desktop_host
+from clusterai_runner.autoscaler.metrics import AutoscaleMetrics
 from clusterai_runner.autoscaler.policy import (
     Action,
     AutoscaleConfig,
     Decision,
     Memory,
+    PoolConfig,
     PoolState,
     Signals,
     after_start,
@@ -46,6 +52,10 @@ from clusterai_runner.store import AutoscaleDecision, Store
 from clusterai_runner.usecases.converge import CancelToken, TaskEvent
 
 Progress = Callable[[str], None]
+# The desktop role's check: exit 0 and say why when the owner uses the machine, 1 when not.
+OWNER_CHECK = "exec /usr/local/libexec/clusterai/owner-active\n"
+# How long a desktop woken by its magic packet has to answer SSH.
+WAKE_TIMEOUT_S = 180.0
 
 
 def quiet(_line: str) -> None:
@@ -76,7 +86,12 @@ class Evaluation:
             "signals": asdict(self.signals) if self.signals is not None else None,
             "signals_error": self.signals_error,
             "pools": {
-                p.name: {"active": list(p.active), "parked": list(p.parked)} for p in self.pools
+                p.name: {
+                    "active": list(p.active),
+                    "parked": list(p.parked),
+                    "models": {h: list(m) for h, m in sorted(p.models.items())},
+                }
+                for p in self.pools
             },
             "mins": dict(self.decision.mins),
         }
@@ -127,6 +142,9 @@ def load(settings: Settings, inventory: Path, vault: Vault = NO_VAULT) -> Autosc
                 f"{', '.join(shared)} in two pools' groups",
                 "put each host in one pool",
             )
+        if pool.kind == "desktop":
+            for h in members:
+                check_desktop_host(h.name, h.variables)
     gateway = of_inventory(settings, inventory, vault, timeout=5.0).gateway
     if gateway is None:
         raise UsageError(
@@ -148,7 +166,12 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str]:
     backends = answer.get("backends")
     if not isinstance(queue, dict) or not isinstance(backends, list):
         return None, "the gateway's /admin/backends has no queue figures (an older gateway?)"
-    workers = [b for b in backends if isinstance(b, dict) and not b.get("fallback")]
+    workers = [
+        b
+        for b in backends
+        if isinstance(b, dict) and not b.get("fallback") and not b.get("standby")
+    ]
+    wanted = queue.get("wanted") or {}
     serving = sum(1 for b in workers if b.get("healthy") and not b.get("draining"))
     in_flight = sum(int(b.get("outstanding") or 0) for b in workers)
     return (
@@ -158,32 +181,101 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str]:
             int(queue.get("waiting") or 0),
             in_flight,
             serving,
+            tuple(sorted(str(m) for m in wanted)) if isinstance(wanted, dict) else (),
         ),
         "",
     )
 
 
-def pool_states(autoscaler: Autoscaler) -> list[PoolState]:
-    """Each pool's serving and parked hosts, as the inventory says now."""
+def outside_windows(
+    pool: PoolConfig, variables: dict[str, Any], name: str, at: float
+) -> str | None:
+    """Why desktop ``name`` may not serve at ``at`` by its windows (its own
+    desktop_windows, else the pool's, in its desktop_timezone, else the pool's), or None."""
+    _mac, own, own_zone = check_desktop_host(name, variables)
+    windows = own if own is not None else pool.available
+    zone = own_zone or pool.timezone
+    local = (
+        datetime.fromtimestamp(at, ZoneInfo(zone))
+        if zone
+        else datetime.fromtimestamp(at).astimezone()
+    )
+    if not windows or any(w.covers(local) for w in windows):
+        return None
+    return f"outside its windows ({', '.join(w.text for w in windows)})"
+
+
+def owners(hosts: list[InventoryHost], progress: Progress = quiet) -> dict[str, str]:
+    """Ask each desktop at once whether its owner is using it (the ``desktop`` role's
+    owner-active check, over SSH): host -> why, for those whose owner is. A desktop that
+    does not answer (asleep, say) is left out, and said through ``progress`` when its
+    check failed otherwise."""
+    from clusterai_runner.adapters import ssh
+
+    async def ask(host: InventoryHost) -> tuple[InventoryHost, ssh.Outcome | None]:
+        options = ssh.options_for(host)
+        if options is None:
+            return host, None
+        return host, await ssh.run(host, options, OWNER_CHECK, accept_new=False, timeout=5.0)
+
+    async def ask_all() -> list[tuple[InventoryHost, ssh.Outcome | None]]:
+        return list(await asyncio.gather(*(ask(h) for h in hosts)))
+
+    busy: dict[str, str] = {}
+    for host, outcome in asyncio.run(ask_all()) if hosts else []:
+        if outcome is None:
+            progress(f"{host.name}: its SSH options need OpenSSH; its owner is not asked")
+        elif outcome.rc == 0:
+            busy[host.name] = (
+                "its owner is using it: " + (outcome.stdout.strip().splitlines() or ["active"])[-1]
+            )
+        elif outcome.rc != 1 and outcome.failure != "reach":
+            why = outcome.detail or f"exit {outcome.rc}"
+            progress(f"{host.name}: cannot ask whether its owner uses it ({why})")
+    return busy
+
+
+def pool_states(
+    autoscaler: Autoscaler, at: float | None = None, progress: Progress = quiet
+) -> list[PoolState]:
+    """Each pool's serving and parked hosts, as the inventory says now, and for desktops
+    those that may not serve (outside their windows, or their owner at them)."""
+    at = time.time() if at is None else at
     hosts = load_inventory(autoscaler.inventory, None, autoscaler.vault)
     states = []
     for pool in autoscaler.config.pools:
         members = sorted((h for h in hosts if pool.group in h.groups), key=lambda h: h.name)
+        models = {}
+        for h in members:
+            server = backends.of_host(h.variables)
+            models[h.name] = tuple(server.models_for(h.variables)) if server is not None else ()
+        unavailable: dict[str, str] = {}
+        if pool.kind == "desktop":
+            for h in members:
+                why = outside_windows(pool, h.variables, h.name, at)
+                if why is not None:
+                    unavailable[h.name] = why
+            asked = [h for h in members if h.name not in unavailable]
+            unavailable.update(owners(asked, progress))
         states.append(
             PoolState(
                 pool.name,
                 tuple(h.name for h in members if not h.parked),
                 tuple(h.name for h in members if h.parked),
+                models,
+                unavailable,
             )
         )
     return states
 
 
-def evaluate(autoscaler: Autoscaler, memory: Memory, now: float | None = None) -> Evaluation:
+def evaluate(
+    autoscaler: Autoscaler, memory: Memory, now: float | None = None, progress: Progress = quiet
+) -> Evaluation:
     """Read the signals and the pools and ask the policy; changes nothing."""
     at = time.time() if now is None else now
     seen, error = signals(autoscaler.gateway)
-    pools = pool_states(autoscaler)
+    pools = pool_states(autoscaler, at, progress)
     decision = decide(
         seen, pools, datetime.fromtimestamp(at).astimezone(), autoscaler.config, memory
     )
@@ -212,7 +304,7 @@ def once(
     """One evaluation, and its action carried out; the decision as recorded (None: a
     hold for the same reason as the last record)."""
     with using_store(autoscaler.settings, store) as store:
-        return _once(autoscaler, store, cancel, progress, on_event)
+        return _once(autoscaler, store, cancel, progress, on_event, AutoscaleMetrics())
 
 
 def _once(
@@ -221,10 +313,12 @@ def _once(
     cancel: CancelToken | None,
     progress: Progress,
     on_event: Callable[[TaskEvent], None] | None,
+    metrics: AutoscaleMetrics,
 ) -> tuple[Evaluation, AutoscaleDecision | None]:
     memory = Memory.from_json(store.autoscale_memory())
-    evaluation = evaluate(autoscaler, memory)
+    evaluation = evaluate(autoscaler, memory, progress=progress)
     decision = evaluation.decision
+    metrics.evaluated(evaluation.at, evaluation.signals, evaluation.pools, decision.mins)
     action = decision.action
     memory = decision.memory
     if action is None:
@@ -233,24 +327,25 @@ def _once(
         if last and last[0].action == "hold" and _shape(last[0].reason) == _shape(decision.reason):
             return evaluation, None
         entry = store.record_decision("hold", decision.reason, evaluation.inputs(), outcome="held")
-        return evaluation, next(d for d in store.decisions(limit=5) if d.id == entry)
+        metrics.decided("hold", "held", "")
+        return evaluation, store.decision(entry)
     entry = store.record_decision(
         action.kind, decision.reason, evaluation.inputs(), action.pool, action.host
     )
     store.save_autoscale_memory(memory.to_json())
     progress(f"{action.kind} {action.host} ({action.pool}): {decision.reason}")
     started = time.monotonic()
-    ok, error, run_id = _carry_out(autoscaler, store, action, cancel, on_event)
+    ok, error, run_id = _carry_out(autoscaler, store, action, cancel, on_event, progress)
     seconds = round(time.monotonic() - started, 1)
     store.finish_decision(entry, "succeeded" if ok else "failed", error, run_id, seconds)
+    metrics.decided(action.kind, "succeeded" if ok else "failed", action.pool)
     if action.kind == "scale-out":
         memory = after_start(memory, action.host, ok, time.time(), autoscaler.config.backoff_s)
     store.save_autoscale_memory(memory.to_json())
     progress(
         f"{action.kind} {action.host}: {'done' if ok else 'failed: ' + error} in {seconds:g} s"
     )
-    recorded = next(d for d in store.decisions(limit=5) if d.id == entry)
-    return evaluation, recorded
+    return evaluation, store.decision(entry)
 
 
 def _carry_out(
@@ -259,12 +354,15 @@ def _carry_out(
     action: Action,
     cancel: CancelToken | None,
     on_event: Callable[[TaskEvent], None] | None,
+    progress: Progress = quiet,
 ) -> tuple[bool, str, int | None]:
     from clusterai_runner.usecases.scale import park, unpark
 
     a = autoscaler
     step = unpark if action.kind == "scale-out" else park
     try:
+        if action.kind == "scale-out" and a.config.pool(action.pool).kind == "desktop":
+            _wake(a, action.host, progress)
         result = step(
             a.settings,
             a.inventory,
@@ -288,6 +386,74 @@ def _carry_out(
     return True, "", record.id
 
 
+def _ssh_answers(host: InventoryHost, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host.host, host.port), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _desktop(autoscaler: Autoscaler, name: str) -> tuple[InventoryHost, PoolConfig, str | None]:
+    hosts = {h.name: h for h in load_inventory(autoscaler.inventory, None, autoscaler.vault)}
+    host = hosts.get(name)
+    pool = next(
+        (p for p in autoscaler.config.pools if host is not None and p.group in host.groups), None
+    )
+    if host is None or pool is None or pool.kind != "desktop":
+        raise UsageError(f"host {name}", "is not a desktop of a pool", "name a desktop pool's host")
+    mac, _windows, _zone = check_desktop_host(name, host.variables)
+    return host, pool, mac
+
+
+def _wake(autoscaler: Autoscaler, name: str, progress: Progress) -> None:
+    """Before a desktop starts: when its SSH does not answer, send its magic packet and
+    wait up to WAKE_TIMEOUT_S for SSH."""
+    host, _pool, mac = _desktop(autoscaler, name)
+    if _ssh_answers(host):
+        return
+    if mac is None:
+        raise UsageError(
+            f"host {name}: desktop_mac",
+            "is not set, and its SSH does not answer",
+            "set desktop_mac to its network card's MAC so it can be woken",
+        )
+    wake(autoscaler, name)
+    progress(f"{name}: magic packet sent; waiting up to {WAKE_TIMEOUT_S:g} s for its SSH")
+    deadline = time.monotonic() + WAKE_TIMEOUT_S
+    while not _ssh_answers(host):
+        if time.monotonic() > deadline:
+            raise UsageError(
+                f"host {name}",
+                f"did not answer SSH within {WAKE_TIMEOUT_S:g} s of its magic packet",
+                "check that Wake-on-LAN is on in its firmware and for its card (ethtool)",
+            )
+        time.sleep(2)
+
+
+def wake(autoscaler: Autoscaler, name: str) -> tuple[str, str, int]:
+    """``autoscale wake HOST``: send desktop ``name``'s Wake-on-LAN magic packet to its
+    pool's wol address and port; returns (mac, address, port)."""
+    from clusterai_runner.adapters import wol
+
+    _host, pool, mac = _desktop(autoscaler, name)
+    if mac is None:
+        raise UsageError(
+            f"host {name}: desktop_mac",
+            "is not set",
+            "set desktop_mac (host_vars) to its network card's MAC, e.g. 3c:7c:3f:12:34:56",
+        )
+    try:
+        wol.send(mac, pool.wol_address, pool.wol_port)
+    except OSError as error:
+        raise UsageError(
+            f"autoscale_pools: {pool.name}.wol",
+            f"cannot send to {pool.wol_address}:{pool.wol_port}: {error.strerror or error}",
+            "give the LAN's broadcast address",
+        ) from error
+    return mac, pool.wol_address, pool.wol_port
+
+
 def run(
     autoscaler: Autoscaler,
     *,
@@ -295,12 +461,15 @@ def run(
     cancel: CancelToken | None = None,
     progress: Progress = quiet,
     on_decision: Callable[[Evaluation, AutoscaleDecision], None] | None = None,
+    metrics: AutoscaleMetrics | None = None,
 ) -> None:
-    """``autoscale run``: evaluate every ``interval_s`` until ``cancel``."""
+    """``autoscale run``: evaluate every ``interval_s`` until ``cancel``, counting each
+    evaluation and decision in ``metrics``."""
     cancel = cancel or CancelToken()
+    metrics = metrics or AutoscaleMetrics()
     with using_store(autoscaler.settings, store) as store:
         while not cancel.canceled:
-            evaluation, recorded = _once(autoscaler, store, cancel, progress, None)
+            evaluation, recorded = _once(autoscaler, store, cancel, progress, None, metrics)
             if recorded is not None and on_decision is not None:
                 on_decision(evaluation, recorded)
             if cancel.wait(autoscaler.config.interval_s):

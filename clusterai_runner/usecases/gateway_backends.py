@@ -15,17 +15,28 @@ from clusterai_runner.gateway.config import GatewayConfig, load
 
 def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, Any]]:
     """One backend entry (name, url, api, capabilities) per worker with a known inference
-    backend; a server that requires a key reads it from the environment (KEY_ENVIRONMENT)."""
+    backend; a server that requires a key reads it from the environment (KEY_ENVIRONMENT).
+    A parked worker is a standby entry with the models it would serve (none: left out)."""
     found = []
     for host in hosts:
         server = backends.of_host(host.variables)
-        if not host.serving or server is None:
+        if host.kind != "workers" or server is None:
+            continue
+        models = server.models_for(host.variables)
+        if host.parked and not models:
             continue
         address = backends.url(host.address, server.port_for(host.variables))
         capabilities = server.capabilities_for(host.variables)
-        entry = {"name": host.name, "url": address, "api": server.api, "capabilities": capabilities}
+        entry: dict[str, Any] = {
+            "name": host.name,
+            "url": address,
+            "api": server.api,
+            "capabilities": capabilities,
+        }
         if server.auth == "bearer":
             entry["api_key_env"] = backends.KEY_ENVIRONMENT
+        if host.parked:
+            entry.update(standby=True, models=models)
         found.append(entry)
     return found
 

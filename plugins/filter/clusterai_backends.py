@@ -5,7 +5,8 @@
 ``hostvars[host] | clusterai_backend`` gives the entry of ``clusterai_runner/backends.yml``
 for the host's ``clusterai_inference_backend``, with what depends on the host worked out:
 ``port`` (its inventory's port variable, else the catalogue's), ``capabilities`` (with
-the optional ones its variables turn on), ``listen``
+the optional ones its variables turn on), ``models`` (what it serves: its
+``models_variable``, else the catalogue's default), ``listen``
 (``address:port``, IPv6 in brackets), ``url`` and ``health_url``. A host without a known
 backend gives ``{}``. ``'llamacpp' | clusterai_backend`` gives the bare entry.
 The whole catalogue is ``lookup('clusterai_backends')``.
@@ -55,8 +56,10 @@ def clusterai_backend(value: Any) -> dict[str, Any]:
     address = _bracketed(str(value.get("clusterai_address", "")))
     base = f"http://{address}:{port}"
     optional = entry["optional_capabilities"]
+    models = value.get(entry["models_variable"], entry["models"])
     return {
         **entry,
+        "models": [str(models)] if isinstance(models, str) else [str(m) for m in models or []],
         "capabilities": [*entry["capabilities"], *(c for c in optional if value.get(optional[c]))],
         "port": port,
         "listen": f"{address}:{port}",

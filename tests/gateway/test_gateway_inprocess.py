@@ -38,14 +38,18 @@ class GatewayTestServer(TestServer):
 
 @asynccontextmanager
 async def gateway(
-    store: Store | None = None, spool: Path | None = None, **settings: Any
+    store: Store | None = None,
+    spool: Path | None = None,
+    more: tuple[BackendConfig, ...] = (),
+    **settings: Any,
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, str, TestServer, TestServer]]:
     """A session, the gateway's base URL, the stand-in backend's server, the gateway's.
-    With a ``store``, auth is on and usage records wait in ``spool``."""
+    With a ``store``, auth is on and usage records wait in ``spool``; ``more`` backends
+    after the stand-in."""
     backend = TestServer(stand_in_app(), host="127.0.0.1")
     await backend.start_server()
     config = GatewayConfig(
-        backends=(BackendConfig("sb1", str(backend.make_url("")).rstrip("/"), "openai"),),
+        backends=(BackendConfig("sb1", str(backend.make_url("")).rstrip("/"), "openai"), *more),
         auth_enabled=store is not None,
         cache_path=":memory:",
         health_interval_s=0.2,
@@ -462,5 +466,40 @@ def test_metrics_on_their_own_listener_need_tls_and_the_login(tmp_path: Path) ->
                         pass
             finally:
                 await metrics.close()
+
+    run(test)
+
+
+def test_a_model_only_a_parked_worker_serves_waits_then_is_a_503_with_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
+    # Its server is stopped: any request sent there would fail.
+    parked = BackendConfig("p1", "http://127.0.0.1:9", "openai", standby=True, models=("night",))
+
+    async def test() -> None:
+        async with gateway(more=(parked,), queue_timeout_s=0.5, wake_retry_after_s=45) as (
+            session,
+            url,
+            _backend,
+            _server,
+        ):
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            chat = {**CHAT, "model": "night"}
+            started = time.monotonic()
+            async with session.post(url + "/v1/chat/completions", json=chat) as answer:
+                assert answer.status == 503
+                assert answer.headers["Retry-After"] == "45"
+                assert "one is starting" in (await answer.json())["error"]["message"]
+            assert time.monotonic() - started < 5  # the queue's bound, not a hang
+            async with session.get(url + "/admin/backends", headers=admin) as answer:
+                listed = await answer.json()
+            assert listed["queue"]["wanted"] == {"night": 0}
+            assert [b["standby"] for b in listed["backends"]] == [False, True]
+            # The stand-in's model is served at once, never woken.
+            async with session.post(url + "/v1/chat/completions", json=CHAT) as answer:
+                assert answer.status == 200
+            async with session.get(url + "/metrics") as answer:
+                assert 'clusterai_gateway_wanted_waiting{model="night"} 0' in await answer.text()
 
     run(test)

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import openai
 import pytest
 import yaml
 
@@ -31,6 +33,7 @@ from tests.helpers import (
     ChatLoad,
     ansible_playbook,
     backend_headers,
+    free_port,
     monitoring_get,
     run_cli,
     serve_folder,
@@ -1009,7 +1012,7 @@ def test_the_control_hosts_web_app_shows_the_cluster_and_its_keys_reach_the_gate
     assert "keys.create" in audit and name in audit
 
 
-def test_the_autoscaler_starts_a_standby_worker_under_load_and_parks_it_when_idle(
+def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it_for_a_request(
     cluster: dict[str, Any], converged: object, tmp_path: Path
 ) -> None:
     grown = run_cli("sandbox", "up", "--hosts", "5", "--name", "it", "--json")
@@ -1017,6 +1020,8 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_and_parks_it_when_idl
     control, worker3 = address(cluster, "ctl1"), address(json.loads(grown.stdout), "worker3")
     # An inventory of its own: worker1 and worker2 serve, worker3 and worker4 are the
     # standby pool, both parked (worker3 was wiped by the scale test, worker4 is new).
+    # worker3 serves its model as smollm2-night, which the gateway also counts as smollm2:
+    # under load it takes smollm2's requests; parked, it is the only one for smollm2-night.
     source = Path(cluster["inventory"])
     inventory = tmp_path / "inventory"
     document = yaml.safe_load(source.read_text())
@@ -1025,6 +1030,9 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_and_parks_it_when_idl
     children["workers"]["children"] = {"standby": {"hosts": standby}}
     children["parked"] = {"hosts": {"worker3": None, "worker4": None}}
     shutil.copytree(source.parent / "host_vars", inventory / "host_vars")
+    worker3_vars = inventory / "host_vars" / "worker3.yml"
+    with worker3_vars.open("a") as extra:
+        extra.write("llamacpp_server_model_alias: smollm2-night\n")
     (inventory / "hosts.yml").write_text(yaml.safe_dump(document, sort_keys=False))
     group_vars = inventory / "group_vars" / "all"
     group_vars.mkdir(parents=True)
@@ -1032,82 +1040,129 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_and_parks_it_when_idl
     key = admin_key(cluster)
     (group_vars / "autoscale.yml").write_text(yaml.safe_dump({
         "gateway_admin_key": key,
+        # A request for a parked worker's model waits this long for it.
+        "gateway_queue_timeout_s": 240,
+        "gateway_aliases": {"smollm2": ["smollm2", "smollm2-night"]},
         "autoscale_pools": [{"name": "standby", "kind": "standby", "group": "standby", "max": 1}],
         "autoscale_interval_s": 2, "autoscale_scale_out_delay_s": 4, "autoscale_idle_s": 10,
         "autoscale_cooldown_s": 5, "autoscale_target_queue_wait_s": 0.2,
         "autoscale_target_in_flight": 3,
     }))  # fmt: skip
-    plan = json.loads(run_cli("autoscale", "plan", "-i", str(inventory), "--json").stdout)
-    assert plan["action"] is None, plan
-    assert plan["pools"] == {"standby": {"active": [], "parked": ["worker3", "worker4"]}}
+    # The gateway's configuration from this inventory (its queue timeout, its aliases and the
+    # parked workers as standby backends), before any load: a change of its queue restarts it.
+    converge(str(inventory), "site.yml", "--limit", "ctl1", "--tags", "gateway_configure")
 
     def backends() -> dict[str, Any]:
         found = gateway_call(cluster, "/admin/backends", key=key)[2]["backends"]
         return {b["name"]: b for b in found}
 
-    assert sorted(backends()) == ["worker1", "worker2"]
+    def serving() -> list[str]:
+        return sorted(name for name, b in backends().items() if not b["standby"])
+
+    def ready() -> bool:
+        try:
+            return serving() == ["worker1", "worker2"] and all(
+                backends()[w]["healthy"] for w in ("worker1", "worker2")
+            )
+        except OSError:  # restarting
+            return False
+
+    wait_for(ready, 60, "the gateway back with both workers healthy")
+    assert backends()["worker3"]["standby"] and backends()["worker3"]["models"] == ["smollm2-night"]
+    plan = json.loads(run_cli("autoscale", "plan", "-i", str(inventory), "--json").stdout)
+    assert plan["action"] is None, plan
+    assert plan["pools"] == {"standby": {
+        "active": [], "parked": ["worker3", "worker4"],
+        "models": {"worker3": ["smollm2-night"], "worker4": ["smollm2"]},
+    }}  # fmt: skip
+    metrics_port = free_port()
     with (tmp_path / "autoscale.err").open("w") as err:
         scaler = subprocess.Popen(
-            [str(CLUSTERAI), "autoscale", "run", "-i", str(inventory), "--json"],
+            [str(CLUSTERAI), "autoscale", "run", "-i", str(inventory), "--json",
+             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
             stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
     decisions: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: decisions.extend(map(json.loads, scaler.stdout or ())))
     reader.start()
 
-    def ended(action: str) -> dict[str, Any] | None:
-        return next((d for d in decisions if d["action"] == action), None)
+    def acted(action: str, count: int = 1) -> list[dict[str, Any]] | None:
+        found = [d for d in decisions if d["action"] == action]
+        return found if len(found) >= count else None
 
     # Twelve clients over two workers of four slots each: four always wait in the queue.
     load = ChatLoad(f"http://{control}:8000/v1", LOAD_KEY, 12, pause_s=0.2, max_tokens=8)
     try:
         with load:
-            started = wait_for(lambda: ended("scale-out"), 600, "a standby worker started")
+            started = wait_for(lambda: acted("scale-out"), 600, "a standby worker started")[0]
             assert (started["host"], started["outcome"]) == ("worker3", "succeeded"), decisions
             assert "queue wait p95" in started["reason"], started
             assert started["inputs"]["signals"]["queue_wait_p95_s"] > 0.2
-            before = backends()["worker3"]["requests"] if "worker3" in backends() else 0
+            before = backends()["worker3"]["requests"]
             wait_for(
-                lambda: backends().get("worker3", {}).get("requests", 0) > before + 3,
+                lambda: backends()["worker3"]["requests"] > before + 3,
                 120,
                 "the gateway routing to worker3",
             )
             # On the port the scale test gave it (host_vars), when that test ran first.
-            port = yaml.safe_load(
-                (inventory / "host_vars" / "worker3.yml").read_text()
-                if (inventory / "host_vars" / "worker3.yml").exists()
-                else "{}"
-            ).get("llamacpp_server_port", 8080)
+            port = yaml.safe_load(worker3_vars.read_text()).get("llamacpp_server_port", 8080)
             assert backends()["worker3"]["url"] == f"http://{worker3}:{port}"
             under_load = load.done
         # The load is over: after the idle time the worker is drained and stopped.
-        parked = wait_for(lambda: ended("scale-in"), 300, "the idle standby worker parked")
+        parked = wait_for(lambda: acted("scale-in"), 300, "the idle standby worker parked")[0]
         assert (parked["host"], parked["outcome"]) == ("worker3", "succeeded"), decisions
+        assert load.failures == [], load.failures[:5]
+        assert serving() == ["worker1", "worker2"]
+        assert backends()["worker3"]["standby"] and backends()["worker4"]["standby"]
+        stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
+        assert stopped.stdout.strip() == "inactive"
+        status = run_cli("status", "-i", str(inventory), "--limit", "worker3", "--json")
+        assert [h["inference"] for h in json.loads(status.stdout)["hosts"]] == ["parked"]
+
+        # The pool at zero: one request for the model only its parked worker serves waits
+        # at the gateway while the autoscaler starts that worker, and is answered.
+        client = openai.OpenAI(base_url=f"http://{control}:8000/v1", api_key=LOAD_KEY,
+                               max_retries=0)  # fmt: skip
+        asked = time.monotonic()
+        answer = client.chat.completions.create(
+            model="smollm2-night",
+            messages=[{"role": "user", "content": "Wake up."}],
+            max_tokens=8,
+            timeout=300,
+        )
+        waited = time.monotonic() - asked
+        assert answer.choices[0].message.content, answer
+        woken = acted("scale-out", 2)
+        assert woken is not None, decisions
+        assert (woken[1]["host"], woken[1]["outcome"]) == ("worker3", "succeeded"), decisions
+        assert "a request waits for smollm2-night" in woken[1]["reason"], woken[1]
+        assert not backends()["worker3"]["standby"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            scraped = r.read().decode()
+        for action, count in (("scale-out", 2), ("scale-in", 1)):
+            labels = f'action="{action}",outcome="succeeded",pool="standby"'
+            assert f"clusterai_autoscale_decisions_total{{{labels}}} {count}" in scraped
     finally:
         scaler.send_signal(signal.SIGTERM)
         scaler.wait(120)
         reader.join(10)
         if scaler.stdout is not None:
             scaler.stdout.close()
-    err = (tmp_path / "autoscale.err").read_text()
-    assert scaler.returncode == 0, err
+    err_text = (tmp_path / "autoscale.err").read_text()
+    assert scaler.returncode == 0, err_text
     shown = [f"{d['action']} {d['host']} {d['outcome']} {d['seconds']} s ({d['reason']})"
              for d in decisions]  # fmt: skip
-    print(f"autoscale: {under_load} chats under load, {load.done} in all; {'; '.join(shown)}")
-    assert load.failures == [], load.failures[:5]
-    assert sorted(backends()) == ["worker1", "worker2"]
+    print(f"autoscale: {under_load} chats under load, {load.done} in all; the woken request"
+          f" answered in {waited:.1f} s; {'; '.join(shown)}")  # fmt: skip
     written = yaml.safe_load((inventory / "hosts.yml").read_text())["all"]["children"]
-    assert set(written["parked"]["hosts"]) == {"worker3", "worker4"}
-    stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
-    assert stopped.stdout.strip() == "inactive"
-    status = run_cli("status", "-i", str(inventory), "--limit", "worker3", "--json")
-    assert [h["inference"] for h in json.loads(status.stdout)["hosts"]] == ["parked"]
+    assert set(written["parked"]["hosts"]) == {"worker4"}  # worker3 serves again
     history = json.loads(run_cli("autoscale", "history", "--actions", "--json").stdout)
-    assert [(d["action"], d["host"], d["outcome"]) for d in history[:2]] == [
+    assert [(d["action"], d["host"], d["outcome"]) for d in history[:3]] == [
+        ("scale-out", "worker3", "succeeded"),
         ("scale-in", "worker3", "succeeded"),
         ("scale-out", "worker3", "succeeded"),
     ]
-    assert history[1]["run_id"] and history[1]["seconds"] > 0
+    assert history[2]["run_id"] and history[2]["seconds"] > 0
 
 
 def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(

@@ -43,6 +43,17 @@ all:
 """
 
 
+ADMIN_KEY = "    gateway_admin_key: bad-input-admin-key-0123\n"
+# GOOD with w1 in workers' desktop group; {extra}: more of its variables.
+DESKTOP = GOOD.replace(
+    "      hosts:\n        w1:\n          ansible_host: 127.0.99.2\n"
+    "          clusterai_address: 127.0.99.2\n",
+    "      children:\n        desktop:\n          hosts:\n            w1:\n"
+    "              ansible_host: 127.0.99.2\n"
+    "              clusterai_address: 127.0.99.2\n{extra}",
+)
+
+
 def autoscale(pool: str, more: str = "", text: str | None = None) -> Callable[[str], str]:
     """GOOD (or ``text``) with ``autoscale_pools: [pool]`` and ``more`` in all's vars."""
 
@@ -317,6 +328,20 @@ CASES = [
              "      children:\n        standby:\n          hosts:\n            w1:\n"
              "              ansible_host: 127.0.99.2\n"
              "              clusterai_address: 127.0.99.2\n"))),
+    Case("autoscale-wake-without-mac", ["autoscale", "wake", "-i", "{inv}", "w1"],
+         ["host w1: desktop_mac: is not set", "to its network card's MAC"],
+         edit=autoscale("{name: desk, kind: desktop}", ADMIN_KEY,
+                        text=DESKTOP.format(extra=""))),
+    Case("autoscale-desktop-bad-mac", ["autoscale", "plan", "-i", "{inv}"],
+         ["host w1: desktop_mac: 'not-a-mac' is not a MAC address"],
+         edit=autoscale("{name: desk, kind: desktop}", ADMIN_KEY,
+                        text=DESKTOP.format(extra="              desktop_mac: not-a-mac\n"))),
+    Case("autoscale-desktop-bad-timezone", ["autoscale", "run", "-i", "{inv}"],
+         ["autoscale_pools[0].timezone: 'Mars/Olympus' is not a time zone"],
+         edit=autoscale("{name: desk, kind: desktop, timezone: Mars/Olympus}")),
+    Case("autoscale-window-on-standby", ["autoscale", "plan", "-i", "{inv}"],
+         ["autoscale_pools[0].available: is a desktop pool's setting"],
+         edit=autoscale("{name: standby, available: ['* 08:00-18:00']}")),
     Case("parked-not-a-worker", ["up", "-i", "{inv}"],
          ["ctl1 in 'parked' but not in 'workers'", "take it out of parked"],
          edit=lambda t: t + "    parked:\n      hosts:\n        ctl1:\n"),

@@ -22,6 +22,7 @@ def test_decisions_keep_inputs_outcome_and_the_pools_start_time(store_url: str) 
     assert found[1].outcome == "failed" and found[1].error == "scale_out.yml failed on s2"
     assert found[2].run_id == 7 and found[2].inputs == inputs
     assert [d.id for d in store.decisions(acted=True, limit=2)] == [third, second]
+    assert store.decision(second) == found[1] and store.decision(99999) is None
     assert store.start_seconds("standby") == pytest.approx(90.0)
     assert store.start_seconds("desktop") is None
     with pytest.raises(ValueError, match="unknown outcome"):

@@ -293,3 +293,119 @@ def test_bad_configuration_names_the_field(variables: dict[str, Any], field: str
     assert field in str(caught.value)
     assert str(caught.value).startswith("inventory x: ")
     assert "(" in str(caught.value)  # a fix
+
+
+def test_a_request_for_a_parked_model_starts_a_worker_that_serves_it_at_once() -> None:
+    cfg = config(autoscale_pools=[{"name": "night", "max": 2, "scale_to_zero": True}])
+    models = {"n1": ("smollm2",), "n2": ("qwen",)}
+    pool = [PoolState("night", (), ("n1", "n2"), models)]
+    waiting = Signals(START.timestamp(), 0.0, 1, 0, 0, wanted=("qwen",))
+    # Right after another action (cooling down), with no delay: a client is waiting.
+    memory = Memory(last_action_at=START.timestamp() - 1)
+    decision = decide(waiting, pool, START, cfg, memory)
+    assert decision.action == Action("scale-out", "night", "n2")
+    assert "a request waits for qwen" in decision.reason
+    # A model no parked worker serves, or a pool at its max, or no signals: no wake.
+    other = Signals(START.timestamp(), 0.0, 1, 0, 0, wanted=("llama",))
+    assert decide(other, pool, START, cfg, memory).action is None
+    full = [PoolState("night", ("n1", "n3"), ("n2",), models)]
+    assert decide(waiting, full, START, cfg, memory).action is None
+    assert decide(None, pool, START, cfg, memory).action is None
+    # The worker whose start just failed waits its backoff, whoever asks.
+    failed = after_start(memory, "n2", False, START.timestamp(), cfg.backoff_s)
+    assert decide(waiting, pool, START, cfg, failed).action is None
+
+
+def test_the_metrics_count_decisions_and_show_the_pools() -> None:
+    from clusterai_runner.autoscaler.metrics import AutoscaleMetrics
+
+    metrics = AutoscaleMetrics()
+    assert "clusterai_autoscale_signals_up 0" in metrics.render()
+    signals = Signals(START.timestamp(), 0.84, 4, 8, 2)
+    metrics.evaluated(START.timestamp(), signals, [PoolState("standby", ("s1",), ("s2", "s3"))],
+                      {"standby": 1})  # fmt: skip
+    metrics.decided("scale-out", "succeeded", "standby")
+    metrics.decided("scale-out", "succeeded", "standby")
+    metrics.decided("scale-in", "failed", "standby")
+    text = metrics.render()
+    assert (
+        'clusterai_autoscale_decisions_total{action="scale-out",outcome="succeeded",'
+        'pool="standby"} 2'
+    ) in text
+    assert (
+        'clusterai_autoscale_decisions_total{action="scale-in",outcome="failed",pool="standby"} 1'
+        in text
+    )
+    assert 'clusterai_autoscale_pool_serving{pool="standby"} 1' in text
+    assert 'clusterai_autoscale_pool_parked{pool="standby"} 2' in text
+    assert 'clusterai_autoscale_pool_min{pool="standby"} 1' in text
+    assert "clusterai_autoscale_queue_wait_p95_seconds 0.84" in text
+    assert "clusterai_autoscale_signals_up 1" in text
+
+
+def desktops(**pool: Any) -> AutoscaleConfig:
+    return config(
+        autoscale_pools=[
+            {"name": "standby", "max": 1},
+            {"name": "desk", "kind": "desktop", "max": 2, **pool},
+        ]
+    )
+
+
+def test_a_desktop_outside_its_window_is_parked_and_returns_inside_it() -> None:
+    from clusterai_runner.usecases.autoscale import outside_windows
+
+    cfg = desktops(available=["mon-fri 19:00-07:00", "sat,sun 00:00-24:00"], timezone="UTC")
+    pool = cfg.pool("desk")
+    evening, noon = START.replace(hour=20), START.replace(hour=12)  # a Monday
+    assert outside_windows(pool, {}, "d1", evening.timestamp()) is None
+    why = outside_windows(pool, {}, "d1", noon.timestamp())
+    assert why == "outside its windows (mon-fri 19:00-07:00, sat,sun 00:00-24:00)"
+    # A host's own windows and time zone: 20:00 UTC is 09:00 the next day in Auckland.
+    own = {"desktop_windows": ["* 08:00-10:00"], "desktop_timezone": "Pacific/Auckland"}
+    assert outside_windows(pool, own, "d2", evening.timestamp()) is None
+    assert outside_windows(pool, own, "d2", noon.timestamp()) is not None
+
+    signals = Signals(noon.timestamp(), 0.0, 0, 0, 3)
+    # Serving at noon, outside its window: drained and stopped at once, whatever the load.
+    serving = [PoolState("standby", (), ("s1",)), PoolState("desk", ("d1",), (), {}, {"d1": why})]
+    decision = decide(signals, serving, noon, cfg, Memory(last_action_at=noon.timestamp()))
+    assert (
+        decision.action == Action("scale-in", "desk", "d1")
+        and "outside its windows" in decision.reason
+    )
+    # Parked in the evening, inside it: returned (its pool's min counts it), no load needed.
+    parked = [PoolState("standby", (), ("s1",)), PoolState("desk", (), ("d1",))]
+    decision = decide(Signals(evening.timestamp(), 0.0, 0, 0, 1), parked, evening, cfg, Memory())
+    assert decision.action == Action("scale-out", "desk", "d1")
+    assert "below its desktops available 1" in decision.reason
+    # Parked at noon: it stays parked, even under pressure (the standby pool goes instead).
+    away = [PoolState("standby", (), ("s1",)), PoolState("desk", (), ("d1",), {}, {"d1": why})]
+    busy = Signals(noon.timestamp(), 5.0, 9, 8, 1)
+    pressed = Memory(pressure_since=noon.timestamp() - 60)
+    assert decide(busy, away, noon, cfg, pressed).action == Action("scale-out", "standby", "s1")
+
+
+def test_the_owner_at_a_desktop_drains_it_within_one_interval_and_it_returns_after() -> None:
+    cfg = desktops()
+    active, parked = ["d1"], []
+    actions = []
+    memory = Memory()
+    for step in range(40):  # every interval for ten minutes
+        t = START + timedelta(seconds=step * cfg.interval_s)
+        busy = 10 <= step < 20  # the owner sits down at step 10, leaves at 20
+        unavailable = {"d1": "its owner is using it: claimed by ada"} if busy else {}
+        pools = [
+            PoolState("standby", (), ()),
+            PoolState("desk", tuple(active), tuple(parked), {}, unavailable),
+        ]
+        decision = decide(Signals(t.timestamp(), 0.0, 0, 2, 2), pools, t, cfg, memory)
+        memory = decision.memory
+        if decision.action is not None:
+            actions.append((step, decision.action.kind))
+            if decision.action.kind == "scale-in":
+                active.remove("d1"), parked.append("d1")
+            else:
+                parked.remove("d1"), active.append("d1")
+    # Drained at the first evaluation that saw the owner; back at the first after they left.
+    assert actions == [(10, "scale-in"), (20, "scale-out")]

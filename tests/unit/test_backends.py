@@ -42,6 +42,8 @@ def test_each_roles_defaults_match_the_catalogue(kind: str) -> None:
     defaults = yaml.safe_load((REPO / "roles" / entry.role / "defaults/main.yml").read_text())
     assert defaults[entry.port_variable] == entry.port
     assert entry.models_dir_variable in defaults
+    default = defaults[entry.models_variable]
+    assert list(entry.models) == ([default] if isinstance(default, str) else default)
     unit = REPO / "roles" / entry.role / "templates" / f"{entry.unit}.service.j2"
     assert unit.is_file(), f"{entry.role} has no template for its unit {entry.unit}"
 
@@ -78,10 +80,37 @@ def test_python_and_the_filter_agree_on_a_hosts_server(
     resolved = _filter()(host.variables)
     assert (resolved["url"], resolved["health_url"]) == (url, url + health)
     assert resolved["unit"] == server.unit and resolved["api"] == server.api
+    assert resolved["models"] == server.models_for(host.variables)
     (entry,) = worker_backends([host])
     assert entry["url"] == backends.url(host.address, port) and entry["api"] == server.api
     settings = settings_for(host, preflight_defaults())
     assert needed_ports(host, settings)[port] == server.unit
+
+
+@pytest.mark.parametrize(
+    ("variables", "models"),
+    [
+        ({"clusterai_inference_backend": "llamacpp"}, ["smollm2"]),
+        ({"clusterai_inference_backend": "llamacpp", "llamacpp_server_model_alias": "m"}, ["m"]),
+        ({"clusterai_inference_backend": "ollama"}, []),
+        ({"clusterai_inference_backend": "ollama", "ollama_models": ["a", "b"]}, ["a", "b"]),
+    ],
+)
+def test_a_hosts_models_and_a_parked_workers_backend(
+    variables: dict[str, Any], models: list[str]
+) -> None:
+    host = worker(**variables)
+    server = backends.of_host(host.variables)
+    assert server is not None and server.models_for(host.variables) == models
+    assert _filter()(host.variables)["models"] == models
+    parked = InventoryHost(
+        "w1", ("parked", "workers"), "192.0.2.21", 22, "root", None, (), "192.0.2.21",
+        {"clusterai_address": "192.0.2.21", **variables},
+    )  # fmt: skip
+    found = worker_backends([parked])
+    # A parked worker is a standby backend: never sent a request, its models known.
+    assert found == ([{**worker_backends([host])[0], "standby": True, "models": models}]
+                     if models else [])  # fmt: skip
 
 
 def test_a_host_without_a_known_backend_has_none() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.config import BackendConfig, GatewayConfig, load
-from clusterai_runner.gateway.pool import Busy, NoBackend, NoSuchModel, Pool
+from clusterai_runner.gateway.pool import Busy, NoBackend, NoSuchModel, Pool, Waking
 
 
 def pool_of(*backends: BackendConfig, **settings: object) -> Pool:
@@ -73,6 +74,48 @@ def test_the_queue_wait_is_the_autoscalers_signal() -> None:
         # Older than the window, a wait counts no more.
         pool.waits = type(pool.waits)(((t - 61, w) for t, w in pool.waits), pool.waits.maxlen)
         assert pool.queue_wait() == (0.0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_for_a_parked_workers_model_waits_for_it_to_be_started() -> None:
+    async def scenario() -> None:
+        parked = BackendConfig("p", "http://p", "openai", 1, standby=True, models=("m",))
+        pool = Pool(GatewayConfig(backends=(parked,), queue_timeout_s=5.0))
+        assert pool.serves("m") and not pool.serves("other")
+        assert pool.wanted() == {}
+        waiter = asyncio.create_task(pool.acquire("m"))
+        await asyncio.sleep(0.05)
+        assert pool.wanted() == {"m": 1}  # what the autoscaler reads
+        await pool.probe(pool.backends[0])  # a standby backend is never asked
+        assert pool.backends[0].probed_at == 0
+        # The autoscaler started it: a reload makes it an ordinary backend, not probed yet;
+        # the request keeps waiting instead of failing, and goes there once it is healthy.
+        started = GatewayConfig(backends=(BackendConfig("p", "http://p", "openai", 1),),
+                                queue_timeout_s=5.0)  # fmt: skip
+        await pool.update(started)
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        async with pool._changed:
+            backend = pool.backends[0]
+            backend.models, backend.healthy, backend.probed_at = {"m"}, True, 1.0
+            pool._changed.notify_all()
+        lease = await asyncio.wait_for(waiter, 1)
+        assert lease.backend.name == "p" and pool.waking == {"m": 0}
+        assert pool.wanted() == {}  # served again
+
+    asyncio.run(scenario())
+
+
+def test_a_wake_longer_than_the_queue_timeout_is_waking_not_a_hang() -> None:
+    async def scenario() -> None:
+        parked = BackendConfig("p", "http://p", "openai", 1, standby=True, models=("m",))
+        pool = Pool(GatewayConfig(backends=(parked,), queue_timeout_s=0.2))
+        started = time.monotonic()
+        with pytest.raises(Waking):
+            await pool.acquire("m")
+        assert time.monotonic() - started < 1
+        assert pool.wanted() == {"m": 0}  # asked for lately, none waiting now
 
     asyncio.run(scenario())
 
@@ -188,6 +231,12 @@ def test_an_update_keeps_the_state_of_unchanged_backends() -> None:
         ("backends: [{name: a, url: 'http://x', max_concurrency: 0}]", "max_concurrency: 0 is not"),
         ("backends: [{name: a, url: 'http://x', api_key_env: NOPE}]", "NOPE is not set"),
         ("backends: [{name: a, url: 'http://x', key: k}]", "backends[0].key: is not a backend"),
+        ("backends: [{name: a, url: 'http://x', standby: true}]",
+         "backends[0].models: a standby backend needs the models"),
+        ("backends: [{name: a, url: 'http://x', standby: yes please}]",
+         "backends[0].standby: 'yes please' is not true or false"),
+        ("queue: {wake_retry_after_s: 0}\nbackends: [{name: a, url: 'http://x'}]",
+         "queue.wake_retry_after_s: 0 is not a number of at least 1"),
         ("backends: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]", "'a' is used twice"),
         ("listen: nowhere\nbackends: [{name: a, url: 'http://x'}]", "listen: 'nowhere' is not"),
         ("backend: []", "backend: is not a setting"),
