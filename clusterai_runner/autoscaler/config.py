@@ -23,10 +23,10 @@ GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WINDOW = re.compile(
     r"^\s*(?P<days>[a-z,*-]+)\s+(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})\s*$"
 )
-# Pool kinds this version scales: standby workers, and desktops (availability windows,
-# Wake-on-LAN, their owner first). Cloud and hosted pools are refused with a clear line
-# until they are built.
-KINDS = ("standby", "desktop")
+# Pool kinds this version scales: standby workers, desktops (availability windows,
+# Wake-on-LAN, their owner first) and hosted providers (the gateway's fallback backends,
+# turned on and off). Cloud pools are refused with a clear line until they are built.
+KINDS = ("standby", "desktop", "hosted")
 MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 SECONDS = {
     "autoscale_interval_s": (15.0, 1.0),
@@ -37,10 +37,12 @@ SECONDS = {
     "autoscale_cooldown_s": (60.0, 0.0),
     "autoscale_stale_s": (60.0, 1.0),
     "autoscale_backoff_s": (60.0, 1.0),
+    "autoscale_slow_start_s": (0.0, 0.0),
 }
 KNOWN = {*SECONDS, "autoscale_pools"}
 POOL_KEYS = {"name", "kind", "group", "min", "max", "hourly_usd", "scale_to_zero", "schedules",
-             "available", "timezone", "wol"}  # fmt: skip
+             "available", "timezone", "wol", "backends"}  # fmt: skip
+BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # A desktop host's own variables (host_vars), checked by check_desktop_host.
 DESKTOP_VARIABLES = ("desktop_mac", "desktop_windows", "desktop_timezone")
 
@@ -147,8 +149,32 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
             f"{kind!r} is not a pool kind this version scales",
             f"kinds: {', '.join(KINDS)}",
         )
-    group = entry.get("group", kind)
-    if (
+    raw_backends = entry.get("backends")
+    if (kind == "hosted") != (raw_backends is not None):
+        raise _bad(
+            source,
+            f"{at}.backends",
+            "is not set" if kind == "hosted" else "is a hosted pool's setting",
+            "the gateway's provider backends it turns on and off, e.g. [openai]"
+            if kind == "hosted"
+            else "set kind: hosted, or drop it",
+        )
+    backends: list[str] = raw_backends if isinstance(raw_backends, list) else []
+    if kind == "hosted" and (
+        not backends or not all(isinstance(b, str) and BACKEND_NAME.match(b) for b in backends)
+    ):
+        raise _bad(
+            source,
+            f"{at}.backends",
+            f"{raw_backends!r} is not a list of backend names",
+            "e.g. [openai]",
+        )
+    group = entry.get("group", "" if kind == "hosted" else str(kind))
+    if kind == "hosted" and "group" in entry:
+        raise _bad(
+            source, f"{at}.group", "a hosted pool has no hosts", "drop it; list its backends"
+        )
+    if kind != "hosted" and (
         not isinstance(group, str)
         or not GROUP_NAME.match(group)
         or group in ("all", "control", "workers", "parked")
@@ -160,7 +186,16 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
             "a group of its own, e.g. standby",
         )
     floor = _count(source, f"{at}.min", entry.get("min", 0))
-    ceiling = _count(source, f"{at}.max", entry.get("max", 1))
+    ceiling = _count(
+        source, f"{at}.max", entry.get("max", len(backends) if kind == "hosted" else 1)
+    )
+    if kind == "hosted" and ceiling > len(backends):
+        raise _bad(
+            source,
+            f"{at}.max",
+            f"{ceiling} is above its {len(backends)} backends",
+            "list more backends or lower max",
+        )
     if floor > ceiling:
         raise _bad(source, f"{at}.min", f"{floor} is above max {ceiling}", "lower min or raise max")
     price = entry.get("hourly_usd", 0.0)
@@ -214,7 +249,9 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
     port = wol.get("port", 9)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise _bad(source, f"{at}.wol.port", f"{port!r} is not a port", "9 (discard) or 7 (echo)")
-    checked: Literal["standby", "desktop"] = "desktop" if kind == "desktop" else "standby"
+    checked: Literal["standby", "desktop", "hosted"] = (
+        "desktop" if kind == "desktop" else "hosted" if kind == "hosted" else "standby"
+    )
     return PoolConfig(
         name,
         checked,
@@ -228,6 +265,7 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
         zone,
         address,
         port,
+        tuple(backends),
     )
 
 
@@ -299,7 +337,7 @@ def autoscale_config(variables: Mapping[str, Any], source: str) -> AutoscaleConf
                 "name each pool once",
             )
         seen.add(pool.name)
-    groups = [p.group for p in parsed]
+    groups = [p.group for p in parsed if p.kind != "hosted"]
     if len(set(groups)) != len(groups):
         raise _bad(
             source,

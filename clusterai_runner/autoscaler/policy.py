@@ -21,9 +21,12 @@ The rules, in the order they are tried:
 3. Pressure (queue wait p95 above its target, or requests in flight per serving worker
    above theirs) that has lasted ``scale_out_delay_s``: the first pool in priority order
    with room and a host to start gets one.
+   Hosted pools (the gateway's providers) come after every pool of workers, except those
+   whose workers start slower than ``slow_start_s``, which come last.
 4. Quiet (nothing waiting, queue wait p95 under a tenth of its target, and the workers
    left after one goes would carry what is in flight at half their target) that has
-   lasted ``idle_s``: the last pool in priority order above its ``min`` gives one back,
+   lasted ``idle_s``: a hosted pool above its ``min`` first, then the last pool in priority
+   order above its ``min`` gives one back,
    unless that would leave no worker serving and the pool may not scale to zero.
 
 Pressure and quiet are far apart (hysteresis) and each action starts a ``cooldown_s`` and
@@ -69,8 +72,8 @@ class Window:
 @dataclass(frozen=True)
 class PoolConfig:
     name: str
-    kind: Literal["standby", "desktop"]
-    group: str
+    kind: Literal["standby", "desktop", "hosted"]
+    group: str  # hosted: none (its backends are the gateway's providers)
     min: int = 0
     max: int = 1
     hourly_usd: float = 0.0
@@ -83,6 +86,8 @@ class PoolConfig:
     timezone: str = ""
     wol_address: str = "255.255.255.255"
     wol_port: int = 9
+    # Hosted: the gateway's fallback backends (providers) it turns on and off.
+    backends: tuple[str, ...] = ()
 
     def min_at(self, when: datetime) -> tuple[int, Window | None]:
         """The ``min`` in force at ``when`` and the window that sets it (None: the pool's)."""
@@ -104,6 +109,9 @@ class AutoscaleConfig:
     cooldown_s: float = 60.0
     stale_s: float = 60.0
     backoff_s: float = 60.0
+    # A pool whose workers took longer than this to start (its mean) is tried after the
+    # hosted pools: a burst is over before it is ready. 0: none is too slow.
+    slow_start_s: float = 0.0
 
     def pool(self, name: str) -> PoolConfig:
         return next(p for p in self.pools if p.name == name)
@@ -130,6 +138,7 @@ class PoolState:
     models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # host: what it serves
     # host: why it may not serve now (a desktop outside its windows, or its owner using it)
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    start_s: float | None = None  # its workers' mean start time, from past scale-outs
 
 
 @dataclass(frozen=True)
@@ -316,7 +325,7 @@ def decide(
             return hold(f"{pressure}, for {lasted:.0f} s of {config.scale_out_delay_s:g} s", since)
         if cooling:
             return hold(f"{pressure}; cooling down after the last action", since)
-        for pool in config.pools:
+        for pool in _growth_order(config, states):
             state = states.get(pool.name, PoolState(pool.name, (), ()))
             if len(state.active) >= pool.max:
                 continue
@@ -332,11 +341,12 @@ def decide(
             return hold(f"quiet for {lasted:.0f} s of {config.idle_s:g} s", since)
         if cooling:
             return hold("quiet; cooling down after the last action", since)
-        for pool in reversed(config.pools):
+        hosted = [p for p in config.pools if p.kind == "hosted"]
+        for pool in [*hosted, *(p for p in reversed(config.pools) if p.kind != "hosted")]:
             state = states.get(pool.name, PoolState(pool.name, (), ()))
             if len(state.active) <= mins[pool.name]:
                 continue
-            if signals.serving <= 1 and not pool.scale_to_zero:
+            if signals.serving <= 1 and not pool.scale_to_zero and pool.kind != "hosted":
                 return hold(
                     f"quiet for {lasted:.0f} s; {pool.name} keeps the last serving worker "
                     "(scale_to_zero is off)",
@@ -346,6 +356,20 @@ def decide(
             return act("scale-in", pool.name, host, f"quiet for {lasted:.0f} s")
         return hold(f"quiet for {lasted:.0f} s; every pool is at its min", since)
     return hold("load within the targets", since)
+
+
+def _growth_order(config: AutoscaleConfig, states: Mapping[str, PoolState]) -> list[PoolConfig]:
+    """Where pressure adds capacity: the pools of workers in priority order, then the
+    hosted pools (turned on only when no worker can start, or only slow ones), then the
+    pools whose workers start slower than ``slow_start_s``."""
+
+    def slow(pool: PoolConfig) -> bool:
+        start = states[pool.name].start_s if pool.name in states else None
+        return bool(config.slow_start_s) and start is not None and start > config.slow_start_s
+
+    workers = [p for p in config.pools if p.kind != "hosted"]
+    hosted = [p for p in config.pools if p.kind == "hosted"]
+    return [*(p for p in workers if not slow(p)), *hosted, *(p for p in workers if slow(p))]
 
 
 def after_start(memory: Memory, host: str, succeeded: bool, now: float, backoff_s: float) -> Memory:

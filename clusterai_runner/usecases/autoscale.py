@@ -90,6 +90,8 @@ class Evaluation:
                     "active": list(p.active),
                     "parked": list(p.parked),
                     "models": {h: list(m) for h, m in sorted(p.models.items())},
+                    "unavailable": dict(sorted(p.unavailable.items())),
+                    "start_s": p.start_s,
                 }
                 for p in self.pools
             },
@@ -117,6 +119,8 @@ def load(settings: Settings, inventory: Path, vault: Vault = NO_VAULT) -> Autosc
     config = autoscale_config(group_variables(inventory, "control", "autoscale_", vault), source)
     hosts = load_inventory(inventory, None, vault)
     for index, pool in enumerate(config.pools):
+        if pool.kind == "hosted":  # its backends are the gateway's, checked as it runs
+            continue
         members = [h for h in hosts if pool.group in h.groups]
         if not members:
             raise UsageError(
@@ -155,17 +159,23 @@ def load(settings: Settings, inventory: Path, vault: Vault = NO_VAULT) -> Autosc
     return Autoscaler(settings, inventory, config, gateway, vault)
 
 
-def signals(gateway: JsonApi) -> tuple[Signals | None, str]:
-    """The gateway's load now, or None and why it could not be read."""
+def signals(gateway: JsonApi) -> tuple[Signals | None, str, dict[str, dict[str, Any]]]:
+    """The gateway's load now (or None and why it could not be read), and its backends
+    by name."""
     sampled = time.time()
     try:
         answer = gateway.get("/admin/backends") or {}
     except ClusterAIError as error:
-        return None, str(error)
+        return None, str(error), {}
     queue = answer.get("queue")
     backends = answer.get("backends")
     if not isinstance(queue, dict) or not isinstance(backends, list):
-        return None, "the gateway's /admin/backends has no queue figures (an older gateway?)"
+        return (
+            None,
+            "the gateway's /admin/backends has no queue figures (an older gateway?)",
+            {},
+        )
+    named = {str(b.get("name")): b for b in backends if isinstance(b, dict)}
     workers = [
         b
         for b in backends
@@ -184,6 +194,7 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str]:
             tuple(sorted(str(m) for m in wanted)) if isinstance(wanted, dict) else (),
         ),
         "",
+        named,
     )
 
 
@@ -236,14 +247,35 @@ def owners(hosts: list[InventoryHost], progress: Progress = quiet) -> dict[str, 
 
 
 def pool_states(
-    autoscaler: Autoscaler, at: float | None = None, progress: Progress = quiet
+    autoscaler: Autoscaler,
+    at: float | None = None,
+    progress: Progress = quiet,
+    at_gateway: dict[str, dict[str, Any]] | None = None,
+    starts: dict[str, float | None] | None = None,
 ) -> list[PoolState]:
     """Each pool's serving and parked hosts, as the inventory says now, and for desktops
-    those that may not serve (outside their windows, or their owner at them)."""
+    those that may not serve (outside their windows, or their owner at them); a hosted
+    pool's backends as the gateway has them (``at_gateway``: on, or drained); each pool's
+    measured start time (``starts``)."""
     at = time.time() if at is None else at
     hosts = load_inventory(autoscaler.inventory, None, autoscaler.vault)
+    starts = starts or {}
     states = []
     for pool in autoscaler.config.pools:
+        if pool.kind == "hosted":
+            seen = at_gateway or {}
+            known = {n: seen[n] for n in pool.backends if n in seen}
+            for missing in sorted(set(pool.backends) - set(known)) if seen else []:
+                progress(f"{pool.name}: the gateway has no backend {missing}")
+            states.append(
+                PoolState(
+                    pool.name,
+                    tuple(n for n, b in known.items() if not b.get("draining")),
+                    tuple(n for n, b in known.items() if b.get("draining")),
+                    start_s=starts.get(pool.name),
+                )
+            )
+            continue
         members = sorted((h for h in hosts if pool.group in h.groups), key=lambda h: h.name)
         models = {}
         for h in members:
@@ -264,18 +296,23 @@ def pool_states(
                 tuple(h.name for h in members if h.parked),
                 models,
                 unavailable,
+                starts.get(pool.name),
             )
         )
     return states
 
 
 def evaluate(
-    autoscaler: Autoscaler, memory: Memory, now: float | None = None, progress: Progress = quiet
+    autoscaler: Autoscaler,
+    memory: Memory,
+    now: float | None = None,
+    progress: Progress = quiet,
+    starts: dict[str, float | None] | None = None,
 ) -> Evaluation:
     """Read the signals and the pools and ask the policy; changes nothing."""
     at = time.time() if now is None else now
-    seen, error = signals(autoscaler.gateway)
-    pools = pool_states(autoscaler, at, progress)
+    seen, error, at_gateway = signals(autoscaler.gateway)
+    pools = pool_states(autoscaler, at, progress, at_gateway, starts)
     decision = decide(
         seen, pools, datetime.fromtimestamp(at).astimezone(), autoscaler.config, memory
     )
@@ -285,7 +322,12 @@ def evaluate(
 def plan(settings: Settings, autoscaler: Autoscaler, store: Store | None = None) -> Evaluation:
     """``autoscale plan``: what the next evaluation would do now, and why."""
     with using_store(settings, store) as store:
-        return evaluate(autoscaler, Memory.from_json(store.autoscale_memory()))
+        memory = Memory.from_json(store.autoscale_memory())
+        return evaluate(autoscaler, memory, starts=_starts(autoscaler, store))
+
+
+def _starts(autoscaler: Autoscaler, store: Store) -> dict[str, float | None]:
+    return {p.name: store.start_seconds(p.name) for p in autoscaler.config.pools}
 
 
 def _shape(reason: str) -> str:
@@ -316,7 +358,7 @@ def _once(
     metrics: AutoscaleMetrics,
 ) -> tuple[Evaluation, AutoscaleDecision | None]:
     memory = Memory.from_json(store.autoscale_memory())
-    evaluation = evaluate(autoscaler, memory, progress=progress)
+    evaluation = evaluate(autoscaler, memory, progress=progress, starts=_starts(autoscaler, store))
     decision = evaluation.decision
     metrics.evaluated(evaluation.at, evaluation.signals, evaluation.pools, decision.mins)
     action = decision.action
@@ -359,6 +401,8 @@ def _carry_out(
     from clusterai_runner.usecases.scale import park, unpark
 
     a = autoscaler
+    if a.config.pool(action.pool).kind == "hosted":
+        return _switch_provider(a, action)
     step = unpark if action.kind == "scale-out" else park
     try:
         if action.kind == "scale-out" and a.config.pool(action.pool).kind == "desktop":
@@ -384,6 +428,21 @@ def _carry_out(
         on = f" on {', '.join(sorted(failed))}" if failed else ""
         return False, f"{playbook} {outcome.status}{on} (run {record.id})", record.id
     return True, "", record.id
+
+
+def _switch_provider(autoscaler: Autoscaler, action: Action) -> tuple[bool, str, int | None]:
+    """A hosted pool's action: its provider backend back in service at the gateway, or
+    drained (no new request; those in flight finish, up to 30 s)."""
+    from clusterai_runner.usecases import gateway_admin
+
+    try:
+        if action.kind == "scale-out":
+            gateway_admin.undrain(autoscaler.gateway, action.host)
+        else:
+            gateway_admin.drain(autoscaler.gateway, action.host, wait_s=30.0)
+    except ClusterAIError as error:
+        return False, str(error), None
+    return True, "", None
 
 
 def _ssh_answers(host: InventoryHost, timeout: float = 2.0) -> bool:

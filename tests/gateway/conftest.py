@@ -141,17 +141,19 @@ def start_server(python: Path, model: Path, name: str, directory: Path) -> Serve
     return server
 
 
-def start_stand_in(directory: Path) -> Server:
+def start_stand_in(directory: Path, name: str = "sb1", delay: float = 0.0) -> Server:
     """The stand-in OpenAI backend (tests/fixtures/openai_stand_in.py) as a process: for
-    tests of the gateway itself, where a model's time would only be noise."""
+    tests of the gateway itself, where a model's time would only be noise (or ``delay``
+    seconds per chat, so that requests pile up)."""
     port = free_port()
-    log = directory / "stand-in.log"
+    log = directory / f"stand-in-{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fixtures.openai_stand_in", "--port", str(port)],
+            [sys.executable, "-m", "tests.fixtures.openai_stand_in", "--port", str(port),
+             "--delay", str(delay)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    server = Server("sb1", f"http://127.0.0.1:{port}", process, log)
+    server = Server(name, f"http://127.0.0.1:{port}", process, log)
     wait_http(server.url + "/v1/models", 30, process, log)
     return server
 

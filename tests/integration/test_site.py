@@ -1074,6 +1074,7 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
     assert plan["pools"] == {"standby": {
         "active": [], "parked": ["worker3", "worker4"],
         "models": {"worker3": ["smollm2-night"], "worker4": ["smollm2"]},
+        "unavailable": {}, "start_s": None,
     }}  # fmt: skip
     metrics_port = free_port()
     with (tmp_path / "autoscale.err").open("w") as err:

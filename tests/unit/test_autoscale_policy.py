@@ -5,6 +5,7 @@ applies each action at once to the pools, as the loop would."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -409,3 +410,47 @@ def test_the_owner_at_a_desktop_drains_it_within_one_interval_and_it_returns_aft
                 parked.remove("d1"), active.append("d1")
     # Drained at the first evaluation that saw the owner; back at the first after they left.
     assert actions == [(10, "scale-in"), (20, "scale-out")]
+
+
+def test_hosted_providers_come_on_only_when_no_worker_can_start_and_go_off_first() -> None:
+    cfg = config(
+        autoscale_pools=[
+            {"name": "standby", "max": 1},
+            {"name": "hosted", "kind": "hosted", "backends": ["openai"]},
+        ],
+        autoscale_slow_start_s=120,
+    )
+    now = START.timestamp()
+    busy = Signals(now, 5.0, 9, 8, 2)
+    pressed = Memory(pressure_since=now - 60)
+    provider_off = PoolState("hosted", (), ("openai",))
+    # A standby worker can start: it goes first.
+    pools = [PoolState("standby", (), ("s1",)), provider_off]
+    assert decide(busy, pools, START, cfg, pressed).action == Action("scale-out", "standby", "s1")
+    # None can: the provider comes on.
+    full = [PoolState("standby", ("s1",), ()), provider_off]
+    assert decide(busy, full, START, cfg, pressed).action == Action("scale-out", "hosted", "openai")
+    # The standby workers start slower than slow_start_s: the provider first, the burst may
+    # be over before a worker is ready.
+    slow = [PoolState("standby", (), ("s1",), start_s=300.0), provider_off]
+    assert decide(busy, slow, START, cfg, pressed).action == Action("scale-out", "hosted", "openai")
+    # Quiet: the provider goes off before any worker is parked.
+    calm = Signals(now, 0.0, 0, 0, 3)
+    both_on = [PoolState("standby", ("s1",), ()), PoolState("hosted", ("openai",), ())]
+    idle = Memory(quiet_since=now - 3600)
+    assert decide(calm, both_on, START, cfg, idle).action == Action("scale-in", "hosted", "openai")
+
+
+@pytest.mark.parametrize(
+    ("pool", "field"),
+    [
+        ({"name": "h", "kind": "hosted"}, "autoscale_pools[0].backends: is not set"),
+        ({"name": "h", "backends": ["x"]}, "autoscale_pools[0].backends: is a hosted pool's"),
+        ({"name": "h", "kind": "hosted", "backends": ["x"], "max": 2}, "2 is above its 1 backends"),
+        ({"name": "h", "kind": "hosted", "backends": ["x"], "group": "g"}, "has no hosts"),
+        ({"name": "h", "kind": "hosted", "backends": "x"}, "'x' is not a list of backend names"),
+    ],
+)
+def test_a_bad_hosted_pool_names_the_field(pool: dict[str, Any], field: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(field)):
+        autoscale_config({"autoscale_pools": [pool]}, "inventory x")
