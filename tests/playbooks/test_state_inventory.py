@@ -81,3 +81,26 @@ def test_a_missing_store_gives_no_hosts_and_is_not_created(tmp_path: Path) -> No
     found = inventory(tmp_path, config)
     assert found["all"].get("children", []) == ["ungrouped"]
     assert not (tmp_path / "state.db").exists()
+
+
+def test_a_recorded_worker_is_parked_in_the_store_and_ansible_sees_the_group(
+    tmp_path: Path,
+) -> None:
+    from clusterai_runner.usecases.scale import _Placement
+
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    store.put_host("gpu3", "127.0.99.3", ["workers", "standby"], {"ansible_user": "ops"})
+    config = tmp_path / "clusterai_state.yml"
+    config.write_text("plugin: clusterai_state\n")
+    placement = _Placement(config, store)
+    undo = placement.set_parked("gpu3", True)
+    assert inventory(tmp_path, config)["parked"]["hosts"] == ["gpu3"]
+    (recorded,) = store.hosts()
+    assert recorded.groups == ["workers", "standby", "parked"]
+    assert recorded.variables == {"ansible_user": "ops"}  # kept
+    undo()  # a failed park puts it back
+    assert store.hosts()[0].groups == ["workers", "standby"]
+    placement.set_parked("gpu3", True)
+    placement.set_parked("gpu3", False)  # started again
+    assert "parked" not in inventory(tmp_path, config)
+    assert store.hosts()[0].groups == ["workers", "standby"]
