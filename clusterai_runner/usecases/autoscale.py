@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -50,6 +49,7 @@ from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import ClusterAIError, UsageError
 from clusterai_runner.store import AutoscaleDecision, Store
 from clusterai_runner.usecases.converge import CancelToken, TaskEvent
+from clusterai_runner.usecases.status import tcp_open
 
 Progress = Callable[[str], None]
 # The desktop role's check: exit 0 and say why when the owner uses the machine, 1 when not.
@@ -445,14 +445,6 @@ def _switch_provider(autoscaler: Autoscaler, action: Action) -> tuple[bool, str,
     return True, "", None
 
 
-def _ssh_answers(host: InventoryHost, timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((host.host, host.port), timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _desktop(autoscaler: Autoscaler, name: str) -> tuple[InventoryHost, PoolConfig, str | None]:
     hosts = {h.name: h for h in load_inventory(autoscaler.inventory, None, autoscaler.vault)}
     host = hosts.get(name)
@@ -469,7 +461,7 @@ def _wake(autoscaler: Autoscaler, name: str, progress: Progress) -> None:
     """Before a desktop starts: when its SSH does not answer, send its magic packet and
     wait up to WAKE_TIMEOUT_S for SSH."""
     host, _pool, mac = _desktop(autoscaler, name)
-    if _ssh_answers(host):
+    if tcp_open(host.host, host.port, 2.0):
         return
     if mac is None:
         raise UsageError(
@@ -480,7 +472,7 @@ def _wake(autoscaler: Autoscaler, name: str, progress: Progress) -> None:
     wake(autoscaler, name)
     progress(f"{name}: magic packet sent; waiting up to {WAKE_TIMEOUT_S:g} s for its SSH")
     deadline = time.monotonic() + WAKE_TIMEOUT_S
-    while not _ssh_answers(host):
+    while not tcp_open(host.host, host.port, 2.0):
         if time.monotonic() > deadline:
             raise UsageError(
                 f"host {name}",

@@ -313,6 +313,35 @@ def _worker(
     return host
 
 
+def _with_parked(
+    settings: Settings,
+    inventory: Path,
+    name: str,
+    parked: bool,
+    store: Store,
+    vault: Vault,
+    step: Callable[[], ScaleResult],
+) -> ScaleResult:
+    """Put worker ``name`` in the parked group (or take it out), then run ``step``; a step
+    that raises, or whose run did not succeed, puts the group back as it was."""
+    host = _worker(settings, inventory, name, store, vault)
+    if host.parked == parked:
+        raise UsageError(
+            f"host {name}",
+            "is parked already" if parked else "is not parked",
+            "start it first" if parked else "it is serving already",
+        )
+    undo = _Placement(inventory, store, vault).set_parked(name, parked)
+    try:
+        result = step()
+    except BaseException:
+        undo()
+        raise
+    if result.record is None or result.record.outcome.status != "successful":
+        undo()
+    return result
+
+
 def park(
     settings: Settings,
     inventory: Path,
@@ -331,32 +360,29 @@ def park(
     it out of parked again."""
     inventory = check_inventory(inventory)
     with using_store(settings, store) as store:
-        host = _worker(settings, inventory, name, store, vault)
-        if host.parked:
-            raise UsageError(f"host {name}", "is parked already", "start it first")
-        undo = _Placement(inventory, store, vault).set_parked(name, True)
-        try:
-            record = run_and_record(
-                settings,
-                store,
-                "scale_in.yml",
-                inventory,
-                extravars={
-                    "clusterai_targets": name,
-                    "clusterai_confirm": True,
-                    "clusterai_drain_timeout": drain_timeout,
-                    "clusterai_park": True,
-                },
-                on_event=on_event,
-                cancel=cancel,
-                vault=vault,
+        opened = store
+
+        def stop_server() -> ScaleResult:
+            extravars: dict[str, object] = {
+                "clusterai_targets": name,
+                "clusterai_confirm": True,
+                "clusterai_drain_timeout": drain_timeout,
+                "clusterai_park": True,
+            }
+            return ScaleResult(
+                run_and_record(
+                    settings,
+                    opened,
+                    "scale_in.yml",
+                    inventory,
+                    extravars=extravars,
+                    on_event=on_event,
+                    cancel=cancel,
+                    vault=vault,
+                )
             )
-        except BaseException:
-            undo()
-            raise
-        if record.outcome.status != "successful":
-            undo()
-        return ScaleResult(record)
+
+        return _with_parked(settings, inventory, name, True, store, vault, stop_server)
 
 
 def unpark(
@@ -376,26 +402,20 @@ def unpark(
     Prometheus' targets). A failed preflight or run puts it back in parked."""
     inventory = check_inventory(inventory)
     with using_store(settings, store) as store:
-        host = _worker(settings, inventory, name, store, vault)
-        if not host.parked:
-            raise UsageError(f"host {name}", "is not parked", "it is serving already")
-        undo = _Placement(inventory, store, vault).set_parked(name, False)
-        try:
-            result = scale_out(
+        opened = store
+
+        def converge() -> ScaleResult:
+            return scale_out(
                 settings,
                 inventory,
                 "workers",
                 [NewHost(name)],
-                store=store,
+                store=opened,
                 timeout=timeout,
                 on_validated=on_validated,
                 on_event=on_event,
                 cancel=cancel,
                 vault=vault,
             )
-        except BaseException:
-            undo()
-            raise
-        if result.record is None or result.record.outcome.status != "successful":
-            undo()
-        return result
+
+        return _with_parked(settings, inventory, name, False, store, vault, converge)

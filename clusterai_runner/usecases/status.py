@@ -138,7 +138,8 @@ def _get(
         return None
 
 
-def _tcp_open(address: str, port: int, timeout: float) -> bool:
+def tcp_open(address: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to ``address:port`` opens within ``timeout`` seconds."""
     try:
         with socket.create_connection((address, port), timeout=timeout):
             return True
@@ -206,7 +207,7 @@ def host_status(
         host.name,
         host.kind,
         host.address,
-        _tcp_open(host.host, host.port, timeout),
+        tcp_open(host.host, host.port, timeout),
         "n/a",
         backend if host.kind == "workers" else "",
         last_run=last_run,
