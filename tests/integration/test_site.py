@@ -1133,8 +1133,9 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
         )
         waited = time.monotonic() - asked
         assert answer.choices[0].message.content, answer
-        woken = acted("scale-out", 2)
-        assert woken is not None, decisions
+        # The gateway can answer before the autoscaler's scale_out.yml run ends and its
+        # decision is printed: wait for the decision.
+        woken = wait_for(lambda: acted("scale-out", 2), 300, "the wake's decision recorded")
         assert (woken[1]["host"], woken[1]["outcome"]) == ("worker3", "succeeded"), decisions
         assert "a request waits for smollm2-night" in woken[1]["reason"], woken[1]
         assert not backends()["worker3"]["standby"]
