@@ -11,20 +11,27 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEBIAN_PACKAGES := make python3-venv systemd-container debootstrap debian-archive-keyring \
   openssh-client iproute2 nftables redis-server postgresql unzip chromium
+# Installed without their recommended packages (Prometheus would bring the node exporter).
+DEBIAN_PACKAGES_BARE := prometheus
 
 .PHONY: help system-deps venv lock demo demo-down lint unit controller-cache integration suite molecule test clean
 
 help:  ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps:  ## Install the Debian packages the sandbox needs (as root).
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
-	  | grep -q 'ok installed' || echo $$p; done); \
+system-deps:  ## Install the Debian packages the sandbox and the tests need (as root).
+	@missing=$$(for p in $(DEBIAN_PACKAGES) $(DEBIAN_PACKAGES_BARE); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
+	  bare=$$(for p in $$missing; do case " $(DEBIAN_PACKAGES_BARE) " in *" $$p "*) echo $$p;; esac; done); \
+	  full=$$(for p in $$missing; do case " $(DEBIAN_PACKAGES_BARE) " in *" $$p "*) ;; *) echo $$p;; esac; done); \
 	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=1; \
 	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  apt-get update -q \
+	    && { [ -z "$$full" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$full; } \
+	    && { [ -z "$$bare" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	         --no-install-recommends $$bare; }; \
 	  status=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; [ $$status -eq 0 ]; \
 	fi
 

@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from clusterai_runner.adapters.openssh import openssh_argv
+
+if TYPE_CHECKING:  # the tests that load the gateway import openai; the others need not
+    import openai
 
 T = TypeVar("T")
 
@@ -189,15 +192,23 @@ def gateway_json(address: str, path: str, key: str, body: Any = None) -> Any:
 
 
 class ChatLoad:
-    """``clients`` threads, each streaming short chats through the gateway at ``url``
-    (``.../v1``) with the official openai client, one after another (``pause_s`` apart),
-    until the block ends; every failure is kept. Each prompt is unique, so the answer
-    cache never answers one."""
+    """``clients`` threads, each streaming short chats for ``model`` through the gateway at
+    ``url`` (``.../v1``) with the official openai client (or asking without streaming),
+    one after another (``pause_s`` apart), until the block ends; every failure is kept.
+    Each prompt is unique, so the answer cache never answers one."""
 
     def __init__(
-        self, url: str, key: str, clients: int, pause_s: float = 1.0, max_tokens: int = 4
+        self,
+        url: str,
+        key: str,
+        clients: int,
+        pause_s: float = 1.0,
+        max_tokens: int = 4,
+        model: str = "smollm2",
+        stream: bool = True,
     ) -> None:
         self.url, self.key, self.pause_s, self.max_tokens = url, key, pause_s, max_tokens
+        self.model, self.stream = model, stream
         self.done = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -225,16 +236,7 @@ class ChatLoad:
         while not self._stop.is_set():
             sent += 1
             try:
-                stream = client.chat.completions.create(
-                    model="smollm2",
-                    messages=[{"role": "user", "content": f"Count: {number}-{sent}."}],
-                    max_tokens=self.max_tokens,
-                    stream=True,
-                    timeout=120,
-                )
-                ends = [c.choices[0].finish_reason for c in stream if c.choices]
-                if not any(ends):
-                    raise AssertionError("the stream ended without a finish reason")
+                self._chat(client, f"Count: {number}-{sent}.")
             except Exception as exc:
                 with self._lock:
                     self.failures.append(f"client {number}, request {sent}: {exc!r}")
@@ -242,6 +244,23 @@ class ChatLoad:
                 with self._lock:
                     self.done += 1
             self._stop.wait(self.pause_s)
+
+    def _chat(self, client: openai.OpenAI, prompt: str) -> None:
+        asked = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+            "timeout": 120,
+        }
+        if not self.stream:
+            answer = client.chat.completions.create(**asked)
+            if not answer.choices[0].message.content:
+                raise AssertionError("an answer without content")
+            return
+        stream = client.chat.completions.create(**asked, stream=True)
+        ends = [c.choices[0].finish_reason for c in stream if c.choices]
+        if not any(ends):
+            raise AssertionError("the stream ended without a finish reason")
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -231,7 +231,13 @@ def _open(path: Path, vault: Vault) -> tuple[Any, Any]:
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.vars import host_group_vars
 
+    # Ansible remembers, per process, which group_vars and host_vars files it found (and
+    # which directories were missing): a long-running process (the autoscaler, the web
+    # app) would never see a file added or removed since. Forget it at every read.
+    host_group_vars.FOUND.clear()
+    host_group_vars.NAK.clear()
     loader = DataLoader()
     loader.set_vault_secrets(vault.secrets(loader))
     try:

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clusterai_runner.autoscaler.policy import DAYS, AutoscaleConfig, PoolConfig, Window
@@ -23,10 +23,11 @@ GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WINDOW = re.compile(
     r"^\s*(?P<days>[a-z,*-]+)\s+(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})\s*$"
 )
-# Pool kinds this version scales: standby workers, desktops (availability windows,
-# Wake-on-LAN, their owner first) and hosted providers (the gateway's fallback backends,
-# turned on and off). Cloud pools are refused with a clear line until they are built.
-KINDS = ("standby", "desktop", "hosted")
+# Pool kinds: standby workers, desktops (availability windows, Wake-on-LAN, their owner
+# first), cloud workers (launched and terminated through `clusterai cloud`'s use cases,
+# within its caps) and hosted providers (the gateway's fallback backends, turned on and
+# off).
+KINDS = ("standby", "desktop", "cloud", "hosted")
 MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 SECONDS = {
     "autoscale_interval_s": (15.0, 1.0),
@@ -39,9 +40,13 @@ SECONDS = {
     "autoscale_backoff_s": (60.0, 1.0),
     "autoscale_slow_start_s": (0.0, 0.0),
 }
-KNOWN = {*SECONDS, "autoscale_pools"}
-POOL_KEYS = {"name", "kind", "group", "min", "max", "hourly_usd", "scale_to_zero", "schedules",
-             "available", "timezone", "wol", "backends"}  # fmt: skip
+# Shares of a GPU (0 to 1) above which there is pressure; 0: Prometheus is not asked.
+SHARES = ("autoscale_target_gpu_utilization", "autoscale_target_gpu_memory")
+KNOWN = {*SECONDS, *SHARES, "autoscale_pools"}
+POOL_KEYS = {"name", "kind", "group", "min", "max", "hourly_usd", "start_s", "scale_to_zero",
+             "schedules", "available", "timezone", "wol", "backends", "instance_type"}  # fmt: skip
+# The group `clusterai cloud` puts its workers in.
+CLOUD_GROUP = "cloud"
 BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # A desktop host's own variables (host_vars), checked by check_desktop_host.
 DESKTOP_VARIABLES = ("desktop_mac", "desktop_windows", "desktop_timezone")
@@ -55,6 +60,13 @@ def _count(source: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _bad(source, name, f"{value!r} is not a whole number of workers", "e.g. 2")
     return value
+
+
+def _amount(source: str, name: str, value: Any, what: str, fix: str) -> float:
+    """A number of at least 0 (not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _bad(source, name, f"{value!r} is not {what}", fix)
+    return float(value)
 
 
 def _days(source: str, name: str, text: str) -> frozenset[int]:
@@ -174,6 +186,28 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
         raise _bad(
             source, f"{at}.group", "a hosted pool has no hosts", "drop it; list its backends"
         )
+    if kind == "cloud" and group != CLOUD_GROUP:
+        raise _bad(
+            source,
+            f"{at}.group",
+            f"{group!r} is not where cloud workers go",
+            f"drop it: a cloud pool's workers are `clusterai cloud`'s, in group {CLOUD_GROUP}",
+        )
+    instance_type = entry.get("instance_type", "")
+    if "instance_type" in entry and kind != "cloud":
+        raise _bad(
+            source,
+            f"{at}.instance_type",
+            "is a cloud pool's setting",
+            "set kind: cloud, or drop it",
+        )
+    if not isinstance(instance_type, str):
+        raise _bad(
+            source,
+            f"{at}.instance_type",
+            f"{instance_type!r} is not an instance type",
+            "one of cloud_instance_types, e.g. g5.xlarge",
+        )
     if kind != "hosted" and (
         not isinstance(group, str)
         or not GROUP_NAME.match(group)
@@ -198,14 +232,14 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
         )
     if floor > ceiling:
         raise _bad(source, f"{at}.min", f"{floor} is above max {ceiling}", "lower min or raise max")
-    price = entry.get("hourly_usd", 0.0)
-    if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-        raise _bad(
-            source,
-            f"{at}.hourly_usd",
-            f"{price!r} is not a price",
-            "USD per worker-hour, e.g. 0 or 1.2",
-        )
+    price = _amount(
+        source, f"{at}.hourly_usd", entry.get("hourly_usd", 0.0), "a price",
+        "USD per worker-hour, e.g. 0 or 1.2",
+    )  # fmt: skip
+    start = _amount(
+        source, f"{at}.start_s", entry.get("start_s", 0.0), "a number of seconds",
+        "how long one of its workers takes to start until one is measured, e.g. 300",
+    )  # fmt: skip
     zero = entry.get("scale_to_zero", False)
     if not isinstance(zero, bool):
         raise _bad(source, f"{at}.scale_to_zero", f"{zero!r} is not true or false", "true or false")
@@ -249,23 +283,23 @@ def _pool(source: str, index: int, entry: Any) -> PoolConfig:
     port = wol.get("port", 9)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise _bad(source, f"{at}.wol.port", f"{port!r} is not a port", "9 (discard) or 7 (echo)")
-    checked: Literal["standby", "desktop", "hosted"] = (
-        "desktop" if kind == "desktop" else "hosted" if kind == "hosted" else "standby"
-    )
+    checked = cast(Literal["standby", "desktop", "cloud", "hosted"], kind)  # one of KINDS
     return PoolConfig(
-        name,
-        checked,
-        group,
-        floor,
-        ceiling,
-        float(price),
-        zero,
-        windows,
-        available,
-        zone,
-        address,
-        port,
-        tuple(backends),
+        name=name,
+        kind=checked,
+        group=group,
+        min=floor,
+        max=ceiling,
+        hourly_usd=price,
+        start_s=start,
+        scale_to_zero=zero,
+        windows=windows,
+        available=available,
+        timezone=zone,
+        wol_address=address,
+        wol_port=port,
+        backends=tuple(backends),
+        instance_type=instance_type,
     )
 
 
@@ -351,6 +385,16 @@ def autoscale_config(variables: Mapping[str, Any], source: str) -> AutoscaleConf
         if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
             raise _bad(
                 source, name, f"{value!r} is not a number of at least {low:g}", f"e.g. {default:g}"
+            )
+        numbers[name.removeprefix("autoscale_")] = float(value)
+    for name in SHARES:
+        value = variables.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise _bad(
+                source,
+                name,
+                f"{value!r} is not a share from 0 to 1",
+                "e.g. 0.9, or 0 to not read it",
             )
         numbers[name.removeprefix("autoscale_")] = float(value)
     return AutoscaleConfig(pools=parsed, **numbers)

@@ -18,16 +18,27 @@ The rules, in the order they are tried:
    desktops that may serve, so they come back when their window opens or their owner
    leaves) gets a worker; one above its ``max``
    gives one back. Bounds do not wait for delays or the cooldown.
-3. Pressure (queue wait p95 above its target, or requests in flight per serving worker
-   above theirs) that has lasted ``scale_out_delay_s``: the first pool in priority order
-   with room and a host to start gets one.
-   Hosted pools (the gateway's providers) come after every pool of workers, except those
-   whose workers start slower than ``slow_start_s``, which come last.
-4. Quiet (nothing waiting, queue wait p95 under a tenth of its target, and the workers
-   left after one goes would carry what is in flight at half their target) that has
-   lasted ``idle_s``: a hosted pool above its ``min`` first, then the last pool in priority
-   order above its ``min`` gives one back,
-   unless that would leave no worker serving and the pool may not scale to zero.
+3. Pressure (queue wait p95 above its target, requests in flight per serving worker
+   above theirs, or, when they are set, the serving workers' GPU utilisation or memory
+   above theirs) that has lasted ``scale_out_delay_s``: the first pool in the growth
+   order with room and a host to start gets one. The growth order weighs what each pool
+   costs and how long its workers take to start (measured from its past scale-outs, else
+   its configured ``start_s``) against the burst: a burst is expected to go on about as
+   long as it has lasted so far, so a pool whose workers would be ready only after that
+   is late. Pools of workers in time come first, the cheapest first (ties in priority
+   order); then the hosted pools (the gateway's providers, paid per request and ready at
+   once); then the late pools in priority order (and those slower than ``slow_start_s``).
+   A burst that has lasted longer than a pool's start time while a hosted pool carries
+   it starts one of that pool's workers (not dearer than the provider) to take over.
+4. Quiet (nothing waiting, queue wait p95 under a tenth of its target, GPUs under a third
+   of theirs, and the workers left after one goes would carry what is in flight at half
+   their target) that has lasted ``idle_s``: a hosted pool above its ``min`` first, then
+   the dearest pool of workers above its ``min`` (ties: the last in priority order) gives
+   one back, unless that would leave no worker serving and the pool may not scale to zero.
+
+A cloud pool has no parked hosts: a scale-out launches a new instance (the action's host
+is empty) when the cloud's caps leave room (``PoolState.launchable``), and a scale-in
+terminates one after its drain.
 
 Pressure and quiet are far apart (hysteresis) and each action starts a ``cooldown_s`` and
 both timers again, so a load that hovers around a threshold cannot make the cluster flap.
@@ -72,11 +83,13 @@ class Window:
 @dataclass(frozen=True)
 class PoolConfig:
     name: str
-    kind: Literal["standby", "desktop", "hosted"]
+    kind: Literal["standby", "desktop", "cloud", "hosted"]
     group: str  # hosted: none (its backends are the gateway's providers)
     min: int = 0
     max: int = 1
     hourly_usd: float = 0.0
+    # Seconds a worker takes to start until one has been measured (0: not known).
+    start_s: float = 0.0
     scale_to_zero: bool = False
     windows: tuple[Window, ...] = ()  # schedules: a different min in weekly windows
     # Desktops: when its hosts may serve (none: always; a host's desktop_windows replace
@@ -88,6 +101,8 @@ class PoolConfig:
     wol_port: int = 9
     # Hosted: the gateway's fallback backends (providers) it turns on and off.
     backends: tuple[str, ...] = ()
+    # Cloud: the instance type it launches (empty: cloud_default_instance_type).
+    instance_type: str = ""
 
     def min_at(self, when: datetime) -> tuple[int, Window | None]:
         """The ``min`` in force at ``when`` and the window that sets it (None: the pool's)."""
@@ -109,9 +124,13 @@ class AutoscaleConfig:
     cooldown_s: float = 60.0
     stale_s: float = 60.0
     backoff_s: float = 60.0
-    # A pool whose workers took longer than this to start (its mean) is tried after the
-    # hosted pools: a burst is over before it is ready. 0: none is too slow.
+    # A pool whose workers took longer than this to start (its mean) is always tried
+    # after the hosted pools, however long the burst. 0: only the burst decides.
     slow_start_s: float = 0.0
+    # The serving workers' mean GPU utilisation and their fullest GPU's memory (0 to 1)
+    # above which there is pressure; 0: not read.
+    target_gpu_utilization: float = 0.0
+    target_gpu_memory: float = 0.0
 
     def pool(self, name: str) -> PoolConfig:
         return next(p for p in self.pools if p.name == name)
@@ -128,6 +147,10 @@ class Signals:
     serving: int  # workers taking requests (healthy, not draining)
     # Models asked for lately that only parked workers serve (the gateway holds them).
     wanted: tuple[str, ...] = ()
+    # From Prometheus, when its targets are set: the serving workers' mean GPU
+    # utilisation and the highest share of a GPU's memory in use (0 to 1; None: no GPU).
+    gpu_utilization: float | None = None
+    gpu_memory: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +162,9 @@ class PoolState:
     # host: why it may not serve now (a desktop outside its windows, or its owner using it)
     unavailable: Mapping[str, str] = field(default_factory=dict)
     start_s: float | None = None  # its workers' mean start time, from past scale-outs
+    # Cloud: new instances the caps let it launch now, and why none when 0.
+    launchable: int = 0
+    capped: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,6 +174,9 @@ class Memory:
     pressure_since: float | None = None
     quiet_since: float | None = None
     last_action_at: float | None = None
+    # When the load last rose above the targets, kept across actions until it is quiet:
+    # how long the burst has lasted.
+    burst_since: float | None = None
     # host -> (failed starts in a row, not before)
     failures: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
@@ -156,6 +185,7 @@ class Memory:
             "pressure_since": self.pressure_since,
             "quiet_since": self.quiet_since,
             "last_action_at": self.last_action_at,
+            "burst_since": self.burst_since,
             "failures": {h: list(f) for h, f in sorted(self.failures.items())},
         }
 
@@ -171,14 +201,25 @@ class Memory:
             for host, entry in raw.items():
                 if isinstance(entry, list) and len(entry) == 2:
                     failures[str(host)] = (int(entry[0]), float(entry[1]))
-        return cls(stamp("pressure_since"), stamp("quiet_since"), stamp("last_action_at"), failures)
+        return cls(
+            stamp("pressure_since"),
+            stamp("quiet_since"),
+            stamp("last_action_at"),
+            stamp("burst_since"),
+            failures,
+        )
 
 
 @dataclass(frozen=True)
 class Action:
     kind: Literal["scale-out", "scale-in"]
     pool: str
-    host: str
+    host: str  # empty: a new cloud instance
+
+    @property
+    def key(self) -> str:
+        """What a failed start's backoff is kept under: the host, or a cloud pool."""
+        return self.host or f"pool:{self.pool}"
 
 
 @dataclass(frozen=True)
@@ -201,6 +242,12 @@ def _pressure(signals: Signals, config: AutoscaleConfig) -> str | None:
             f"{per_worker:.1f} requests in flight per worker, above the target "
             f"{config.target_in_flight:g}"
         )
+    used = signals.gpu_utilization
+    if config.target_gpu_utilization and used is not None and used > config.target_gpu_utilization:
+        return f"GPU utilisation {used:.0%} above the target {config.target_gpu_utilization:.0%}"
+    full = signals.gpu_memory
+    if config.target_gpu_memory and full is not None and full > config.target_gpu_memory:
+        return f"GPU memory {full:.0%} in use, above the target {config.target_gpu_memory:.0%}"
     return None
 
 
@@ -209,13 +256,22 @@ def _quiet(signals: Signals, config: AutoscaleConfig) -> bool:
     # counts as none.
     if signals.waiting or signals.queue_wait_p95_s > config.target_queue_wait_s / 10:
         return False
+    for figure, target in (
+        (signals.gpu_utilization, config.target_gpu_utilization),
+        (signals.gpu_memory, config.target_gpu_memory),
+    ):
+        if target and figure is not None and figure > target / 3:
+            return False
     remaining = max(signals.serving - 1, 0)
     return signals.in_flight <= remaining * config.target_in_flight / 2
 
 
-def _startable(state: PoolState, memory: Memory, now: float) -> list[str]:
+def _startable(pool: PoolConfig, state: PoolState, memory: Memory, now: float) -> list[str]:
     """The pool's parked hosts that may serve and whose backoff is over, those that never
-    failed first."""
+    failed first; a cloud pool's one new instance ("") when its caps and backoff allow."""
+    if pool.kind == "cloud":
+        wait = memory.failures.get(Action("scale-out", pool.name, "").key, (0, 0.0))[1]
+        return [""] if state.launchable > 0 and wait <= now else []
     ready = [
         h
         for h in state.parked
@@ -253,13 +309,19 @@ def decide(
     def hold(reason: str, kept: Memory) -> Decision:
         return Decision(None, reason, kept, mins)
 
-    def act(kind: Literal["scale-out", "scale-in"], pool: str, host: str, why: str) -> Decision:
-        kept = replace(memory, pressure_since=None, quiet_since=None, last_action_at=clock)
+    def act(
+        kind: Literal["scale-out", "scale-in"],
+        pool: str,
+        host: str,
+        why: str,
+        base: Memory = memory,
+    ) -> Decision:
+        kept = replace(base, pressure_since=None, quiet_since=None, last_action_at=clock)
         return Decision(Action(kind, pool, host), why, kept, mins)
 
     if signals is None:
         return hold(
-            "holding: no signals from the gateway",
+            "holding: the signals could not be read",
             replace(memory, pressure_since=None, quiet_since=None),
         )
     age = clock - signals.sampled_at
@@ -285,7 +347,9 @@ def decide(
             if len(state.active) >= pool.max:
                 continue
             hosts = [
-                h for h in _startable(state, memory, clock) if model in state.models.get(h, ())
+                h
+                for h in _startable(pool, state, memory, clock)
+                if model in state.models.get(h, ())
             ]
             if hosts:
                 why = f"a request waits for {model}, which only parked workers serve"
@@ -296,7 +360,7 @@ def decide(
         state = states.get(pool.name, PoolState(pool.name, (), ()))
         floor = mins[pool.name]
         if len(state.active) < floor:
-            hosts = _startable(state, memory, clock)
+            hosts = _startable(pool, state, memory, clock)
             if hosts:
                 why = (
                     f"{pool.name}: {len(state.active)} serving, "
@@ -313,7 +377,13 @@ def decide(
         memory,
         pressure_since=(memory.pressure_since or clock) if pressure else None,
         quiet_since=(memory.quiet_since or clock) if quiet else None,
+        burst_since=None
+        if quiet
+        else (memory.burst_since or clock)
+        if pressure
+        else memory.burst_since,
     )
+    burst = clock - since.burst_since if since.burst_since is not None else 0.0
     cooling = (
         memory.last_action_at is not None and clock - memory.last_action_at < config.cooldown_s
     )
@@ -325,16 +395,53 @@ def decide(
             return hold(f"{pressure}, for {lasted:.0f} s of {config.scale_out_delay_s:g} s", since)
         if cooling:
             return hold(f"{pressure}; cooling down after the last action", since)
-        for pool in _growth_order(config, states):
-            state = states.get(pool.name, PoolState(pool.name, (), ()))
-            if len(state.active) >= pool.max:
-                continue
-            hosts = _startable(state, memory, clock)
-            if hosts:
-                return act("scale-out", pool.name, hosts[0], f"{pressure}, for {lasted:.0f} s")
+        ready = [
+            (pool, late, hosts[0])
+            for pool, late in _growth_order(config, states, burst)
+            if len(states.get(pool.name, PoolState(pool.name, (), ())).active) < pool.max
+            and (
+                hosts := _startable(
+                    pool, states.get(pool.name, PoolState(pool.name, (), ())), memory, clock
+                )
+            )
+        ]
+        if ready:
+            pool, _late, host = ready[0]
+            why = f"{pressure}, for {lasted:.0f} s"
+            passed = [late for p, late, _h in ready[1:] if late and p.kind != "hosted"]
+            if pool.kind == "hosted" and passed:
+                why += f"; the hosted tier first: {'; '.join(passed)}"
+            return act("scale-out", pool.name, host, why, since)
         return hold(f"{pressure}; every pool is at its max or has no host to start", since)
 
-    # 5. Quiet.
+    # 5. Taking over from the providers: a hosted pool has carried a burst for longer
+    # than a pool's workers take to start; one of them (not dearer) takes over.
+    if not quiet and since.burst_since is not None and not cooling:
+        carrying = [
+            p
+            for p in config.pools
+            if p.kind == "hosted"
+            and len(states.get(p.name, PoolState(p.name, (), ())).active) > mins[p.name]
+        ]
+        if carrying:
+            price = max(p.hourly_usd for p in carrying)
+            for pool, late in _growth_order(config, states, burst):
+                state = states.get(pool.name, PoolState(pool.name, (), ()))
+                if pool.kind == "hosted" or late or pool.hourly_usd > price:
+                    continue
+                if len(state.active) >= pool.max:
+                    continue
+                hosts = _startable(pool, state, memory, clock)
+                if hosts:
+                    start = _start_s(pool, state)
+                    took = f"{start:.0f} s" if start is not None else "an unmeasured time"
+                    why = (
+                        f"{carrying[0].name} has carried a burst for {burst:.0f} s, longer "
+                        f"than {pool.name}'s workers take to start ({took}): one takes over"
+                    )
+                    return act("scale-out", pool.name, hosts[0], why, since)
+
+    # 6. Quiet.
     if quiet:
         lasted = clock - (since.quiet_since or clock)
         if lasted < config.idle_s:
@@ -342,7 +449,10 @@ def decide(
         if cooling:
             return hold("quiet; cooling down after the last action", since)
         hosted = [p for p in config.pools if p.kind == "hosted"]
-        for pool in [*hosted, *(p for p in reversed(config.pools) if p.kind != "hosted")]:
+        workers = sorted(
+            (p for p in reversed(config.pools) if p.kind != "hosted"), key=lambda p: -p.hourly_usd
+        )  # the dearest first; among equal prices the last in priority order
+        for pool in [*hosted, *workers]:
             state = states.get(pool.name, PoolState(pool.name, (), ()))
             if len(state.active) <= mins[pool.name]:
                 continue
@@ -353,28 +463,49 @@ def decide(
                     since,
                 )
             host = sorted(state.active)[-1]
-            return act("scale-in", pool.name, host, f"quiet for {lasted:.0f} s")
+            return act("scale-in", pool.name, host, f"quiet for {lasted:.0f} s", since)
         return hold(f"quiet for {lasted:.0f} s; every pool is at its min", since)
     return hold("load within the targets", since)
 
 
-def _growth_order(config: AutoscaleConfig, states: Mapping[str, PoolState]) -> list[PoolConfig]:
-    """Where pressure adds capacity: the pools of workers in priority order, then the
-    hosted pools (turned on only when no worker can start, or only slow ones), then the
-    pools whose workers start slower than ``slow_start_s``."""
+def _start_s(pool: PoolConfig, state: PoolState | None) -> float | None:
+    """How long the pool's workers take to start: measured, else configured, else None."""
+    if state is not None and state.start_s is not None:
+        return state.start_s
+    return pool.start_s or None
 
-    def slow(pool: PoolConfig) -> bool:
-        start = states[pool.name].start_s if pool.name in states else None
-        return bool(config.slow_start_s) and start is not None and start > config.slow_start_s
 
-    workers = [p for p in config.pools if p.kind != "hosted"]
-    hosted = [p for p in config.pools if p.kind == "hosted"]
-    return [*(p for p in workers if not slow(p)), *hosted, *(p for p in workers if slow(p))]
+def _growth_order(
+    config: AutoscaleConfig, states: Mapping[str, PoolState], burst: float
+) -> list[tuple[PoolConfig, str]]:
+    """Where pressure adds capacity, each pool with why it is late ("": in time). A burst
+    is expected to last about as long again as it has (``burst`` seconds): the pools of
+    workers that start within that, the cheapest first (ties in priority order); then the
+    hosted pools; then the late pools (slower than the burst so far, or than
+    ``slow_start_s``) in priority order."""
+
+    def late(pool: PoolConfig) -> str:
+        start = _start_s(pool, states.get(pool.name))
+        if start is None:
+            return ""
+        if config.slow_start_s and start > config.slow_start_s:
+            return f"{pool.name}'s workers take {start:.0f} s, over slow_start_s"
+        if start > burst:
+            return f"{pool.name}'s workers take {start:.0f} s, the burst has lasted {burst:.0f} s"
+        return ""
+
+    workers = [(p, late(p)) for p in config.pools if p.kind != "hosted"]
+    in_time = sorted(
+        (w for w in workers if not w[1]), key=lambda w: w[0].hourly_usd
+    )  # stable: priority order among equal prices
+    hosted = [(p, "") for p in config.pools if p.kind == "hosted"]
+    return [*in_time, *hosted, *(w for w in workers if w[1])]
 
 
 def after_start(memory: Memory, host: str, succeeded: bool, now: float, backoff_s: float) -> Memory:
-    """The memory after a scale-out of ``host`` ended: a failure keeps the host out of
-    the choice for ``backoff_s`` doubled on each failure in a row (an hour at most)."""
+    """The memory after a scale-out of ``host`` (an ``Action.key``) ended: a failure keeps
+    the host (a cloud pool) out of the choice for ``backoff_s`` doubled on each failure in
+    a row (an hour at most)."""
     failures = dict(memory.failures)
     if succeeded:
         failures.pop(host, None)

@@ -40,7 +40,8 @@ def autoscale_command() -> None:
 def _render(evaluation_json: dict[str, object]) -> str:
     action = evaluation_json["action"]
     if isinstance(action, dict):
-        return f"{action['kind']} {action['host']} ({action['pool']}): {evaluation_json['reason']}"
+        host = action["host"] or "a new worker"
+        return f"{action['kind']} {host} ({action['pool']}): {evaluation_json['reason']}"
     return f"hold: {evaluation_json['reason']}"
 
 
@@ -66,13 +67,23 @@ def autoscale_plan(ctx: click.Context, inventory: Path, as_json: bool, vault: Va
             f"gateway: queue wait p95 {s.queue_wait_p95_s:.2f} s, {s.waiting} waiting, "
             f"{s.in_flight} in flight over {s.serving} serving workers"
         )
+        if s.gpu_utilization is not None and s.gpu_memory is not None:
+            click.echo(
+                f"GPUs: {s.gpu_utilization:.0%} utilised on average, "
+                f"{s.gpu_memory:.0%} of the fullest one's memory in use"
+            )
     else:
-        click.echo(f"gateway: no signals ({evaluation.signals_error})")
+        click.echo(f"no signals: {evaluation.signals_error}")
     for pool in evaluation.pools:
         floor = evaluation.decision.mins.get(pool.name, 0)
+        room = ""
+        if pool.capped:
+            room = f"; no launch now: {pool.capped}"
+        elif pool.launchable:
+            room = "; may launch one more"
         click.echo(
             f"pool {pool.name}: serving {', '.join(pool.active) or '-'}; "
-            f"parked {', '.join(pool.parked) or '-'}; min now {floor}"
+            f"parked {', '.join(pool.parked) or '-'}; min now {floor}{room}"
         )
 
 

@@ -64,14 +64,25 @@ class AutoscaleRecords(StoreBase):
         error: str = "",
         run_id: int | None = None,
         seconds: float | None = None,
+        host: str | None = None,
     ) -> None:
+        """The decision's outcome; ``host`` names the host it acted on when that was
+        known only after (a new cloud worker)."""
         if outcome not in DECISION_OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
+        values: dict[str, Any] = {
+            "outcome": outcome,
+            "error": error,
+            "run_id": run_id,
+            "seconds": seconds,
+        }
+        if host is not None:
+            values["host"] = host
         with self._begin() as connection:
             connection.execute(
                 autoscale_decisions.update()
                 .where(autoscale_decisions.c.id == decision)
-                .values(outcome=outcome, error=error, run_id=run_id, seconds=seconds)
+                .values(**values)
             )
 
     def decision(self, decision: int) -> AutoscaleDecision | None:

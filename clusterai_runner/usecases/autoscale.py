@@ -1,12 +1,16 @@
 """``clusterai autoscale``: the loop around the autoscaler's policy.
 
 Each evaluation reads the gateway's load through its admin API (queue wait p95 over the
-last minute, requests waiting and in flight, workers serving), each pool's hosts from the
-inventory (a pool's hosts are those of its group; parked ones are stopped), asks
-``autoscaler.policy.decide`` and carries out what it says through the scale use cases:
+last minute, requests waiting and in flight, workers serving), and when GPU targets are
+set the serving workers' GPUs from Prometheus; each pool's hosts from the inventory (a
+pool's hosts are those of its group; parked ones are stopped; a cloud pool's are the
+cloud workers of the state store, and how many more its caps allow), asks
+``autoscaler.policy.decide`` and carries out what it says through the use cases:
 a scale-out starts a parked worker (``scale.unpark``: out of the parked group, preflight,
 scale_out.yml), a scale-in parks one (``scale.park``: into the parked group, drained at
-the gateway, its server stopped by scale_in.yml). One action at a time; every decision
+the gateway, its server stopped by scale_in.yml); a cloud pool's launches a worker
+(``cloud.up``) or drains and terminates one (``cloud.down``); a hosted pool's turns a
+provider on or off at the gateway. One action at a time; every decision
 that acts, or holds for a new reason, is written to the store with its inputs and
 outcome, and the loop's memory (timers, backoffs) is kept there too, so ``once`` from a
 timer and ``run`` after a restart go on where the last evaluation stopped.
@@ -21,7 +25,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,10 @@ from clusterai_runner.autoscaler.policy import (
 from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import ClusterAIError, UsageError
 from clusterai_runner.store import AutoscaleDecision, Store
+from clusterai_runner.usecases import cloud
+from clusterai_runner.usecases.cloud_policy import check_launch, utc_now
 from clusterai_runner.usecases.converge import CancelToken, TaskEvent
+from clusterai_runner.usecases.metrics import gpu_load
 from clusterai_runner.usecases.status import tcp_open
 
 Progress = Callable[[str], None]
@@ -69,6 +76,19 @@ class Autoscaler:
     config: AutoscaleConfig
     gateway: JsonApi
     vault: Vault = NO_VAULT
+    cloud: cloud.Cloud | None = None  # with a cloud pool: the inventory's cloud
+    prometheus: JsonApi | None = None  # with GPU targets: where the GPU figures come from
+
+
+@dataclass(frozen=True)
+class Done:
+    """How an action ended: its error, the run it made, the host it acted on (a cloud
+    launch names its new host only once it is made)."""
+
+    ok: bool
+    error: str = ""
+    run_id: int | None = None
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,12 @@ class Evaluation:
                     "models": {h: list(m) for h, m in sorted(p.models.items())},
                     "unavailable": dict(sorted(p.unavailable.items())),
                     "start_s": p.start_s,
+                    # A cloud pool's: whether one more may be launched now, and why not.
+                    **(
+                        {"launchable": p.launchable, "capped": p.capped}
+                        if p.launchable or p.capped
+                        else {}
+                    ),
                 }
                 for p in self.pools
             },
@@ -118,8 +144,14 @@ def load(settings: Settings, inventory: Path, vault: Vault = NO_VAULT) -> Autosc
     source = f"inventory {inventory}"
     config = autoscale_config(group_variables(inventory, "control", "autoscale_", vault), source)
     hosts = load_inventory(inventory, None, vault)
+    the_cloud = None
     for index, pool in enumerate(config.pools):
         if pool.kind == "hosted":  # its backends are the gateway's, checked as it runs
+            continue
+        if pool.kind == "cloud":  # its hosts are launched; the cloud's settings checked
+            the_cloud = _cloud_of(
+                settings, inventory, vault, pool, f"{source}: autoscale_pools[{index}]"
+            )
             continue
         members = [h for h in hosts if pool.group in h.groups]
         if not members:
@@ -149,14 +181,51 @@ def load(settings: Settings, inventory: Path, vault: Vault = NO_VAULT) -> Autosc
         if pool.kind == "desktop":
             for h in members:
                 check_desktop_host(h.name, h.variables)
-    gateway = of_inventory(settings, inventory, vault, timeout=5.0).gateway
+    services = of_inventory(settings, inventory, vault, timeout=5.0)
+    gateway = services.gateway
     if gateway is None:
         raise UsageError(
             f"{source}: gateway_admin_key",
             "is not set; the autoscaler reads the load from the gateway's admin API",
             "put the gateway's admin key in the vault and name it gateway_admin_key",
         )
-    return Autoscaler(settings, inventory, config, gateway, vault)
+    gpus = config.target_gpu_utilization or config.target_gpu_memory
+    return Autoscaler(
+        settings,
+        inventory,
+        config,
+        gateway,
+        vault,
+        the_cloud,
+        services.prometheus if gpus else None,
+    )
+
+
+def _cloud_of(
+    settings: Settings, inventory: Path, vault: Vault, pool: PoolConfig, at: str
+) -> cloud.Cloud:
+    """The inventory's cloud for a cloud pool, its max and instance type checked against
+    the cloud's settings."""
+    try:
+        found = cloud.load(settings, inventory, vault)
+    except UsageError as error:
+        raise UsageError(
+            f"{at}.kind", f"a cloud pool needs the cloud configuration: {error}"
+        ) from error
+    config = found.config
+    if pool.max > config.max_instances:
+        raise UsageError(
+            f"{at}.max",
+            f"{pool.max} is above cloud_max_instances {config.max_instances}",
+            "lower it, or raise cloud_max_instances",
+        )
+    if pool.instance_type and pool.instance_type not in config.prices:
+        raise UsageError(
+            f"{at}.instance_type",
+            f"{pool.instance_type!r} is not in cloud_instance_types",
+            f"one of {', '.join(config.prices)}",
+        )
+    return found
 
 
 def signals(gateway: JsonApi) -> tuple[Signals | None, str, dict[str, dict[str, Any]]]:
@@ -196,6 +265,25 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str, dict[str, dict[str, 
         "",
         named,
     )
+
+
+def _with_gpus(
+    prometheus: JsonApi, seen: Signals, at_gateway: dict[str, dict[str, Any]]
+) -> tuple[Signals | None, str]:
+    """The signals with the serving workers' GPU load from Prometheus, or None and why
+    it could not be read (the autoscaler holds)."""
+    serving = [
+        n
+        for n, b in at_gateway.items()
+        if not b.get("fallback") and not b.get("standby") and b.get("healthy")
+    ]
+    if not serving:
+        return seen, ""
+    try:
+        utilization, memory = gpu_load(prometheus, serving)
+    except ClusterAIError as error:
+        return None, str(error)
+    return replace(seen, gpu_utilization=utilization, gpu_memory=memory), ""
 
 
 def outside_windows(
@@ -252,11 +340,13 @@ def pool_states(
     progress: Progress = quiet,
     at_gateway: dict[str, dict[str, Any]] | None = None,
     starts: dict[str, float | None] | None = None,
+    store: Store | None = None,
 ) -> list[PoolState]:
     """Each pool's serving and parked hosts, as the inventory says now, and for desktops
     those that may not serve (outside their windows, or their owner at them); a hosted
-    pool's backends as the gateway has them (``at_gateway``: on, or drained); each pool's
-    measured start time (``starts``)."""
+    pool's backends as the gateway has them (``at_gateway``: on, or drained); a cloud
+    pool's joined workers and whether its caps allow one more (the ``store``'s records);
+    each pool's measured start time (``starts``)."""
     at = time.time() if at is None else at
     hosts = load_inventory(autoscaler.inventory, None, autoscaler.vault)
     starts = starts or {}
@@ -275,6 +365,10 @@ def pool_states(
                     start_s=starts.get(pool.name),
                 )
             )
+            continue
+        if pool.kind == "cloud":
+            with using_store(autoscaler.settings, store) as used:
+                states.append(_cloud_state(autoscaler, pool, used, starts.get(pool.name), hosts))
             continue
         members = sorted((h for h in hosts if pool.group in h.groups), key=lambda h: h.name)
         models = {}
@@ -302,17 +396,59 @@ def pool_states(
     return states
 
 
+def _cloud_state(
+    autoscaler: Autoscaler,
+    pool: PoolConfig,
+    store: Store,
+    start_s: float | None,
+    hosts: list[InventoryHost],
+) -> PoolState:
+    """A cloud pool: its joined workers serve; one more may be launched when the cloud's
+    caps (count, hourly and monthly spend) allow it now."""
+    assert autoscaler.cloud is not None  # load() sets it for a cloud pool
+    config = autoscaler.cloud.config
+    records = store.cloud_instances()
+    joined = tuple(sorted(r.host for r in records if r.state == "joined"))
+    launching = [r for r in records if r.state in ("intended", "launching", "running")]
+    capped = ""
+    if launching:
+        capped = f"{len(launching)} cloud worker(s) still starting"
+    else:
+        try:
+            check_launch(config, records, 1, pool.instance_type or config.default_type, utc_now())
+        except UsageError as error:
+            capped = error.why
+    group = {h.name: h for h in hosts if pool.group in h.groups}
+    models: dict[str, tuple[str, ...]] = {}
+    for name in joined:
+        host = group.get(name)
+        server = backends.of_host(host.variables) if host is not None else None
+        models[name] = tuple(server.models_for(host.variables)) if server and host else ()
+    return PoolState(
+        pool.name,
+        joined,
+        (),
+        models,
+        start_s=start_s,
+        launchable=0 if capped else 1,
+        capped=capped,
+    )
+
+
 def evaluate(
     autoscaler: Autoscaler,
     memory: Memory,
     now: float | None = None,
     progress: Progress = quiet,
     starts: dict[str, float | None] | None = None,
+    store: Store | None = None,
 ) -> Evaluation:
     """Read the signals and the pools and ask the policy; changes nothing."""
     at = time.time() if now is None else now
     seen, error, at_gateway = signals(autoscaler.gateway)
-    pools = pool_states(autoscaler, at, progress, at_gateway, starts)
+    if seen is not None and autoscaler.prometheus is not None:
+        seen, error = _with_gpus(autoscaler.prometheus, seen, at_gateway)
+    pools = pool_states(autoscaler, at, progress, at_gateway, starts, store)
     decision = decide(
         seen, pools, datetime.fromtimestamp(at).astimezone(), autoscaler.config, memory
     )
@@ -323,7 +459,7 @@ def plan(settings: Settings, autoscaler: Autoscaler, store: Store | None = None)
     """``autoscale plan``: what the next evaluation would do now, and why."""
     with using_store(settings, store) as store:
         memory = Memory.from_json(store.autoscale_memory())
-        return evaluate(autoscaler, memory, starts=_starts(autoscaler, store))
+        return evaluate(autoscaler, memory, starts=_starts(autoscaler, store), store=store)
 
 
 def _starts(autoscaler: Autoscaler, store: Store) -> dict[str, float | None]:
@@ -358,7 +494,9 @@ def _once(
     metrics: AutoscaleMetrics,
 ) -> tuple[Evaluation, AutoscaleDecision | None]:
     memory = Memory.from_json(store.autoscale_memory())
-    evaluation = evaluate(autoscaler, memory, progress=progress, starts=_starts(autoscaler, store))
+    evaluation = evaluate(
+        autoscaler, memory, progress=progress, starts=_starts(autoscaler, store), store=store
+    )
     decision = evaluation.decision
     metrics.evaluated(evaluation.at, evaluation.signals, evaluation.pools, decision.mins)
     action = decision.action
@@ -375,17 +513,19 @@ def _once(
         action.kind, decision.reason, evaluation.inputs(), action.pool, action.host
     )
     store.save_autoscale_memory(memory.to_json())
-    progress(f"{action.kind} {action.host} ({action.pool}): {decision.reason}")
+    progress(f"{action.kind} {action.host or 'a new worker'} ({action.pool}): {decision.reason}")
     started = time.monotonic()
-    ok, error, run_id = _carry_out(autoscaler, store, action, cancel, on_event, progress)
+    done = _carry_out(autoscaler, store, action, cancel, on_event, progress)
     seconds = round(time.monotonic() - started, 1)
-    store.finish_decision(entry, "succeeded" if ok else "failed", error, run_id, seconds)
-    metrics.decided(action.kind, "succeeded" if ok else "failed", action.pool)
+    outcome = "succeeded" if done.ok else "failed"
+    store.finish_decision(entry, outcome, done.error, done.run_id, seconds, done.host or None)
+    metrics.decided(action.kind, outcome, action.pool)
     if action.kind == "scale-out":
-        memory = after_start(memory, action.host, ok, time.time(), autoscaler.config.backoff_s)
+        memory = after_start(memory, action.key, done.ok, time.time(), autoscaler.config.backoff_s)
     store.save_autoscale_memory(memory.to_json())
+    result = "done" if done.ok else "failed: " + done.error
     progress(
-        f"{action.kind} {action.host}: {'done' if ok else 'failed: ' + error} in {seconds:g} s"
+        f"{action.kind} {done.host or action.host or 'a new worker'}: {result} in {seconds:g} s"
     )
     return evaluation, store.decision(entry)
 
@@ -397,12 +537,15 @@ def _carry_out(
     cancel: CancelToken | None,
     on_event: Callable[[TaskEvent], None] | None,
     progress: Progress = quiet,
-) -> tuple[bool, str, int | None]:
+) -> Done:
     from clusterai_runner.usecases.scale import park, unpark
 
     a = autoscaler
-    if a.config.pool(action.pool).kind == "hosted":
+    kind = a.config.pool(action.pool).kind
+    if kind == "hosted":
         return _switch_provider(a, action)
+    if kind == "cloud":
+        return _cloud_step(a, store, action, cancel, progress)
     step = unpark if action.kind == "scale-out" else park
     try:
         if action.kind == "scale-out" and a.config.pool(action.pool).kind == "desktop":
@@ -417,20 +560,64 @@ def _carry_out(
             vault=a.vault,
         )
     except ClusterAIError as error:
-        return False, str(error), None
+        return Done(False, str(error))
     record = result.record
     if record is None:
-        return False, "no run", None
+        return Done(False, "no run")
     outcome = record.outcome
     if outcome.status != "successful":
         playbook = "scale_out.yml" if action.kind == "scale-out" else "scale_in.yml"
         failed = [h for h, c in outcome.recap.items() if c.get("failed") or c.get("unreachable")]
         on = f" on {', '.join(sorted(failed))}" if failed else ""
-        return False, f"{playbook} {outcome.status}{on} (run {record.id})", record.id
-    return True, "", record.id
+        return Done(False, f"{playbook} {outcome.status}{on} (run {record.id})", record.id)
+    return Done(True, "", record.id)
 
 
-def _switch_provider(autoscaler: Autoscaler, action: Action) -> tuple[bool, str, int | None]:
+def _cloud_step(
+    autoscaler: Autoscaler,
+    store: Store,
+    action: Action,
+    cancel: CancelToken | None,
+    progress: Progress,
+) -> Done:
+    """A cloud pool's action: launch one worker and join it (``cloud.up``: a worker that
+    does not join is terminated), or drain, scale in and terminate one (``cloud.down``).
+    The run is the latest scale_out.yml or scale_in.yml the step made."""
+    a = autoscaler
+    pool = a.config.pool(action.pool)
+    before = store.runs(limit=1)
+    host = action.host
+    try:
+        if action.kind == "scale-out":
+            result = cloud.up(
+                a.settings,
+                a.inventory,
+                1,
+                instance_type=pool.instance_type or None,
+                vault=a.vault,
+                store=store,
+                cancel=cancel,
+                progress=progress,
+            )
+            host = ", ".join(r.host for r in result.launched)
+        else:
+            cloud.down(
+                a.settings,
+                a.inventory,
+                [action.host],
+                vault=a.vault,
+                store=store,
+                progress=progress,
+            )
+        ok, error = True, ""
+    except ClusterAIError as failure:
+        ok, error = False, str(failure)
+    after = store.runs(limit=1)
+    run_id = after[0].id if after and (not before or after[0].id != before[0].id) else None
+    return Done(ok, error, run_id, host)
+
+
+def _switch_provider(autoscaler: Autoscaler, action: Action) -> Done:
     """A hosted pool's action: its provider backend back in service at the gateway, or
     drained (no new request; those in flight finish, up to 30 s)."""
     from clusterai_runner.usecases import gateway_admin
@@ -441,8 +628,8 @@ def _switch_provider(autoscaler: Autoscaler, action: Action) -> tuple[bool, str,
         else:
             gateway_admin.drain(autoscaler.gateway, action.host, wait_s=30.0)
     except ClusterAIError as error:
-        return False, str(error), None
-    return True, "", None
+        return Done(False, str(error))
+    return Done(True)
 
 
 def _desktop(autoscaler: Autoscaler, name: str) -> tuple[InventoryHost, PoolConfig, str | None]:

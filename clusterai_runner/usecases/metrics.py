@@ -107,3 +107,34 @@ def gateway_rates(api: JsonApi) -> dict[str, float]:
             if value == value:  # not NaN (0/0 when nothing was looked up)
                 rates[name] = value
     return rates
+
+
+# The serving workers' GPUs over the last minute (the autoscaler's GPU signals): their
+# mean utilisation, and the highest share of one GPU's memory in use.
+GPU_LOAD = {
+    "utilization": "avg(avg_over_time(nvidia_smi_utilization_gpu_ratio{{instance=~{hosts}}}[1m]))",
+    "memory": "max(max_over_time(nvidia_smi_memory_used_bytes{{instance=~{hosts}}}[1m])"
+    " / max_over_time(nvidia_smi_memory_total_bytes{{instance=~{hosts}}}[1m]))",
+}
+
+
+def gpu_load(api: JsonApi, hosts: list[str]) -> tuple[float, float]:
+    """The GPU load of ``hosts`` (inventory names, Prometheus' instance label) over the
+    last minute: (mean utilisation, fullest memory), 0 to 1. Raises UsageError when
+    Prometheus has no such sample: the hosts' GPU exporters are not scraped, or their
+    samples are older than a minute."""
+    if not hosts or not all(HOST_NAME.fullmatch(h) for h in hosts):
+        raise UsageError(f"hosts {hosts!r}", "are not host names", "see the inventory")
+    pattern = '"' + "|".join(re.escape(h).replace("\\", "\\\\") for h in sorted(hosts)) + '"'
+    figures = []
+    for name, template in GPU_LOAD.items():
+        found = [v for _, v in instant(api, template.format(hosts=pattern)) if v == v]
+        if not found:
+            raise UsageError(
+                "Prometheus",
+                f"has no GPU {name} of {', '.join(sorted(hosts))} from the last minute",
+                "check that their gpu exporters are up (clusterai status), or set "
+                "autoscale_target_gpu_utilization and autoscale_target_gpu_memory to 0",
+            )
+        figures.append(found[0])
+    return figures[0], figures[1]

@@ -6,10 +6,7 @@ it is turned on again and takes the overflow; no request fails."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -17,17 +14,7 @@ import yaml
 from clusterai_runner.config import Settings
 from clusterai_runner.usecases import autoscale
 from tests.gateway.conftest import ADMIN_KEY, start_gateway, start_stand_in, stop
-
-
-def chat(url: str, number: int) -> None:
-    body = {"model": "stand-in", "messages": [{"role": "user", "content": f"n {number}"}],
-            "temperature": 0.7}  # fmt: skip
-    request = urllib.request.Request(
-        url + "/v1/chat/completions", json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        assert answer.status == 200
+from tests.helpers import ChatLoad
 
 
 def test_a_hosted_provider_goes_off_when_quiet_and_comes_on_under_load(tmp_path: Path) -> None:
@@ -64,22 +51,7 @@ def test_a_hosted_provider_goes_off_when_quiet_and_comes_on_under_load(tmp_path:
         assert gateway.backend("openai")["draining"]
 
         # Four clients at once behind one worker that answers one at a time: they queue.
-        failures: list[str] = []
-        stop_load = threading.Event()
-
-        def client(number: int) -> None:
-            sent = 0
-            while not stop_load.is_set():
-                sent += 1
-                try:
-                    chat(gateway.url, number * 1000 + sent)
-                except Exception as exc:  # every failure is kept
-                    failures.append(repr(exc))
-
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with ChatLoad(f"{gateway.url}/v1", "none", 4, 0.0, model="stand-in", stream=False) as load:
             time.sleep(3)
             evaluation, on = autoscale.once(scaler)
             assert on is not None and on.action == "scale-out", evaluation.to_json()
@@ -89,11 +61,7 @@ def test_a_hosted_provider_goes_off_when_quiet_and_comes_on_under_load(tmp_path:
             before = gateway.backend("openai")["requests"]
             time.sleep(2)
             assert gateway.backend("openai")["requests"] > before  # it takes the overflow
-        finally:
-            stop_load.set()
-            for thread in threads:
-                thread.join(60)
-        assert failures == []
+        assert load.failures == [] and load.done > 0
         history = [(d.action, d.pool, d.host) for d in autoscale.history(settings, acted=True)]
         assert history == [("scale-out", "hosted", "openai"), ("scale-in", "hosted", "openai")]
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -200,7 +200,7 @@ def test_missing_or_stale_signals_cause_no_action() -> None:
     cfg = config()
     run = simulate(lambda t: 30, 3600, cfg, signals_ok=lambda t: False)
     assert run.actions == []
-    assert set(run.reasons) == {"holding: no signals from the gateway"}
+    assert set(run.reasons) == {"holding: the signals could not be read"}
     # A gap in the signals starts the delay again: pressure seen, then nothing, then
     # pressure again acts only after a full delay.
     gap = simulate(lambda t: 30, 120, cfg, signals_ok=lambda t: t not in (15.0, 30.0))
@@ -454,3 +454,190 @@ def test_hosted_providers_come_on_only_when_no_worker_can_start_and_go_off_first
 def test_a_bad_hosted_pool_names_the_field(pool: dict[str, Any], field: str) -> None:
     with pytest.raises(UsageError, match=re.escape(field)):
         autoscale_config({"autoscale_pools": [pool]}, "inventory x")
+
+
+def test_a_short_burst_goes_to_the_hosted_tier_and_a_long_one_to_workers() -> None:
+    """The growth order weighs each pool's start time against the burst: a burst is
+    expected to last as long again as it has, so a pool whose workers start later than
+    that is passed over for the provider; once the burst has outlasted that start time,
+    a worker starts to take over from the provider, and quiet turns the provider off
+    first."""
+    cfg = config(
+        autoscale_pools=[
+            {"name": "standby", "max": 2},
+            {"name": "hosted", "kind": "hosted", "backends": ["openai"]},
+        ],
+        autoscale_scale_out_delay_s=15,
+        autoscale_cooldown_s=60,
+    )
+    now = START.timestamp()
+    busy = Signals(now, 5.0, 9, 8, 2)
+    pools = [
+        PoolState("standby", (), ("s1", "s2"), start_s=120.0),
+        PoolState("hosted", (), ("openai",)),
+    ]
+    # 20 s into the burst, a standby worker would be ready after 120 s: the provider.
+    early = decide(busy, pools, START, cfg, Memory(pressure_since=now - 20, burst_since=now - 20))
+    assert early.action == Action("scale-out", "hosted", "openai")
+    assert "standby's workers take 120 s, the burst has lasted 20 s" in early.reason
+    # The burst goes on (the provider keeps the queue down: no pressure now, not quiet):
+    # it has lasted longer than a worker takes to start, so one starts to take over.
+    carried = [
+        PoolState("standby", (), ("s1", "s2"), start_s=120.0),
+        PoolState("hosted", ("openai",), ()),
+    ]
+    within = Signals(now, 0.5, 0, 6, 2)
+    memory = replace(early.memory, last_action_at=now - 100)
+    later = START + timedelta(seconds=130)
+    takeover = decide(replace(within, sampled_at=later.timestamp()), carried, later, cfg, memory)
+    assert takeover.action == Action("scale-out", "standby", "s1"), takeover.reason
+    assert "hosted has carried a burst for 150 s, longer than standby's workers" in takeover.reason
+    # Not before the worker's start time has passed.
+    sooner = START + timedelta(seconds=60)
+    assert (
+        decide(replace(within, sampled_at=sooner.timestamp()), carried, sooner, cfg, memory).action
+        is None
+    )
+    # A worker dearer than the provider does not take over.
+    dear = config(
+        autoscale_pools=[
+            {"name": "standby", "max": 2, "hourly_usd": 3.0},
+            {"name": "hosted", "kind": "hosted", "backends": ["openai"], "hourly_usd": 1.0},
+        ]
+    )
+    assert (
+        decide(replace(within, sampled_at=later.timestamp()), carried, later, dear, memory).action
+        is None
+    )
+    # A long burst from the start: the worker pool is in time and goes first.
+    long = decide(busy, pools, START, cfg, Memory(pressure_since=now - 200, burst_since=now - 200))
+    assert long.action == Action("scale-out", "standby", "s1")
+    # Quiet ends the burst, and the provider goes off first.
+    calm = Signals(now, 0.0, 0, 0, 3)
+    both = [PoolState("standby", ("s1",), ("s2",)), PoolState("hosted", ("openai",), ())]
+    off = decide(calm, both, START, cfg, Memory(quiet_since=now - 3600, burst_since=now - 4000))
+    assert off.action == Action("scale-in", "hosted", "openai")
+    assert off.memory.burst_since is None
+
+
+def test_a_pools_configured_start_time_counts_until_one_is_measured() -> None:
+    cfg = config(
+        autoscale_pools=[
+            {"name": "standby", "max": 1, "start_s": 300},
+            {"name": "hosted", "kind": "hosted", "backends": ["openai"]},
+        ]
+    )
+    now = START.timestamp()
+    busy = Signals(now, 5.0, 9, 8, 2)
+    pressed = Memory(pressure_since=now - 30, burst_since=now - 30)
+    provider = PoolState("hosted", (), ("openai",))
+    unmeasured = [PoolState("standby", (), ("s1",)), provider]
+    assert decide(busy, unmeasured, START, cfg, pressed).action == Action(
+        "scale-out", "hosted", "openai"
+    )
+    measured = [PoolState("standby", (), ("s1",), start_s=20.0), provider]
+    assert decide(busy, measured, START, cfg, pressed).action == Action(
+        "scale-out", "standby", "s1"
+    )
+
+
+def test_among_pools_in_time_the_cheapest_starts_first_and_the_dearest_goes_first() -> None:
+    cfg = config(
+        autoscale_pools=[
+            {"name": "cloud", "kind": "cloud", "max": 2, "hourly_usd": 1.0},
+            {"name": "standby", "max": 2, "hourly_usd": 0.1},
+        ]
+    )
+    now = START.timestamp()
+    busy = Signals(now, 5.0, 9, 8, 2)
+    pressed = Memory(pressure_since=now - 60, burst_since=now - 60)
+    pools = [PoolState("cloud", (), (), launchable=2), PoolState("standby", (), ("s1",))]
+    grow = decide(busy, pools, START, cfg, pressed)
+    assert grow.action == Action("scale-out", "standby", "s1")
+    calm = Signals(now, 0.0, 0, 0, 4)
+    both = [PoolState("cloud", ("cloud-a",), (), launchable=1), PoolState("standby", ("s1",), ())]
+    shrink = decide(calm, both, START, cfg, Memory(quiet_since=now - 3600))
+    assert shrink.action == Action("scale-in", "cloud", "cloud-a")
+
+
+def test_a_cloud_pool_launches_within_its_caps_and_backs_off_after_a_failed_launch() -> None:
+    cfg = config(autoscale_pools=[{"name": "burst", "kind": "cloud", "max": 2}])
+    now = START.timestamp()
+    busy = Signals(now, 5.0, 9, 8, 2)
+    pressed = Memory(pressure_since=now - 60)
+    room = [PoolState("burst", (), (), launchable=1)]
+    decision = decide(busy, room, START, cfg, pressed)
+    assert decision.action == Action("scale-out", "burst", "")  # a new instance
+    # The caps leave no room: hold, and say so.
+    capped = [PoolState("burst", (), (), launchable=0, capped="over the hourly cap")]
+    held = decide(busy, capped, START, cfg, pressed)
+    assert held.action is None and "no host to start" in held.reason
+    # A failed launch keeps the pool out for the backoff, then lets it try again.
+    failed = after_start(decision.memory, Action("scale-out", "burst", "").key, False, now, 60)
+    assert failed.failures == {"pool:burst": (1, now + 60)}
+    soon = START + timedelta(seconds=30)
+    again = replace(failed, pressure_since=now - 60, last_action_at=None)
+    assert decide(replace(busy, sampled_at=soon.timestamp()), room, soon, cfg, again).action is None
+    after = START + timedelta(seconds=61)
+    assert decide(
+        replace(busy, sampled_at=after.timestamp()), room, after, cfg, again
+    ).action == Action("scale-out", "burst", "")
+    # Below its min it launches; above its max it terminates the last.
+    floor = config(autoscale_pools=[{"name": "burst", "kind": "cloud", "min": 1, "max": 1}])
+    calm = Signals(now, 0.0, 0, 0, 2)
+    assert decide(calm, room, START, floor, Memory()).action == Action("scale-out", "burst", "")
+    over = [PoolState("burst", ("cloud-a", "cloud-b"), ())]
+    assert decide(calm, over, START, floor, Memory()).action == Action(
+        "scale-in", "burst", "cloud-b"
+    )
+
+
+def test_gpu_signals_add_pressure_and_keep_a_busy_gpu_from_being_parked() -> None:
+    cfg = config(autoscale_target_gpu_utilization=0.9, autoscale_target_gpu_memory=0.95)
+    now = START.timestamp()
+    pools = [PoolState("standby", ("s1",), ("s2",))]
+    pressed = Memory(pressure_since=now - 60)
+    hot = Signals(now, 0.0, 0, 2, 3, gpu_utilization=0.97, gpu_memory=0.5)
+    decision = decide(hot, pools, START, cfg, pressed)
+    assert decision.action == Action("scale-out", "standby", "s2")
+    assert decision.reason.startswith("GPU utilisation 97% above the target 90%")
+    full = Signals(now, 0.0, 0, 2, 3, gpu_utilization=0.2, gpu_memory=0.99)
+    assert "GPU memory 99% in use" in decide(full, pools, START, cfg, pressed).reason
+    # Not quiet while the GPUs work above a third of their target, whatever the queue.
+    idle = Memory(quiet_since=now - 3600)
+    busy_gpu = Signals(now, 0.0, 0, 0, 3, gpu_utilization=0.5, gpu_memory=0.2)
+    assert decide(busy_gpu, pools, START, cfg, idle).reason == "load within the targets"
+    cool = Signals(now, 0.0, 0, 0, 3, gpu_utilization=0.1, gpu_memory=0.2)
+    assert decide(cool, pools, START, cfg, idle).action == Action("scale-in", "standby", "s1")
+    # Targets left at 0: the GPU figures are not looked at.
+    plain = config()
+    assert decide(hot, pools, START, plain, Memory(quiet_since=now - 3600)).action is not None
+
+
+@pytest.mark.parametrize(
+    ("variables", "field"),
+    [
+        (
+            {"autoscale_target_gpu_utilization": 1.5},
+            "autoscale_target_gpu_utilization: 1.5 is not a share",
+        ),
+        ({"autoscale_target_gpu_memory": -0.1}, "autoscale_target_gpu_memory: -0.1 is not a share"),
+        (
+            {"autoscale_pools": [{"name": "c", "kind": "cloud", "group": "gpu"}]},
+            "autoscale_pools[0].group: 'gpu' is not where cloud workers go",
+        ),
+        (
+            {"autoscale_pools": [{"name": "s", "instance_type": "t3.large"}]},
+            "autoscale_pools[0].instance_type: is a cloud pool's setting",
+        ),
+        (
+            {"autoscale_pools": [{"name": "s", "start_s": -1}]},
+            "autoscale_pools[0].start_s: -1 is not a number of seconds",
+        ),
+    ],
+)
+def test_bad_gpu_targets_and_cloud_pools_name_the_field(
+    variables: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(field)):
+        config(**variables)
