@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clusterai_runner.errors import UsageError
 
@@ -135,6 +135,38 @@ class Settings:
             aws_read_timeout_s=_positive_int(env, "CLUSTERAI_AWS_READ_TIMEOUT", 30),
             cloud_ssh_timeout_s=_positive_int(env, "CLUSTERAI_CLOUD_SSH_TIMEOUT", 300),
         )
+
+
+# ``CLUSTERAI_FORCED_VARS``: a YAML file of variables that beat the inventory's for every
+# host, in what the CLI reads of the inventory and in every playbook it runs (as extra
+# variables). The autoscaler's service sets it: its SSH key and known_hosts replace the
+# paths of the operator's controller that a copied inventory names.
+FORCED_VARS = "CLUSTERAI_FORCED_VARS"
+
+
+def forced_variables(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The variables of ``CLUSTERAI_FORCED_VARS``'s file ({} when it is not set)."""
+    env = os.environ if env is None else env
+    name = env.get(FORCED_VARS, "")
+    if not name:
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(
+            FORCED_VARS, f"cannot read {name}: {error.strerror}", "fix the path"
+        ) from error
+    except yaml.YAMLError as error:
+        raise UsageError(FORCED_VARS, f"{name} is not YAML ({error})", "fix the file") from error
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and k.isidentifier() for k in loaded
+    ):
+        raise UsageError(
+            FORCED_VARS, f"{name} is not a mapping of variables", "e.g. ansible_user: root"
+        )
+    return loaded
 
 
 def open_store(settings: Settings) -> Store:

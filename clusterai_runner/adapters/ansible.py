@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
-from clusterai_runner.config import ANSIBLE_CONFIG, REPO, private_file
+from clusterai_runner.config import ANSIBLE_CONFIG, REPO, forced_variables, private_file
 
 PLAYBOOKS = REPO / "playbooks"
 # Keep the artifacts of this many runs per data directory.
@@ -274,6 +274,7 @@ def start_playbook(
     data_dir.parent.chmod(0o700)
     data_dir.mkdir(mode=0o700, exist_ok=True)
     variables = None
+    extravars = {**forced_variables(), **(extravars or {})}
     if extravars:
         variables = private_file(data_dir / f"extravars-{os.getpid()}-{threading.get_ident()}")
         variables.write_text(json.dumps(extravars))

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from clusterai_runner.errors import ClusterAIError
+from clusterai_runner.web_config import Logins, WebConfig, server_context
 
 
 class ServiceUnavailable(ClusterAIError):
@@ -100,12 +101,39 @@ def _message(detail: str) -> str:
     return str(parsed)[:300]
 
 
-def serve_metrics(host: str, port: int, render: Callable[[], str]) -> ThreadingHTTPServer:
+class _MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up or fails its TLS handshake is not news either
+
+
+def serve_metrics(
+    host: str, port: int, render: Callable[[], str], web_config: WebConfig | None = None
+) -> ThreadingHTTPServer:
     """Serve ``render()`` as Prometheus text at ``/metrics`` on ``host:port`` from a
-    daemon thread, until ``shutdown()``; raises OSError when the port is taken."""
+    daemon thread, until ``shutdown()``; with ``web_config``, over TLS and only to its
+    users (401 otherwise). Raises OSError when the port is taken."""
+    logins = Logins(web_config.users) if web_config is not None else None
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # seconds a connection may take (its TLS handshake included)
+
+        def setup(self) -> None:
+            # The TLS handshake here, in the connection's thread, not in the thread that
+            # accepts connections: a client that never finishes it blocks no one else.
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(self.timeout)
+                self.request.do_handshake()
+            super().setup()
+
         def do_GET(self) -> None:
+            if logins is not None and not logins.check(self.headers.get("Authorization", "")):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="clusterai metrics"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path != "/metrics":
                 self.send_error(404)
                 return
@@ -119,7 +147,11 @@ def serve_metrics(host: str, port: int, render: Callable[[], str]) -> ThreadingH
         def log_message(self, format: str, *args: Any) -> None:
             pass  # a scrape every few seconds is not news
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _MetricsServer((host, port), Handler)
+    if web_config is not None:
+        context = server_context(web_config)
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

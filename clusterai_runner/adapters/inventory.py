@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
-from clusterai_runner.config import ANSIBLE_CONFIG
+from clusterai_runner.config import ANSIBLE_CONFIG, forced_variables
 from clusterai_runner.errors import UsageError
 
 # The group of workers the autoscaler stopped (plays/hosts.yml serves no model there, the
@@ -280,6 +280,9 @@ def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
     finally:
         constants.CACHE_PLUGIN = cache_plugin
     hosts = []
+    # The process's forced variables beat the inventory's (config.FORCED_VARS), as they
+    # do in the playbooks it runs.
+    forced = {k: v for k, v in forced_variables().items() if k.startswith(VARIABLE_PREFIXES)}
     for host in selected:
         try:
             raw = variables.get_vars(host=host, include_hostvars=False)
@@ -289,6 +292,7 @@ def _load(path: Path, limit: str | None, vault: Vault) -> list[InventoryHost]:
             }
         except AnsibleError as exc:
             raise _variables_error(path, f"host {host.name}", exc, vault, loader) from exc
+        rendered.update(forced)
         hosts.append(_host(path, host.name, sorted(g.name for g in host.groups), rendered))
     return hosts
 

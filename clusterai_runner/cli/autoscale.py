@@ -138,6 +138,14 @@ def _listen(
     callback=_listen,
     help="Serve Prometheus metrics (decisions, pools, signals) at /metrics there.",
 )
+@click.option(
+    "--metrics-web-config",
+    "metrics_web_config",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve them over TLS to the logins of this Prometheus-style web configuration "
+    "(tls_server_config, basic_auth_users), as the pki role writes it.",
+)
 @JSON_OPTION
 @vault_options
 @click.pass_context
@@ -145,6 +153,7 @@ def autoscale_run(
     ctx: click.Context,
     inventory: Path,
     metrics_listen: tuple[str, int] | None,
+    metrics_web_config: Path | None,
     as_json: bool,
     vault: Vault,
 ) -> None:
@@ -159,14 +168,20 @@ def autoscale_run(
     from clusterai_runner.errors import UsageError
     from clusterai_runner.store import AutoscaleDecision
     from clusterai_runner.usecases.autoscale import Evaluation, load, run
+    from clusterai_runner.web_config import read_web_config
 
     settings = settings_of(ctx)
+    if metrics_web_config is not None and metrics_listen is None:
+        raise UsageError(
+            "--metrics-web-config", "goes with --metrics-listen", "add --metrics-listen HOST:PORT"
+        )
+    web_config = read_web_config(metrics_web_config) if metrics_web_config else None
     autoscaler = load(settings, inventory, vault)
     metrics = AutoscaleMetrics()
     server = None
     if metrics_listen is not None:
         try:
-            server = serve_metrics(*metrics_listen, metrics.render)
+            server = serve_metrics(*metrics_listen, metrics.render, web_config)
         except OSError as error:
             raise UsageError(
                 f"--metrics-listen {metrics_listen[0]}:{metrics_listen[1]}",

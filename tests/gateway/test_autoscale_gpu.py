@@ -6,9 +6,7 @@ serves with. Busy GPUs are pressure; Prometheus down makes the autoscaler hold."
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,10 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from clusterai_runner.adapters.http import JsonApi
 from clusterai_runner.config import Settings
@@ -27,7 +21,7 @@ from clusterai_runner.errors import UsageError
 from clusterai_runner.usecases import autoscale
 from clusterai_runner.usecases.metrics import gpu_load
 from tests.gateway.conftest import ADMIN_KEY, start_gateway, start_stand_in, stop
-from tests.helpers import free_port, wait_for
+from tests.helpers import certificates, free_port, wait_for
 
 GIB = 2**30
 
@@ -57,50 +51,6 @@ class Metrics(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *_args: object) -> None:
         pass
-
-
-def certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signs for 127.0.0.1: (ca.crt, server.crt, server.key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
 
 
 @pytest.fixture

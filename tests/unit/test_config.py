@@ -95,4 +95,34 @@ def test_the_roles_cache_is_the_clis(env: dict[str, str]) -> None:
     role_defaults = sorted(path.parents[2].glob("roles/*/defaults/main.yml"))
     caches = [line for p in role_defaults for line in p.read_text().splitlines()
               if line.split(":")[0].endswith("_controller_cache")]  # fmt: skip
-    assert len(caches) == 7 and all("lookup('clusterai_cache_dir')" in c for c in caches)
+    assert len(caches) == 8 and all("lookup('clusterai_cache_dir')" in c for c in caches)
+
+
+def test_forced_variables_beat_the_inventorys_and_bad_ones_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clusterai_runner.adapters.inventory import load
+    from clusterai_runner.config import forced_variables
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  vars:\n    ansible_ssh_private_key_file: /home/op/.ssh/cluster\n"
+        "  children:\n    control:\n      hosts:\n        ctl1: {ansible_host: 192.0.2.10}\n"
+    )
+    key = tmp_path / "id_ed25519"  # the service's key: it is checked as the inventory's are
+    key.write_text("")
+    key.chmod(0o600)
+    forced = tmp_path / "forced.yml"
+    forced.write_text(f"ansible_ssh_private_key_file: {key}\n")
+    assert forced_variables({}) == {}
+    monkeypatch.setenv("CLUSTERAI_FORCED_VARS", str(forced))
+    [host] = load(inventory)
+    assert host.variables["ansible_ssh_private_key_file"] == str(key)
+    assert host.variables["ansible_host"] == "192.0.2.10"
+    forced.write_text("- a list\n")
+    with pytest.raises(
+        UsageError, match=r"CLUSTERAI_FORCED_VARS: .* is not a mapping of variables"
+    ):
+        forced_variables()
+    with pytest.raises(UsageError, match="CLUSTERAI_FORCED_VARS: cannot read"):
+        forced_variables({"CLUSTERAI_FORCED_VARS": str(tmp_path / "missing.yml")})
