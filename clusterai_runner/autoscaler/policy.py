@@ -151,6 +151,8 @@ class Signals:
     # utilisation and the highest share of a GPU's memory in use (0 to 1; None: no GPU).
     gpu_utilization: float | None = None
     gpu_memory: float | None = None
+    # Requests per second over the gateway's window (shown; no rule reads it).
+    requests_per_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ def autoscale_plan(ctx: click.Context, inventory: Path, as_json: bool, vault: Va
         s = evaluation.signals
         click.echo(
             f"gateway: queue wait p95 {s.queue_wait_p95_s:.2f} s, {s.waiting} waiting, "
-            f"{s.in_flight} in flight over {s.serving} serving workers"
+            f"{s.in_flight} in flight over {s.serving} serving workers, "
+            f"{s.requests_per_s:g} requests/s"
         )
         if s.gpu_utilization is not None and s.gpu_memory is not None:
             click.echo(
@@ -167,6 +168,7 @@ def autoscale_run(
     from clusterai_runner.autoscaler.metrics import AutoscaleMetrics
     from clusterai_runner.errors import UsageError
     from clusterai_runner.store import AutoscaleDecision
+    from clusterai_runner.systemd import notify_systemd
     from clusterai_runner.usecases.autoscale import Evaluation, load, run
     from clusterai_runner.web_config import read_web_config
 
@@ -202,7 +204,11 @@ def autoscale_run(
 
     try:
         with ctrl_c_cancels(signal.SIGTERM) as cancel:
+            # Its configuration passed its checks and its metrics listen: a Type=notify
+            # unit (roles/autoscaler) counts as started from here.
+            notify_systemd("READY=1")
             run(autoscaler, cancel=cancel, progress=progress, on_decision=decided, metrics=metrics)
+        notify_systemd("STOPPING=1")
     finally:
         if server is not None:
             server.shutdown()

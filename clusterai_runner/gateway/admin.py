@@ -8,7 +8,6 @@ from aiohttp import web
 
 from clusterai_runner.gateway.base import CACHE, METRICS, POOL, USAGE, ApiError, log
 from clusterai_runner.gateway.checks import read_body
-from clusterai_runner.gateway.pool import WAIT_WINDOW_S
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -39,7 +38,7 @@ async def admin_backends(request: web.Request) -> web.Response:
         "waiting": pool.waiting,
         "wait_p95_s": round(p95, 4),
         "requests": count,
-        "window_s": WAIT_WINDOW_S,
+        "window_s": pool.config.wait_window_s,
         # Models whose workers are all parked, asked for lately: what the autoscaler wakes.
         "wanted": pool.wanted(),
     }

@@ -20,7 +20,9 @@
     backends_file: backends.yml            # more backends and aliases (relative to this
                                            # file); SIGHUP re-reads both files' backends
     queue: {size: 256, timeout_s: 30,      # wake_retry_after_s: 60, the Retry-After of a
-            wake_retry_after_s: 60}        # request whose model's workers are all parked
+            wake_retry_after_s: 60,        # request whose model's workers are all parked;
+            wait_window_s: 60}             # the queue wait's p95 (the autoscaler's) is of
+                                           # the requests of the last wait_window_s
     health: {interval_s: 5, eject_after: 3}
     cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000,
             scope: tenant}                 # tenant (--tenant keys apart), key or shared
@@ -80,6 +82,9 @@ class GatewayConfig:
     queue_timeout_s: float = 30.0
     # What a 503 for a model whose workers are all parked tells the client to wait.
     wake_retry_after_s: float = 60.0
+    # How far back the queue wait's p95 (the autoscaler's signal) and the models wanted
+    # are counted.
+    wait_window_s: float = 60.0
     health_interval_s: float = 5.0
     eject_after: int = 3
     max_body_bytes: int = 4 * 1024 * 1024
@@ -340,6 +345,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         wake_retry_after_s=_number(
             source, "queue.wake_retry_after_s", queue.get("wake_retry_after_s", 60), 1
         ),
+        wait_window_s=_number(source, "queue.wait_window_s", queue.get("wait_window_s", 60), 1),
         health_interval_s=_number(source, "health.interval_s", health.get("interval_s", 5), 0.1),
         eject_after=_int(source, "health.eject_after", health.get("eject_after", 3), 1, 1000),
         max_body_bytes=_int(

@@ -159,9 +159,7 @@ class Lease:
     model: str
 
 
-# How far back the queue's wait is summed (the autoscaler's signal), and how many waits
-# at most are kept for it.
-WAIT_WINDOW_S = 60.0
+# How many waits at most are kept for the queue wait's p95 (over config.wait_window_s).
 WAIT_SAMPLES = 10_000
 
 
@@ -222,10 +220,11 @@ class Pool:
             if b.config.standby and b.can(capability) and wanted & set(b.config.models)
         ]
 
-    def wanted(self, within_s: float = WAIT_WINDOW_S) -> dict[str, int]:
-        """Models asked for in the last ``within_s`` seconds that only standby backends
-        serve now, with the requests waiting for each: what the autoscaler wakes."""
-        since = time.monotonic() - within_s
+    def wanted(self, within_s: float | None = None) -> dict[str, int]:
+        """Models asked for in the last ``within_s`` seconds (the queue's wait window) that
+        only standby backends serve now, with the requests waiting for each: what the
+        autoscaler wakes."""
+        since = time.monotonic() - (self.config.wait_window_s if within_s is None else within_s)
         found = {}
         for model, at in self.wanted_at.items():
             if at < since and not self.waking.get(model):
@@ -313,9 +312,9 @@ class Pool:
         self.waits.append((now, now - started))
 
     def queue_wait(self, quantile: float = 0.95) -> tuple[float, int]:
-        """The ``quantile`` of the time requests of the last ``WAIT_WINDOW_S`` seconds
+        """The ``quantile`` of the time requests of the last ``wait_window_s`` seconds
         waited for a backend (0 when none came), and how many came."""
-        since = time.monotonic() - WAIT_WINDOW_S
+        since = time.monotonic() - self.config.wait_window_s
         while self.waits and self.waits[0][0] < since:
             self.waits.popleft()
         if not self.waits:

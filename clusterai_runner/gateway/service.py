@@ -12,7 +12,6 @@ import dataclasses
 import ipaddress
 import logging
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.app import serve
 from clusterai_runner.gateway.config import GatewayConfig
 from clusterai_runner.gateway.monitoring import read_web_config, server_context
+from clusterai_runner.systemd import notify_systemd
 
 
 def is_loopback(host: str) -> bool:
@@ -28,18 +28,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def notify_systemd(state: str) -> None:
-    """Tell systemd (a ``Type=notify`` unit) about the service, e.g. ``READY=1``; a no-op
-    outside systemd."""
-    path = os.environ.get("NOTIFY_SOCKET", "")
-    if not path:
-        return
-    address = "\0" + path[1:] if path.startswith("@") else path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
 
 
 def watchdog_interval() -> float | None:

@@ -261,6 +261,9 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str, dict[str, dict[str, 
             in_flight,
             serving,
             tuple(sorted(str(m) for m in wanted)) if isinstance(wanted, dict) else (),
+            requests_per_s=round(
+                float(queue.get("requests") or 0) / float(queue.get("window_s") or 60.0), 3
+            ),
         ),
         "",
         named,

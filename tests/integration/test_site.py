@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,12 +27,10 @@ import pytest
 import yaml
 
 from tests.helpers import (
-    CLUSTERAI,
     REPO,
     ChatLoad,
     ansible_playbook,
     backend_headers,
-    free_port,
     monitoring_get,
     run_cli,
     serve_folder,
@@ -1012,9 +1009,14 @@ def test_the_control_hosts_web_app_shows_the_cluster_and_its_keys_reach_the_gate
     assert "keys.create" in audit and name in audit
 
 
+AUTOSCALER_STATE = "/var/lib/clusterai-autoscaler"
+
+
 def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it_for_a_request(
     cluster: dict[str, Any], converged: object, tmp_path: Path
 ) -> None:
+    """The autoscaler as the control host's service (roles/autoscaler): it runs the
+    scale playbooks from there, with its own SSH key and its copy of the inventory."""
     grown = run_cli("sandbox", "up", "--hosts", "5", "--name", "it", "--json")
     assert grown.code == 0, grown.stderr
     control, worker3 = address(cluster, "ctl1"), address(json.loads(grown.stdout), "worker3")
@@ -1042,15 +1044,21 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
         "gateway_admin_key": key,
         # A request for a parked worker's model waits this long for it.
         "gateway_queue_timeout_s": 240,
+        # The queue wait's p95 over 15 s, not a minute: the idle worker is parked sooner.
+        "gateway_queue_wait_window_s": 15,
         "gateway_aliases": {"smollm2": ["smollm2", "smollm2-night"]},
         "autoscale_pools": [{"name": "standby", "kind": "standby", "group": "standby", "max": 1}],
         "autoscale_interval_s": 2, "autoscale_scale_out_delay_s": 4, "autoscale_idle_s": 10,
         "autoscale_cooldown_s": 5, "autoscale_target_queue_wait_s": 0.2,
         "autoscale_target_in_flight": 3,
+        "autoscaler_enabled": True,
     }))  # fmt: skip
-    # The gateway's configuration from this inventory (its queue timeout, its aliases and the
-    # parked workers as standby backends), before any load: a change of its queue restarts it.
-    converge(str(inventory), "site.yml", "--limit", "ctl1", "--tags", "gateway_configure")
+    # The control host from this inventory, before any load: the gateway's configuration
+    # (its queue timeout, its aliases and the parked workers as standby backends: a change
+    # of its queue restarts it), and the autoscaler's service, which starts evaluating.
+    converge(str(inventory), "site.yml", "--limit", "ctl1")
+    again = converge(str(inventory), "site.yml", "--limit", "ctl1", "--tags", "autoscaler")
+    assert again["ctl1"]["changed"] == 0, again
 
     def backends() -> dict[str, Any]:
         found = gateway_call(cluster, "/admin/backends", key=key)[2]["backends"]
@@ -1076,27 +1084,37 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
         "models": {"worker3": ["smollm2-night"], "worker4": ["smollm2"]},
         "unavailable": {}, "start_s": None,
     }}  # fmt: skip
-    metrics_port = free_port()
-    with (tmp_path / "autoscale.err").open("w") as err:
-        scaler = subprocess.Popen(
-            [str(CLUSTERAI), "autoscale", "run", "-i", str(inventory), "--json",
-             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
-    decisions: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: decisions.extend(map(json.loads, scaler.stdout or ())))
-    reader.start()
+    as_service = ["runuser", "-u", "clusterai-autoscaler", "--", "env",
+                  f"CLUSTERAI_STATE_DIR={AUTOSCALER_STATE}/state",
+                  "/opt/clusterai/autoscaler/venv/bin/python",
+                  "-m", "clusterai_runner"]  # fmt: skip
+    metrics_url = f"https://{control}:9469/metrics"
+
+    def counted(action: str) -> int:
+        """The service's finished actions of a kind, from its metrics (TLS, the login)."""
+        labels = f'action="{action}",outcome="succeeded",pool="standby"'
+        found = re.search(rf"clusterai_autoscale_decisions_total\{{{labels}\}} (\d+)",
+                          monitoring_get(cluster, metrics_url))  # fmt: skip
+        return int(found.group(1)) if found else 0
+
+    def decisions() -> list[dict[str, Any]]:
+        """The service's actions, the oldest first, from its store on the control host."""
+        listed = ssh(cluster, control, *as_service, "autoscale", "history", "--actions", "--json")
+        assert listed.returncode == 0, listed.stderr
+        return list(reversed(json.loads(listed.stdout)))
 
     def acted(action: str, count: int = 1) -> list[dict[str, Any]] | None:
-        found = [d for d in decisions if d["action"] == action]
-        return found if len(found) >= count else None
+        if counted(action) < count:
+            time.sleep(1)  # each look is a scrape of the service's metrics
+            return None
+        return [d for d in decisions() if d["action"] == action]
 
     # Twelve clients over two workers of four slots each: four always wait in the queue.
     load = ChatLoad(f"http://{control}:8000/v1", LOAD_KEY, 12, pause_s=0.2, max_tokens=8)
     try:
         with load:
             started = wait_for(lambda: acted("scale-out"), 600, "a standby worker started")[0]
-            assert (started["host"], started["outcome"]) == ("worker3", "succeeded"), decisions
+            assert (started["host"], started["outcome"]) == ("worker3", "succeeded"), started
             assert "queue wait p95" in started["reason"], started
             assert started["inputs"]["signals"]["queue_wait_p95_s"] > 0.2
             before = backends()["worker3"]["requests"]
@@ -1111,12 +1129,15 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
             under_load = load.done
         # The load is over: after the idle time the worker is drained and stopped.
         parked = wait_for(lambda: acted("scale-in"), 300, "the idle standby worker parked")[0]
-        assert (parked["host"], parked["outcome"]) == ("worker3", "succeeded"), decisions
+        assert (parked["host"], parked["outcome"]) == ("worker3", "succeeded"), parked
         assert load.failures == [], load.failures[:5]
         assert serving() == ["worker1", "worker2"]
         assert backends()["worker3"]["standby"] and backends()["worker4"]["standby"]
         stopped = ssh(cluster, worker3, "systemctl is-active clusterai-llamacpp")
         assert stopped.stdout.strip() == "inactive"
+        # status over the service's working copy of the inventory, where it parked worker3.
+        working = ssh(cluster, control, "cat", f"{AUTOSCALER_STATE}/inventory/hosts.yml")
+        (inventory / "hosts.yml").write_text(working.stdout)
         status = run_cli("status", "-i", str(inventory), "--limit", "worker3", "--json")
         assert [h["inference"] for h in json.loads(status.stdout)["hosts"]] == ["parked"]
 
@@ -1136,35 +1157,45 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
         # The gateway can answer before the autoscaler's scale_out.yml run ends and its
         # decision is printed: wait for the decision.
         woken = wait_for(lambda: acted("scale-out", 2), 300, "the wake's decision recorded")
-        assert (woken[1]["host"], woken[1]["outcome"]) == ("worker3", "succeeded"), decisions
+        assert (woken[1]["host"], woken[1]["outcome"]) == ("worker3", "succeeded"), woken
         assert "a request waits for smollm2-night" in woken[1]["reason"], woken[1]
         assert not backends()["worker3"]["standby"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-            scraped = r.read().decode()
-        for action, count in (("scale-out", 2), ("scale-in", 1)):
-            labels = f'action="{action}",outcome="succeeded",pool="standby"'
-            assert f"clusterai_autoscale_decisions_total{{{labels}}} {count}" in scraped
+        assert counted("scale-in") == 1
+        # Prometheus scrapes the service (job autoscaler).
+        up = get_json(
+            cluster, f"https://{control}:9090/api/v1/query?query=up%7Bjob%3D%22autoscaler%22%7D"
+        )
+        assert [r["value"][1] for r in up["data"]["result"]] == ["1"], up
     finally:
-        scaler.send_signal(signal.SIGTERM)
-        scaler.wait(120)
-        reader.join(10)
-        if scaler.stdout is not None:
-            scaler.stdout.close()
-    err_text = (tmp_path / "autoscale.err").read_text()
-    assert scaler.returncode == 0, err_text
+        # Off before the next test: the reset takes the cluster apart under it otherwise.
+        stopped_service = ssh(cluster, control, "systemctl", "stop", "clusterai-autoscaler")
+    assert stopped_service.returncode == 0, stopped_service.stderr
+    history = decisions()
     shown = [f"{d['action']} {d['host']} {d['outcome']} {d['seconds']} s ({d['reason']})"
-             for d in decisions]  # fmt: skip
+             for d in history]  # fmt: skip
     print(f"autoscale: {under_load} chats under load, {load.done} in all; the woken request"
           f" answered in {waited:.1f} s; {'; '.join(shown)}")  # fmt: skip
-    written = yaml.safe_load((inventory / "hosts.yml").read_text())["all"]["children"]
+    working = ssh(cluster, control, "cat", f"{AUTOSCALER_STATE}/inventory/hosts.yml")
+    written = yaml.safe_load(working.stdout)["all"]["children"]
     assert set(written["parked"]["hosts"]) == {"worker4"}  # worker3 serves again
-    history = json.loads(run_cli("autoscale", "history", "--actions", "--json").stdout)
-    assert [(d["action"], d["host"], d["outcome"]) for d in history[:3]] == [
+    assert [(d["action"], d["host"], d["outcome"]) for d in history] == [
         ("scale-out", "worker3", "succeeded"),
         ("scale-in", "worker3", "succeeded"),
         ("scale-out", "worker3", "succeeded"),
     ]
-    assert history[2]["run_id"] and history[2]["seconds"] > 0
+    assert history[0]["run_id"] and history[0]["seconds"] > 0
+
+    # A configuration its checks refuse: the start fails, and the converge says why.
+    autoscale = yaml.safe_load((group_vars / "autoscale.yml").read_text())
+    autoscale["autoscale_pools"][0]["min"] = 2
+    (group_vars / "autoscale.yml").write_text(yaml.safe_dump(autoscale))
+    refused = ansible_playbook(
+        str(inventory), "site.yml", "--limit", "ctl1", "--tags", "autoscaler"
+    )
+    assert refused.returncode != 0
+    assert "autoscale_pools[0].min: 2 is above max 1" in refused.stdout, refused.stdout[-3000:]
+    state = ssh(cluster, control, "systemctl", "is-active", "clusterai-autoscaler")
+    assert state.stdout.strip() in ("failed", "inactive"), state.stdout
 
 
 def test_reset_takes_cluster_ai_off_every_host_and_again_changes_nothing(

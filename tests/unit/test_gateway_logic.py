@@ -78,6 +78,23 @@ def test_the_queue_wait_is_the_autoscalers_signal() -> None:
     asyncio.run(scenario())
 
 
+def test_the_queue_waits_window_is_the_configurations() -> None:
+    async def scenario() -> None:
+        pool = pool_of(BackendConfig("a", "http://a", "openai", 1), wait_window_s=10.0)
+        held = await pool.acquire("smollm2")
+        waiter = asyncio.create_task(pool.acquire("smollm2"))
+        await asyncio.sleep(0.2)
+        await pool.release(held, 200)
+        await pool.release(await asyncio.wait_for(waiter, 1), 200)
+        assert pool.queue_wait()[1] == 2
+        pool.waits = type(pool.waits)(((t - 9, w) for t, w in pool.waits), pool.waits.maxlen)
+        assert pool.queue_wait()[1] == 2  # 9 s old: inside 10 s
+        pool.waits = type(pool.waits)(((t - 2, w) for t, w in pool.waits), pool.waits.maxlen)
+        assert pool.queue_wait() == (0.0, 0)  # 11 s old: out
+
+    asyncio.run(scenario())
+
+
 def test_a_request_for_a_parked_workers_model_waits_for_it_to_be_started() -> None:
     async def scenario() -> None:
         parked = BackendConfig("p", "http://p", "openai", 1, standby=True, models=("m",))

@@ -156,7 +156,7 @@ def test_systemd_hears_ready_on_its_notify_socket(
 ) -> None:
     import socket
 
-    from clusterai_runner.gateway.service import notify_systemd
+    from clusterai_runner.systemd import notify_systemd
 
     path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
