@@ -159,7 +159,9 @@ def forced_variables(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             FORCED_VARS, f"cannot read {name}: {error.strerror}", "fix the path"
         ) from error
     except yaml.YAMLError as error:
-        raise UsageError(FORCED_VARS, f"{name} is not YAML ({error})", "fix the file") from error
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise UsageError(FORCED_VARS, f"{name} is not YAML{line}", "fix the file") from error
     if not isinstance(loaded, dict) or not all(
         isinstance(k, str) and k.isidentifier() for k in loaded
     ):

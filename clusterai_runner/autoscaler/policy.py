@@ -375,15 +375,18 @@ def decide(
 
     pressure = _pressure(signals, config)
     quiet = pressure is None and _quiet(signals, config)
+    # The burst starts with the first pressure and ends only when it is quiet: load
+    # within the targets after an action (a provider on, a worker started) goes on with it.
+    burst_since = memory.burst_since
+    if quiet:
+        burst_since = None
+    elif pressure:
+        burst_since = burst_since or clock
     since = replace(
         memory,
         pressure_since=(memory.pressure_since or clock) if pressure else None,
         quiet_since=(memory.quiet_since or clock) if quiet else None,
-        burst_since=None
-        if quiet
-        else (memory.burst_since or clock)
-        if pressure
-        else memory.burst_since,
+        burst_since=burst_since,
     )
     burst = clock - since.burst_since if since.burst_since is not None else 0.0
     cooling = (
@@ -397,16 +400,12 @@ def decide(
             return hold(f"{pressure}, for {lasted:.0f} s of {config.scale_out_delay_s:g} s", since)
         if cooling:
             return hold(f"{pressure}; cooling down after the last action", since)
-        ready = [
-            (pool, late, hosts[0])
-            for pool, late in _growth_order(config, states, burst)
-            if len(states.get(pool.name, PoolState(pool.name, (), ())).active) < pool.max
-            and (
-                hosts := _startable(
-                    pool, states.get(pool.name, PoolState(pool.name, (), ())), memory, clock
-                )
-            )
-        ]
+        ready = []  # (pool, why it is late, the host to start), in the growth order
+        for pool, late in _growth_order(config, states, burst):
+            state = states.get(pool.name, PoolState(pool.name, (), ()))
+            hosts = _startable(pool, state, memory, clock)
+            if len(state.active) < pool.max and hosts:
+                ready.append((pool, late, hosts[0]))
         if ready:
             pool, _late, host = ready[0]
             why = f"{pressure}, for {lasted:.0f} s"

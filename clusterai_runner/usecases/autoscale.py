@@ -412,7 +412,7 @@ def _cloud_state(
     config = autoscaler.cloud.config
     records = store.cloud_instances()
     joined = tuple(sorted(r.host for r in records if r.state == "joined"))
-    launching = [r for r in records if r.state in ("intended", "launching", "running")]
+    launching = [r for r in records if r.state in ("intent", "launched", "running")]
     capped = ""
     if launching:
         capped = f"{len(launching)} cloud worker(s) still starting"

@@ -108,3 +108,22 @@ def test_a_cloud_pool_without_the_cloud_configuration_or_past_its_caps_is_refuse
         match=r"autoscale_pools\[0\]\.kind: a cloud pool needs the cloud configuration: .*region",
     ):
         autoscale.load(settings, aws.inventory)
+
+
+def test_a_cloud_worker_still_starting_leaves_no_room_for_another(aws: Aws) -> None:
+    (aws.inventory / "group_vars/control.yml").write_text(yaml.safe_dump({
+        "gateway_admin_key": ADMIN_KEY,
+        "autoscale_pools": [{"name": "burst", "kind": "cloud", "max": 2}],
+    }))  # fmt: skip
+    settings = Settings.from_env()
+    scaler = autoscale.load(settings, aws.inventory)
+    store = aws.store()
+    try:
+        store.record_intent("intent-1", "cloud-a1", "t3.large", False, 0.0832)
+        evaluation = autoscale.plan(settings, scaler, store)
+    finally:
+        store.close()
+    [pool] = evaluation.pools
+    assert (pool.launchable, pool.capped) == (0, "1 cloud worker(s) still starting")
+    assert evaluation.signals is None  # no gateway answers here: the policy holds anyway
+    assert evaluation.decision.action is None

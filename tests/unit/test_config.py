@@ -126,3 +126,14 @@ def test_forced_variables_beat_the_inventorys_and_bad_ones_are_one_line(
         forced_variables()
     with pytest.raises(UsageError, match="CLUSTERAI_FORCED_VARS: cannot read"):
         forced_variables({"CLUSTERAI_FORCED_VARS": str(tmp_path / "missing.yml")})
+
+
+def test_forced_variables_that_are_not_yaml_are_one_line(tmp_path: Path) -> None:
+    from clusterai_runner.config import forced_variables
+
+    forced = tmp_path / "forced.yml"
+    forced.write_text("ansible_user: root\nbad: [unclosed\n")
+    with pytest.raises(UsageError) as raised:
+        forced_variables({"CLUSTERAI_FORCED_VARS": str(forced)})
+    assert "\n" not in str(raised.value)
+    assert f"CLUSTERAI_FORCED_VARS: {forced} is not YAML (line" in str(raised.value)
