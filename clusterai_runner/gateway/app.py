@@ -39,7 +39,7 @@ from clusterai_runner.gateway.middleware import errors, gatekeeper
 from clusterai_runner.gateway.monitoring import WebConfig, metrics_app
 from clusterai_runner.gateway.ollama import ollama_ps, ollama_route, ollama_tags, ollama_version
 from clusterai_runner.gateway.pool import Pool
-from clusterai_runner.gateway.proxy import openai_models, openai_route
+from clusterai_runner.gateway.proxy import openai_model, openai_models, openai_route
 from clusterai_runner.store import Store
 
 
@@ -76,6 +76,7 @@ def make_app(
     app.router.add_post("/v1/completions", openai_route)
     app.router.add_post("/v1/embeddings", openai_route)
     app.router.add_get("/v1/models", openai_models)
+    app.router.add_get("/v1/models/{model:.+}", openai_model)
     app.router.add_post("/api/chat", ollama_route)
     app.router.add_post("/api/generate", ollama_route)
     app.router.add_post("/api/embed", ollama_route)

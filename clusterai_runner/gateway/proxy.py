@@ -243,8 +243,20 @@ async def openai_route(request: web.Request) -> web.StreamResponse:
         return cut.response
 
 
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "clusterai"}
+
+
 async def openai_models(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "clusterai"}
-            for m in pool.public_models()]  # fmt: skip
+    data = [_model_object(m) for m in pool.public_models()]
     return web.json_response({"object": "list", "data": data})
+
+
+async def openai_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}`` (the openai client's ``models.retrieve``): one model of
+    the list, or a 404 as OpenAI answers for a model it does not have."""
+    wanted = request.match_info["model"]
+    if wanted not in request.app[POOL].public_models():
+        raise ApiError(404, f"model {wanted!r} not found", "not_found_error")
+    return web.json_response(_model_object(wanted))

@@ -110,3 +110,23 @@ def test_other_methods_are_4xx(gateway: Gateway, path: str, method: str) -> None
     else:
         assert 400 <= status < 500, (method, path, status)
         check_error_shape(path, status, answer)
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.text(min_size=1, max_size=40))
+def test_any_model_id_is_found_or_a_404(gateway: Gateway, model: str) -> None:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(gateway.url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    path = "/v1/models/" + urllib.parse.quote(model, safe="")
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        status, answer = response.status, response.read()
+    finally:
+        connection.close()
+    assert status in (200, 404), (model, status, answer[:200])
+    if status == 404:
+        check_error_shape(path, status, answer)

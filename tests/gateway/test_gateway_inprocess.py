@@ -503,3 +503,27 @@ def test_a_model_only_a_parked_worker_serves_waits_then_is_a_503_with_retry_afte
                 assert 'clusterai_gateway_wanted_waiting{model="night"} 0' in await answer.text()
 
     run(test)
+
+
+def test_the_openai_client_retrieves_a_model_and_gets_a_404_for_one_not_served() -> None:
+    """``models.retrieve`` (``GET /v1/models/{id}``) with the official client, as Open
+    WebUI and the editors' plugins call it; ids may hold ``:`` and ``/``."""
+    import openai
+
+    async def test() -> None:
+        async with gateway(aliases={"team/chat:latest": ("stand-in",)}) as (_s, url, _b, server):
+            pool = server.app[POOL]
+            for _ in range(100):  # until the stand-in's models are discovered
+                if "stand-in" in pool.public_models():
+                    break
+                await asyncio.sleep(0.05)
+            client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+            found = await asyncio.to_thread(client.models.retrieve, "stand-in")
+            assert (found.id, found.object) == ("stand-in", "model")
+            alias = await asyncio.to_thread(client.models.retrieve, "team/chat:latest")
+            assert alias.id == "team/chat:latest"
+            with pytest.raises(openai.NotFoundError) as missing:
+                await asyncio.to_thread(client.models.retrieve, "gpt-9")
+            assert "model 'gpt-9' not found" in str(missing.value)
+
+    run(test)
