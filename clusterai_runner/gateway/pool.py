@@ -220,11 +220,10 @@ class Pool:
             if b.config.standby and b.can(capability) and wanted & set(b.config.models)
         ]
 
-    def wanted(self, within_s: float | None = None) -> dict[str, int]:
-        """Models asked for in the last ``within_s`` seconds (the queue's wait window) that
-        only standby backends serve now, with the requests waiting for each: what the
-        autoscaler wakes."""
-        since = time.monotonic() - (self.config.wait_window_s if within_s is None else within_s)
+    def wanted(self) -> dict[str, int]:
+        """Models asked for in the queue's wait window (``wait_window_s``) that only standby
+        backends serve now, with the requests waiting for each: what the autoscaler wakes."""
+        since = time.monotonic() - self.config.wait_window_s
         found = {}
         for model, at in self.wanted_at.items():
             if at < since and not self.waking.get(model):

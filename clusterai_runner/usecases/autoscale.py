@@ -245,13 +245,9 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str, dict[str, dict[str, 
             {},
         )
     named = {str(b.get("name")): b for b in backends if isinstance(b, dict)}
-    workers = [
-        b
-        for b in backends
-        if isinstance(b, dict) and not b.get("fallback") and not b.get("standby")
-    ]
+    workers = [b for b in named.values() if not b.get("fallback") and not b.get("standby")]
     wanted = queue.get("wanted") or {}
-    serving = sum(1 for b in workers if b.get("healthy") and not b.get("draining"))
+    serving = len(serving_workers(named))
     in_flight = sum(int(b.get("outstanding") or 0) for b in workers)
     return (
         Signals(
@@ -270,16 +266,23 @@ def signals(gateway: JsonApi) -> tuple[Signals | None, str, dict[str, dict[str, 
     )
 
 
+def serving_workers(at_gateway: dict[str, dict[str, Any]]) -> list[str]:
+    """The gateway's backends that are workers taking requests: healthy, not draining,
+    neither a provider (fallback) nor parked (standby)."""
+    return [
+        name
+        for name, b in at_gateway.items()
+        if not b.get("fallback") and not b.get("standby")
+        and b.get("healthy") and not b.get("draining")
+    ]  # fmt: skip
+
+
 def _with_gpus(
     prometheus: JsonApi, seen: Signals, at_gateway: dict[str, dict[str, Any]]
 ) -> tuple[Signals | None, str]:
     """The signals with the serving workers' GPU load from Prometheus, or None and why
     it could not be read (the autoscaler holds)."""
-    serving = [
-        n
-        for n, b in at_gateway.items()
-        if not b.get("fallback") and not b.get("standby") and b.get("healthy")
-    ]
+    serving = serving_workers(at_gateway)
     if not serving:
         return seen, ""
     try:
