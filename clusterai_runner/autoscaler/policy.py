@@ -233,24 +233,30 @@ class Decision:
 
 
 def _pressure(signals: Signals, config: AutoscaleConfig) -> str | None:
+    """Every signal above its target, in one line; None when none is."""
+    above: list[str] = []
     if signals.queue_wait_p95_s > config.target_queue_wait_s:
-        return (
+        above.append(
             f"queue wait p95 {signals.queue_wait_p95_s:.2f} s above the target "
             f"{config.target_queue_wait_s:g} s"
         )
     per_worker = signals.in_flight / max(signals.serving, 1)
     if signals.in_flight and per_worker > config.target_in_flight:
-        return (
+        above.append(
             f"{per_worker:.1f} requests in flight per worker, above the target "
             f"{config.target_in_flight:g}"
         )
     used = signals.gpu_utilization
     if config.target_gpu_utilization and used is not None and used > config.target_gpu_utilization:
-        return f"GPU utilisation {used:.0%} above the target {config.target_gpu_utilization:.0%}"
+        above.append(
+            f"GPU utilisation {used:.0%} above the target {config.target_gpu_utilization:.0%}"
+        )
     full = signals.gpu_memory
     if config.target_gpu_memory and full is not None and full > config.target_gpu_memory:
-        return f"GPU memory {full:.0%} in use, above the target {config.target_gpu_memory:.0%}"
-    return None
+        above.append(
+            f"GPU memory {full:.0%} in use, above the target {config.target_gpu_memory:.0%}"
+        )
+    return "; ".join(above) or None
 
 
 def _quiet(signals: Signals, config: AutoscaleConfig) -> bool:

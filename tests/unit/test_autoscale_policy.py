@@ -603,6 +603,14 @@ def test_gpu_signals_add_pressure_and_keep_a_busy_gpu_from_being_parked() -> Non
     assert decision.reason.startswith("GPU utilisation 97% above the target 90%")
     full = Signals(now, 0.0, 0, 2, 3, gpu_utilization=0.2, gpu_memory=0.99)
     assert "GPU memory 99% in use" in decide(full, pools, START, cfg, pressed).reason
+    # Every signal above its target is named, not only the first.
+    both = Signals(now, 2.5, 2, 15, 3, gpu_utilization=0.97, gpu_memory=0.99)
+    assert decide(both, pools, START, cfg, pressed).reason.split("; ") == [
+        "queue wait p95 2.50 s above the target 2 s",
+        "5.0 requests in flight per worker, above the target 4",
+        "GPU utilisation 97% above the target 90%",
+        "GPU memory 99% in use, above the target 95%, for 60 s",
+    ]
     # Not quiet while the GPUs work above a third of their target, whatever the queue.
     idle = Memory(quiet_since=now - 3600)
     busy_gpu = Signals(now, 0.0, 0, 0, 3, gpu_utilization=0.5, gpu_memory=0.2)
