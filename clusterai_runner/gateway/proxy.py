@@ -3,6 +3,7 @@ failover before the first byte, streams passed through, the answer cache."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -224,14 +225,75 @@ async def cache_lookup(
     return web.Response(body=hit.body, headers=headers), Recorder(None)
 
 
+class _Refused(Exception):
+    """A backend's own answer below 500 to one of several requests: the caller's."""
+
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        super().__init__(status)
+        self.answer = web.Response(body=body, status=status, headers={"Content-Type": content_type})
+
+
+async def several_choices(
+    request: web.Request, body: dict[str, Any], model: str, count: int, recorder: Recorder
+) -> web.Response:
+    """``n`` above 1, which the cluster's servers do not serve (llama.cpp's server and
+    Ollama answer one choice whatever ``n`` says): ``n`` requests of one choice, at once,
+    each to the backend the pool picks, merged into one answer. The choices are numbered
+    in order; the prompt's tokens count once and the completions' add up, as OpenAI
+    counts them."""
+
+    def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
+        return request.path, {**body, "model": lease.model, "n": 1}
+
+    async def one() -> dict[str, Any]:
+        async with backend_call(request, model, path_for) as (lease, response):
+            if response.status >= 500:
+                raise backend_failed(lease, response.status)
+            raw = await response.read()
+            if response.status != 200:
+                raise _Refused(response.status, response.headers.get("Content-Type", ""), raw)
+            try:
+                answer = json.loads(raw)
+                choice = answer["choices"][0]
+            except (ValueError, LookupError, TypeError):
+                raise backend_failed(lease, 200) from None
+            return {**answer, "choices": [choice]}
+
+    try:
+        answers = await asyncio.gather(*(one() for _ in range(count)))
+    except _Refused as refused:
+        return refused.answer
+    merged = dict(answers[0])
+    merged["choices"] = [{**a["choices"][0], "index": i} for i, a in enumerate(answers)]
+    usages = [a["usage"] for a in answers if isinstance(a.get("usage"), dict)]
+    if len(usages) == count:
+        prompt = int(usages[0].get("prompt_tokens", 0))
+        completion = sum(int(u.get("completion_tokens", 0)) for u in usages)
+        merged["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}  # fmt: skip
+    text = json.dumps(merged).encode()
+    note_tokens(request, text)
+    answer = web.Response(body=text, headers=answer_headers(recorder, "application/json"))
+    recorder.add(text)
+    await recorder.keep(request)
+    return answer
+
+
 async def openai_route(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions, /v1/completions, /v1/embeddings."""
     body = await read_body(request)
     model = model_of(body)
     stream = check_openai(request.path, body)
+    count = body.get("n") or 1  # checked: an integer from 1 to 128
+    several = count > 1 and not request.path.endswith("/embeddings")
+    if several and stream:
+        raise ApiError(400, f"n: {count} choices are not streamed by this gateway: ask for one "
+                            f"choice per stream, or n without stream")  # fmt: skip
     cached, recorder = await cache_lookup(request, body, model, stream)
     if cached is not None:
         return cached
+    if several:
+        return await several_choices(request, body, model, count, recorder)
 
     def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
         return request.path, {**body, "model": lease.model}

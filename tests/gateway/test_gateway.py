@@ -82,6 +82,12 @@ def check_openai_client(client: openai.OpenAI) -> None:
     assert len(pieces) > 1 and "".join(pieces)
     text = client.completions.create(model="smollm2", prompt="Once upon", max_tokens=4)
     assert text.choices[0].text
+    # llama.cpp's server answers one choice whatever n says; the gateway asks twice.
+    two = client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=4, n=2)
+    assert [c.index for c in two.choices] == [0, 1] and all(c.message.content for c in two.choices)
+    assert two.usage is not None and two.usage.completion_tokens >= 2  # one or more each
+    with pytest.raises(openai.BadRequestError, match="choices are not streamed"):
+        client.chat.completions.create(model="smollm2", messages=CHAT, n=2, stream=True)
     vectors = client.embeddings.create(model="smollm2", input=["cat", "a longer sentence"])
     assert len(vectors.data) == 2
     assert len(vectors.data[0].embedding) == len(vectors.data[1].embedding) > 100

@@ -527,3 +527,34 @@ def test_the_openai_client_retrieves_a_model_and_gets_a_404_for_one_not_served()
             assert "model 'gpt-9' not found" in str(missing.value)
 
     run(test)
+
+
+def test_n_choices_are_as_many_requests_merged_and_a_stream_of_several_is_a_400() -> None:
+    """The stand-in answers one choice whatever ``n`` says, as llama.cpp's server and
+    Ollama do: the gateway asks ``n`` times and merges, never silently one choice."""
+
+    async def test() -> None:
+        async with gateway() as (session, url, backend, _server):
+            asked = {**CHAT, "n": 3, "seed": 9}
+            async with session.post(url + "/v1/chat/completions", json=asked) as answer:
+                assert answer.status == 200 and answer.headers["X-Cache"] == "miss"
+                merged = await answer.json()
+            assert [c["index"] for c in merged["choices"]] == [0, 1, 2]
+            texts = sorted(c["message"]["content"] for c in merged["choices"])
+            assert texts == [f"answer {i} for seed 9" for i in (1, 2, 3)]
+            # The prompt counted once, the three completions added up.
+            assert merged["usage"] == {"prompt_tokens": 3, "completion_tokens": 12,
+                                       "total_tokens": 15}  # fmt: skip
+            assert backend.app[SEEN] == [3]
+            async with session.post(url + "/v1/chat/completions", json=asked) as again:
+                assert again.headers["X-Cache"] == "hit" and await again.json() == merged
+            streamed = {**asked, "stream": True}
+            async with session.post(url + "/v1/chat/completions", json=streamed) as refused:
+                assert refused.status == 400
+                error = (await refused.json())["error"]
+            assert error["message"].startswith("n: 3 choices are not streamed"), error
+            assert backend.app[SEEN] == [3]
+            async with session.post(url + "/v1/chat/completions", json={**CHAT, "n": 0}) as bad:
+                assert bad.status == 400
+
+    run(test)
