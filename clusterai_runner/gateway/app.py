@@ -80,6 +80,7 @@ def make_app(
     app.router.add_post("/api/chat", ollama_route)
     app.router.add_post("/api/generate", ollama_route)
     app.router.add_post("/api/embed", ollama_route)
+    app.router.add_post("/api/embeddings", ollama_route)  # the legacy one, still called
     app.router.add_get("/api/tags", ollama_tags)
     app.router.add_get("/api/ps", ollama_ps)
     app.router.add_get("/api/version", ollama_version)

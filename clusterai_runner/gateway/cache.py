@@ -56,7 +56,7 @@ def cache_key(route: str, models: list[str], body: dict[str, Any], scope: str = 
     """The answer's key: the route, the backend models, the canonical body and the scope
     (who may share it: "" for everyone, or one key's or tenant's name)."""
     rest = {k: v for k, v in body.items() if k not in ("model", "stream_options")}
-    rest.setdefault("stream", route.startswith("/api/") and route != "/api/embed")
+    rest.setdefault("stream", route.startswith("/api/") and not route.startswith("/api/embed"))
     canonical = json.dumps(
         {"route": route, "models": models, "body": rest, "scope": scope},
         sort_keys=True,

@@ -31,15 +31,19 @@ OLLAMA_ROUTES = {
 }
 
 
+EMBEDDINGS = {"/api/embed": translate.embed_request,
+              "/api/embeddings": translate.legacy_embedding_request}  # fmt: skip
+
+
 async def ollama_route(request: web.Request) -> web.StreamResponse:
-    """POST /api/chat, /api/generate, /api/embed: as they are to Ollama backends, and
-    translated for backends that speak the OpenAI API."""
+    """POST /api/chat, /api/generate, /api/embed, /api/embeddings: as they are to Ollama
+    backends, and translated for backends that speak the OpenAI API."""
     body = await read_body(request)
     model = model_of(body)
     try:
         # Check the request once, before any backend is chosen.
-        if request.path == "/api/embed":
-            translate.embed_request(body, model)
+        if request.path in EMBEDDINGS:
+            EMBEDDINGS[request.path](body, model)
             stream = False
         else:
             check_parameters(OLLAMA_ROUTES[request.path][1](body, model))
@@ -60,8 +64,8 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
     def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
         if lease.backend.config.api == "ollama":
             return request.path, {**body, "model": lease.model}
-        if request.path == "/api/embed":
-            return "/v1/embeddings", translate.embed_request(body, lease.model)
+        if request.path in EMBEDDINGS:
+            return "/v1/embeddings", EMBEDDINGS[request.path](body, lease.model)
         path, convert, _ = OLLAMA_ROUTES[request.path]
         return path, convert(body, lease.model)
 
@@ -77,6 +81,8 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
                 raise ApiError(response.status, f"the backend refused the request: {detail[:500]}")
             if request.path == "/api/embed":
                 answer = translate.embed_answer(await response.json(), model)
+            elif request.path == "/api/embeddings":
+                answer = translate.legacy_embedding_answer(await response.json())
             elif not stream:
                 answer = OLLAMA_ROUTES[request.path][2](await response.json(), model, started)
             else:

@@ -70,7 +70,7 @@ class Waking(Exception):
 CAPABILITY = {
     "/v1/chat/completions": "chat", "/api/chat": "chat",
     "/v1/completions": "completions", "/api/generate": "completions",
-    "/v1/embeddings": "embeddings", "/api/embed": "embeddings",
+    "/v1/embeddings": "embeddings", "/api/embed": "embeddings", "/api/embeddings": "embeddings",
 }  # fmt: skip
 # How long a backend that failed a capability it never served is not sent that capability.
 CAPABILITY_RETRY_S = 300.0

@@ -2,8 +2,9 @@
 (llama.cpp's server, hosted providers). Pure functions of JSON values.
 
 Requests: ``/api/chat`` becomes ``/v1/chat/completions``, ``/api/generate`` becomes
-``/v1/completions`` (``system`` is put before the prompt), ``/api/embed`` becomes
-``/v1/embeddings``; Ollama's ``options`` map to the OpenAI fields of the same meaning.
+``/v1/completions`` (``system`` is put before the prompt), ``/api/embed`` and the legacy
+``/api/embeddings`` become ``/v1/embeddings``; Ollama's ``options`` map to the OpenAI
+fields of the same meaning.
 Answers, whole or streamed, come back in Ollama's shapes.
 """
 
@@ -144,6 +145,19 @@ def embed_answer(answer: dict[str, Any], public: str) -> dict[str, Any]:
         "embeddings": [r.get("embedding") for r in rows],
         "prompt_eval_count": int((answer.get("usage") or {}).get("prompt_tokens") or 0),
     }
+
+
+def legacy_embedding_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """Ollama's legacy ``/api/embeddings``: one ``prompt``, one vector back."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise BadRequest("prompt is required: a non-empty string")
+    return {"model": model, "input": [prompt]}
+
+
+def legacy_embedding_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    rows = pooled(answer).get("data") or [{}]
+    return {"embedding": rows[0].get("embedding")}
 
 
 class StreamTranslator:

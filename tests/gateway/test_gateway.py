@@ -117,6 +117,10 @@ def check_ollama_client(client: ollama.Client) -> None:
     assert client.ps().models[0].model == "smollm2"
     embedded = client.embed(model="smollm2", input=["cat", "dog"])
     assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) > 100
+    # The legacy route, which LangChain and editor plugins still call: one vector.
+    legacy = client.embeddings(model="smollm2", prompt="cat")
+    assert len(legacy.embedding) == len(embedded.embeddings[0])
+    assert all(isinstance(x, float) for x in legacy.embedding)
 
 
 @pytest.mark.parametrize(
@@ -133,6 +137,7 @@ def check_ollama_client(client: ollama.Client) -> None:
         ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "robot", '
          b'"content": "hi"}]}', 400, "messages[0].role must be one of"),
         ("/v1/embeddings", b'{"model": "smollm2", "input": ""}', 400, "input is required"),
+        ("/api/embeddings", b'{"model": "smollm2", "prompt": ""}', 400, "prompt is required"),
         ("/api/chat", b'{"model": "smollm2", "messages": "hi"}', 400, "messages must be"),
         ("/api/generate", b'{"model": 7}', 400, "model is required"),
         ("/api/chat", b"{", 400, "not valid JSON"),
