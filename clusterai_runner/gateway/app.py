@@ -37,7 +37,13 @@ from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter
 from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.middleware import errors, gatekeeper
 from clusterai_runner.gateway.monitoring import WebConfig, metrics_app
-from clusterai_runner.gateway.ollama import ollama_ps, ollama_route, ollama_tags, ollama_version
+from clusterai_runner.gateway.ollama import (
+    ollama_ps,
+    ollama_route,
+    ollama_show,
+    ollama_tags,
+    ollama_version,
+)
 from clusterai_runner.gateway.pool import Pool
 from clusterai_runner.gateway.proxy import openai_model, openai_models, openai_route
 from clusterai_runner.store import Store
@@ -83,6 +89,7 @@ def make_app(
     app.router.add_post("/api/embeddings", ollama_route)  # the legacy one, still called
     app.router.add_get("/api/tags", ollama_tags)
     app.router.add_get("/api/ps", ollama_ps)
+    app.router.add_post("/api/show", ollama_show)
     app.router.add_get("/api/version", ollama_version)
     app.router.add_get("/healthz", healthz)
     if config.metrics_host is None:  # else only on the metrics listener (monitoring.py)

@@ -12,7 +12,16 @@ from aiohttp import web
 
 from clusterai_runner import __version__
 from clusterai_runner.gateway import translate
-from clusterai_runner.gateway.base import CUT, POOL, ApiError, StreamCut, note, note_tokens
+from clusterai_runner.gateway.base import (
+    CUT,
+    POOL,
+    RETRYABLE,
+    ApiError,
+    StreamCut,
+    log,
+    note,
+    note_tokens,
+)
 from clusterai_runner.gateway.checks import check_parameters, model_of, read_body
 from clusterai_runner.gateway.pool import Lease
 from clusterai_runner.gateway.proxy import (
@@ -148,6 +157,48 @@ async def ollama_ps(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     loaded = sorted({m for b in pool.backends if b.healthy for m in b.loaded})
     return web.json_response({"models": [{"name": m, "model": m} for m in loaded]})
+
+
+# What Ollama answers for details it does not know.
+UNKNOWN_DETAILS = {"parent_model": "", "format": "", "family": "", "families": None,
+                   "parameter_size": "", "quantization_level": ""}  # fmt: skip
+SHOW_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+async def ollama_show(request: web.Request) -> web.Response:
+    """POST /api/show: a model's details, as an Ollama backend that lists it tells them.
+    A model that only OpenAI-API backends serve (llama.cpp's server, hosted providers,
+    which say nothing of it) gets Ollama's empty fields and the capabilities the gateway
+    sends there (``completion``, ``embedding``): nothing it does not know."""
+    body = await read_body(request)
+    name = body.get("model") or body.get("name")  # older clients send name
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, "model is required and must be a string")
+    pool = request.app[POOL]
+    if not pool.serves(name):
+        raise ApiError(404, f"model {name!r} not found", "not_found_error")
+    for lease in pool.listing(name):
+        backend = lease.backend
+        if backend.config.api != "ollama":
+            continue
+        try:
+            async with backend.client().post(
+                backend.config.url + "/api/show",
+                json={**body, "model": lease.model},
+                headers=backend.headers(),
+                timeout=SHOW_TIMEOUT,
+            ) as response:
+                if response.status == 200:
+                    return web.json_response(await response.json())
+                log.warning("backend %s answered /api/show with %s", backend.name, response.status)
+        except (*RETRYABLE, aiohttp.ContentTypeError, ValueError) as exc:
+            log.warning("backend %s could not show %s: %s", backend.name, lease.model, exc)
+    sent = pool.capabilities(name)
+    capabilities = [c for c, needs in (("completion", {"chat", "completions"}),
+                                       ("embedding", {"embeddings"})) if sent & needs]  # fmt: skip
+    answer = {"modelfile": "", "parameters": "", "template": "", "details": UNKNOWN_DETAILS,
+              "model_info": {}, "capabilities": capabilities}  # fmt: skip
+    return web.json_response(answer)
 
 
 async def ollama_version(_request: web.Request) -> web.Response:

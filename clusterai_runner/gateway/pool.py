@@ -207,6 +207,28 @@ class Pool:
                     break
         return found
 
+    def listing(self, model: str) -> list[Lease]:
+        """Each backend that lists ``model`` (standby ones left out), with the name it
+        knows it by."""
+        return self._candidates(model, ())
+
+    def capabilities(self, model: str) -> set[str]:
+        """What the backends that list ``model``, standby ones included, may be sent for
+        it: their declared capabilities, or for one that declares none chat and
+        completions unless it refused them lately, and embeddings once it answered one."""
+        found: set[str] = set()
+        wanted = set(self.backend_models(model))
+        for backend in self.backends:
+            listed = backend.config.models if backend.config.standby else backend.models
+            if not wanted & set(listed):
+                continue
+            if backend.config.capabilities is not None:
+                found |= set(backend.config.capabilities)
+            else:
+                found |= {c for c in ("chat", "completions") if backend.can(c)}
+                found |= backend.served & {"embeddings"}
+        return found
+
     def serves(self, model: str) -> bool:
         """Whether any backend, healthy, standby or not, lists ``model`` (or what it
         stands for)."""

@@ -558,3 +558,59 @@ def test_n_choices_are_as_many_requests_merged_and_a_stream_of_several_is_a_400(
                 assert bad.status == 400
 
     run(test)
+
+
+def test_api_show_asks_an_ollama_backend_and_says_only_what_it_knows_of_others(
+    tmp_path: Path,
+) -> None:
+    """``POST /api/show`` (Open WebUI, LangChain and editor plugins call it): an Ollama
+    backend's own details (tests/fixtures/fake_ollama.py), and for the stand-in, an
+    OpenAI-API backend that tells nothing of its model, Ollama's empty fields."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.fixtures import fake_ollama
+
+    store = fake_ollama.Store(tmp_path / "ollama")
+    details = {"format": "gguf", "family": "fake"}
+    store.save({"qwen:latest": {"modified_at": "2026-01-01T00:00:00+00:00", "size": 1,
+                                "digest": "ab", "details": details}})  # fmt: skip
+
+    class Handler(fake_ollama.Handler):
+        pass
+
+    Handler.store = store
+    ollama = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=ollama.serve_forever, daemon=True).start()
+    ollama_url = f"http://127.0.0.1:{ollama.server_address[1]}"
+
+    async def test() -> None:
+        more = (BackendConfig("ol1", ollama_url, "ollama"),)
+        async with gateway(more=more) as (session, url, _backend, server):
+            pool = server.app[POOL]
+            for _ in range(100):  # until both backends' models are discovered
+                if {"qwen:latest", "stand-in"} <= set(pool.public_models()):
+                    break
+                await asyncio.sleep(0.05)
+
+            async def show(body: dict[str, Any]) -> tuple[int, Any]:
+                async with session.post(url + "/api/show", json=body) as answer:
+                    return answer.status, await answer.json()
+
+            status, shown = await show({"model": "qwen:latest"})
+            assert status == 200 and shown["details"] == details, shown
+            assert shown["modelfile"] == "FROM qwen:latest"
+            status, shown = await show({"name": "stand-in"})  # older clients send name
+            assert status == 200
+            assert (shown["modelfile"], shown["details"]["family"]) == ("", ""), shown
+            assert shown["capabilities"] == ["completion"]
+            assert await show({"model": "nope"}) == (404, {"error": "model 'nope' not found"})
+            status, refused = await show({})
+            assert status == 400 and "model is required" in refused["error"]
+
+    try:
+        run(test)
+    finally:
+        ollama.shutdown()
+        ollama.server_close()
+    assert "POST /api/show qwen:latest" in store.log.read_text()
