@@ -121,6 +121,10 @@ def check_ollama_client(client: ollama.Client) -> None:
     legacy = client.embeddings(model="smollm2", prompt="cat")
     assert len(legacy.embedding) == len(embedded.embeddings[0])
     assert all(isinstance(x, float) for x in legacy.embedding)
+    # llama.cpp's server tells nothing of its model: Ollama's empty fields, and what the
+    # gateway sends it (it has answered embeddings by now).
+    shown = client.show("smollm2")
+    assert shown.capabilities == ["completion", "embedding"] and shown.modelfile == ""
 
 
 @pytest.mark.parametrize(
