@@ -15,7 +15,6 @@ from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.base import (
     CUT,
     POOL,
-    RETRYABLE,
     ApiError,
     StreamCut,
     log,
@@ -191,7 +190,7 @@ async def ollama_show(request: web.Request) -> web.Response:
                 if response.status == 200:
                     return web.json_response(await response.json())
                 log.warning("backend %s answered /api/show with %s", backend.name, response.status)
-        except (*RETRYABLE, aiohttp.ContentTypeError, ValueError) as exc:
+        except (*CUT, ValueError) as exc:  # unreachable, cut, or not JSON
             log.warning("backend %s could not show %s: %s", backend.name, lease.model, exc)
     sent = pool.capabilities(name)
     capabilities = [c for c, needs in (("completion", {"chat", "completions"}),
