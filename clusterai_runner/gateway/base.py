@@ -53,6 +53,11 @@ class ApiError(Exception):
         self.headers: dict[str, str] = {}
 
 
+def model_not_found(model: str) -> ApiError:
+    """The 404 for a model no backend lists, as OpenAI words it."""
+    return ApiError(404, f"model {model!r} not found", "not_found_error")
+
+
 def is_ollama(request: web.Request) -> bool:
     return request.path.startswith("/api/")
 

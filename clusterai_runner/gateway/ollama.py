@@ -18,6 +18,7 @@ from clusterai_runner.gateway.base import (
     ApiError,
     StreamCut,
     log,
+    model_not_found,
     note,
     note_tokens,
 )
@@ -39,8 +40,11 @@ OLLAMA_ROUTES = {
 }
 
 
-EMBEDDINGS = {"/api/embed": translate.embed_request,
-              "/api/embeddings": translate.legacy_embedding_request}  # fmt: skip
+# Request and answer converters of the embedding routes, for OpenAI-API backends.
+EMBEDDINGS = {
+    "/api/embed": (translate.embed_request, translate.embed_answer),
+    "/api/embeddings": (translate.legacy_embedding_request, translate.legacy_embedding_answer),
+}
 
 
 async def ollama_route(request: web.Request) -> web.StreamResponse:
@@ -51,7 +55,7 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
     try:
         # Check the request once, before any backend is chosen.
         if request.path in EMBEDDINGS:
-            EMBEDDINGS[request.path](body, model)
+            EMBEDDINGS[request.path][0](body, model)
             stream = False
         else:
             check_parameters(OLLAMA_ROUTES[request.path][1](body, model))
@@ -61,7 +65,7 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
     if request.path == "/api/generate" and not body.get("prompt") and not body.get("system"):
         # Ollama's way to load a model: an empty prompt answers at once, empty.
         if not request.app[POOL].serves(model):
-            raise ApiError(404, f"model {model!r} not found", "not_found_error")
+            raise model_not_found(model)
         answer = {"model": model, "created_at": translate.now(), "response": "", "done": True,
                   "done_reason": "load"}  # fmt: skip
         return web.json_response(answer)
@@ -73,7 +77,7 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
         if lease.backend.config.api == "ollama":
             return request.path, {**body, "model": lease.model}
         if request.path in EMBEDDINGS:
-            return "/v1/embeddings", EMBEDDINGS[request.path](body, lease.model)
+            return "/v1/embeddings", EMBEDDINGS[request.path][0](body, lease.model)
         path, convert, _ = OLLAMA_ROUTES[request.path]
         return path, convert(body, lease.model)
 
@@ -87,10 +91,8 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
             if response.status != 200:
                 detail = await response.text()
                 raise ApiError(response.status, f"the backend refused the request: {detail[:500]}")
-            if request.path == "/api/embed":
-                answer = translate.embed_answer(await response.json(), model)
-            elif request.path == "/api/embeddings":
-                answer = translate.legacy_embedding_answer(await response.json())
+            if request.path in EMBEDDINGS:
+                answer = EMBEDDINGS[request.path][1](await response.json(), model)
             elif not stream:
                 answer = OLLAMA_ROUTES[request.path][2](await response.json(), model, started)
             else:
@@ -170,12 +172,10 @@ async def ollama_show(request: web.Request) -> web.Response:
     which say nothing of it) gets Ollama's empty fields and the capabilities the gateway
     sends there (``completion``, ``embedding``): nothing it does not know."""
     body = await read_body(request)
-    name = body.get("model") or body.get("name")  # older clients send name
-    if not isinstance(name, str) or not name.strip():
-        raise ApiError(400, "model is required and must be a string")
+    name = model_of({"model": body.get("model") or body.get("name")})  # older clients: name
     pool = request.app[POOL]
     if not pool.serves(name):
-        raise ApiError(404, f"model {name!r} not found", "not_found_error")
+        raise model_not_found(name)
     for lease in pool.listing(name):
         backend = lease.backend
         if backend.config.api != "ollama":

@@ -24,6 +24,7 @@ from clusterai_runner.gateway.base import (
     StreamCut,
     is_ollama,
     log,
+    model_not_found,
     note,
     note_tokens,
 )
@@ -45,7 +46,7 @@ async def _lease(pool: Pool, model: str, tried: list[str], capability: str | Non
     try:
         return await pool.acquire(model, tried, capability)
     except NoSuchModel:
-        raise ApiError(404, f"model {model!r} not found", "not_found_error") from None
+        raise model_not_found(model) from None
     except Incapable:
         raise ApiError(400, f"model {model!r} is not served for {capability} on this cluster"
                        " (no backend that holds it has that capability)") from None  # fmt: skip
@@ -320,5 +321,5 @@ async def openai_model(request: web.Request) -> web.Response:
     the list, or a 404 as OpenAI answers for a model it does not have."""
     wanted = request.match_info["model"]
     if wanted not in request.app[POOL].public_models():
-        raise ApiError(404, f"model {wanted!r} not found", "not_found_error")
+        raise model_not_found(wanted)
     return web.json_response(_model_object(wanted))

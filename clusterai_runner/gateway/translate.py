@@ -155,7 +155,8 @@ def legacy_embedding_request(body: dict[str, Any], model: str) -> dict[str, Any]
     return {"model": model, "input": [prompt]}
 
 
-def legacy_embedding_answer(answer: dict[str, Any]) -> dict[str, Any]:
+def legacy_embedding_answer(answer: dict[str, Any], _public: str) -> dict[str, Any]:
+    """The legacy answer names no model (``_public``: as ``embed_answer`` is called)."""
     rows = pooled(answer).get("data") or [{}]
     return {"embedding": rows[0].get("embedding")}
 
