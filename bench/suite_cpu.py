@@ -64,6 +64,7 @@ class HostSampler(threading.Thread):
         super().__init__(daemon=True)
         self.parent = mount / host.CGROUP_PARENT
         self.names: dict[Path, str] = {}
+        self.roots: set[Path] = set()  # named already (host.cgroups reads mountinfo)
         self.seen: dict[Path, float] = {}
         self.done = threading.Event()
 
@@ -76,6 +77,9 @@ class HostSampler(threading.Thread):
             for arg in args:
                 if arg.startswith(b"--directory="):
                     root = Path(arg.split(b"=", 1)[1].decode())
+                    if root in self.roots:
+                        continue
+                    self.roots.add(root)
                     label = "/".join(root.parts[-4:-1])  # SANDBOX/hosts/HOST
                     for cgroup in host.cgroups(root):
                         self.names.setdefault(cgroup, label.replace("/hosts/", "/"))
