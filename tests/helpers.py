@@ -196,8 +196,8 @@ def gateway_json(address: str, path: str, key: str, body: Any = None) -> Any:
 class ChatLoad:
     """``clients`` threads, each streaming short chats for ``model`` through the gateway at
     ``url`` (``.../v1``) with the official openai client (or asking without streaming),
-    one after another (``pause_s`` apart), until the block ends; every failure is kept.
-    Each prompt is unique, so the answer cache never answers one."""
+    one after another (``pause_s`` apart, changed by ``pace``), until the block ends; every
+    failure is kept. Each prompt is unique, so the answer cache never answers one."""
 
     def __init__(
         self,
@@ -215,6 +215,9 @@ class ChatLoad:
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # Notified by pace and stop; a client's pause ends early when the pace changed.
+        self._paced = threading.Condition()
+        self._pace = 0
         self._threads = [threading.Thread(target=self._client, args=(n,)) for n in range(clients)]
 
     def __enter__(self) -> ChatLoad:
@@ -225,8 +228,18 @@ class ChatLoad:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def pace(self, pause_s: float) -> None:
+        """Make every client pause ``pause_s`` between its requests from now on; a client in
+        its pause starts the new one at once."""
+        with self._paced:
+            self.pause_s = pause_s
+            self._pace += 1
+            self._paced.notify_all()
+
     def stop(self) -> None:
-        self._stop.set()
+        with self._paced:
+            self._stop.set()
+            self._paced.notify_all()
         for thread in self._threads:
             thread.join(timeout=180)
 
@@ -245,7 +258,12 @@ class ChatLoad:
             else:
                 with self._lock:
                     self.done += 1
-            self._stop.wait(self.pause_s)
+            self._pause()
+
+    def _pause(self) -> None:
+        with self._paced:
+            pace = self._pace
+            self._paced.wait_for(lambda: self._stop.is_set() or self._pace != pace, self.pause_s)
 
     def _chat(self, client: openai.OpenAI, prompt: str) -> None:
         asked = {

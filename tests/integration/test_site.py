@@ -1109,11 +1109,25 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
             return None
         return [d for d in decisions() if d["action"] == action]
 
+    def begun(action: str) -> bool:
+        if any(d["action"] == action for d in decisions()):
+            return True
+        time.sleep(2)  # each look starts the CLI on the control host
+        return False
+
     # Twelve clients over two workers of four slots each: four always wait in the queue.
     load = ChatLoad(f"http://{control}:8000/v1", LOAD_KEY, 12, pause_s=0.2, max_tokens=8)
     try:
         with load:
+            wait_for(lambda: begun("scale-out"), 600, "the autoscaler to start a standby worker")
+            # While the service converges worker3 (a minute or more), a light load: at full
+            # load the two workers' servers kept both of this machine's cores busy all that
+            # time, slowing the converge and every test beside it. The service evaluates
+            # nothing while it acts, and counts quiet only from the action's end.
+            load.pace(4.0)
             started = wait_for(lambda: acted("scale-out"), 600, "a standby worker started")[0]
+            # Full load again: worker3 takes its share, and no one is quiet enough to park.
+            load.pace(0.2)
             assert (started["host"], started["outcome"]) == ("worker3", "succeeded"), started
             # Whichever of the load's signals passed its target first: the queue wait's
             # p95 or the requests in flight (eight at the workers' slots, 4 per worker).
