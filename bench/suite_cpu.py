@@ -66,6 +66,11 @@ class HostSampler(threading.Thread):
         self.names: dict[Path, str] = {}
         self.roots: set[Path] = set()  # named already (host.cgroups reads mountinfo)
         self.seen: dict[Path, float] = {}
+        # Each host's samples, and the pytest-xdist worker whose state directory holds it
+        # (.../popen-gwN/...): a module's tests run one after another on one worker, so a
+        # host's CPU time between a test's start and end is that test's.
+        self.samples: dict[Path, list[tuple[float, float]]] = collections.defaultdict(list)
+        self.workers: dict[Path, str] = {}
         self.done = threading.Event()
 
     def name_hosts(self) -> None:
@@ -81,8 +86,10 @@ class HostSampler(threading.Thread):
                         continue
                     self.roots.add(root)
                     label = "/".join(root.parts[-4:-1])  # SANDBOX/hosts/HOST
+                    worker = next((p[6:] for p in root.parts if p.startswith("popen-")), "")
                     for cgroup in host.cgroups(root):
                         self.names.setdefault(cgroup, label.replace("/hosts/", "/"))
+                        self.workers.setdefault(cgroup, worker)
 
     def run(self) -> None:
         while not self.done.wait(2):
@@ -91,6 +98,19 @@ class HostSampler(threading.Thread):
                 used = usage_s(cgroup)
                 if used is not None:
                     self.seen[cgroup] = max(self.seen.get(cgroup, 0.0), used)
+                    self.samples[cgroup].append((time.time(), self.seen[cgroup]))
+
+    def during(self, worker: str, start: float, end: float) -> float:
+        """The CPU time of the worker's hosts between two moments (2 s samples)."""
+
+        def at(samples: list[tuple[float, float]], moment: float) -> float:
+            return max((used for when, used in samples if when <= moment), default=0.0)
+
+        return sum(
+            at(samples, end) - at(samples, start)
+            for cgroup, samples in self.samples.items()
+            if self.workers.get(cgroup) == worker
+        )
 
     def per_host(self) -> dict[str, float]:
         return {self.names.get(c, c.name): round(u, 1) for c, u in self.seen.items()}
@@ -127,6 +147,9 @@ def main() -> None:
     sampler.join()
     tests = [json.loads(line) for line in log.open()]
     log.unlink()
+    for test in tests:
+        end = test["start"] + test["wall_s"]
+        test["hosts_cpu_s"] = round(sampler.during(test["worker"], test["start"], end), 1)
     run_cpu = usage_s(run_cgroup) or 0.0
     for worker in [c for c in run_cgroup.iterdir() if c.is_dir()]:
         run_cpu += usage_s(worker) or 0.0
@@ -155,9 +178,10 @@ def main() -> None:
     print("\nthe sandbox hosts, per sandbox (CPU s):")
     for name, used in sorted(sandboxes.items(), key=lambda s: -s[1]):
         print(f"  {used:7.1f}  {name}")
-    print("\nthe tests that cost the most (CPU s, wall s):")
-    for test in sorted(tests, key=lambda t: -t["cpu_s"])[:15]:
-        print(f"  {test['cpu_s']:7.1f} {test['wall_s']:7.1f}  {test['test'][:110]}")
+    print("\nthe tests that cost the most (CPU s: theirs, their sandbox hosts'; wall s):")
+    for test in sorted(tests, key=lambda t: -t["cpu_s"] - t["hosts_cpu_s"])[:25]:
+        print(f"  {test['cpu_s']:7.1f} {test['hosts_cpu_s']:7.1f} {test['wall_s']:7.1f}"
+              f"  {test['test'][:100]}")  # fmt: skip
     if options.json:
         figures: dict[str, Any] = {
             "exit": done.returncode, "wall_s": round(wall, 1), "run_cpu_s": round(run_cpu, 1),
