@@ -71,6 +71,7 @@ class HostSampler(threading.Thread):
         # host's CPU time between a test's start and end is that test's.
         self.samples: dict[Path, list[tuple[float, float]]] = collections.defaultdict(list)
         self.workers: dict[Path, str] = {}
+        self.before: dict[Path, float] = {}
         self.done = threading.Event()
 
     def name_hosts(self) -> None:
@@ -92,6 +93,8 @@ class HostSampler(threading.Thread):
                         self.workers.setdefault(cgroup, worker)
 
     def run(self) -> None:
+        # Hosts up before the run (the operator's sandboxes): only what they use from now.
+        self.before = {c: usage_s(c) or 0.0 for c in self.parent.glob("*")}
         while not self.done.wait(2):
             self.name_hosts()
             for cgroup in self.parent.glob("*"):
@@ -113,7 +116,10 @@ class HostSampler(threading.Thread):
         )
 
     def per_host(self) -> dict[str, float]:
-        return {self.names.get(c, c.name): round(u, 1) for c, u in self.seen.items()}
+        return {
+            self.names.get(c, c.name): round(u - self.before.get(c, 0.0), 1)
+            for c, u in self.seen.items()
+        }
 
 
 def main() -> None:
@@ -150,9 +156,8 @@ def main() -> None:
     for test in tests:
         end = test["start"] + test["wall_s"]
         test["hosts_cpu_s"] = round(sampler.during(test["worker"], test["start"], end), 1)
-    run_cpu = usage_s(run_cgroup) or 0.0
+    run_cpu = usage_s(run_cgroup) or 0.0  # its workers' cgroups included (cgroup v2)
     for worker in [c for c in run_cgroup.iterdir() if c.is_dir()]:
-        run_cpu += usage_s(worker) or 0.0
         worker.rmdir()  # its processes are gone with the run
     run_cgroup.rmdir()
 
