@@ -1,7 +1,8 @@
 """The Molecule scenarios, as tests of the suite: each one creates its sandbox hosts,
 converges, checks idempotence, verifies with testinfra and destroys them
-(`molecule test -s NAME`, what `make molecule` runs for all of them). The default
-scenario's checks run on test_site.py's cluster instead (see IN_TEST_SITE).
+(`molecule test -s NAME`, what `make molecule` runs for all of them, here without the
+first destroy: tests/molecule_suite.yml). The default scenario's checks run on
+test_site.py's cluster instead (see IN_TEST_SITE).
 
 Each scenario's sandbox takes a free address range, so under pytest-xdist each scenario
 runs on its own, beside the other modules and scenarios (see tests/conftest.py).
@@ -44,8 +45,9 @@ def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
         "PY_COLORS": "0",
         "MOLECULE_NO_LOG": "false",
     }
+    configs = ["-c", ".config/molecule/config.yml", "-c", "tests/molecule_suite.yml"]
     done = subprocess.run(
-        [str(bin_dir / "molecule"), "test", "-s", scenario],
+        [str(bin_dir / "molecule"), *configs, "test", "-s", scenario],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     output = done.stdout + done.stderr
