@@ -8,9 +8,9 @@ worker in a cgroup below it (bench/suite_cpu_plugin.py), and samples every sandb
 cgroup (clusterai-sandbox/..., where the hosts' servers, Mitogen's interpreters and apt
 run) while it goes. Then prints the machine's busy share, the CPU time of the test
 processes (the controller's side: Ansible, the CLI, local servers and clients) per module
-and per test, and the hosts' CPU time per sandbox. No competitor: the figures are the
-suite's own, for choosing what to make cheaper. Needs root and cgroup v2 (the sandbox's
-own needs).
+and per test, and the hosts' CPU time per sandbox and per test. No competitor: the figures
+are the suite's own, for choosing what to make cheaper. Needs root and cgroup v2 (the
+sandbox's own needs).
 
     sudo .venv/bin/python bench/suite_cpu.py [--json FILE] [-- make suite PARALLEL=3]
 """
