@@ -36,11 +36,10 @@ from clusterai_runner.sandbox import host  # noqa: E402
 
 
 def cgroup2_mount() -> Path:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, right = line.split(" - ", 1)
-        if right.split()[0] == "cgroup2":
-            return Path(left.split()[4])
-    sys.exit("error: bench: no cgroup v2 mount on this machine")
+    mounts = host.cgroup2_mounts()
+    if not mounts:
+        sys.exit("error: bench: no cgroup v2 mount on this machine")
+    return min(mounts)
 
 
 def usage_s(cgroup: Path) -> float | None:

@@ -80,6 +80,11 @@ def _mounts(mountinfo: Path) -> Iterator[tuple[Path, str, list[str]]]:
         yield Path(point), fstype, options.split(",")
 
 
+def cgroup2_mounts(mountinfo: Path = MOUNTINFO) -> set[Path]:
+    """Where the cgroup v2 (unified) hierarchy is mounted in this mount namespace."""
+    return {point for point, fstype, _options in _mounts(mountinfo) if fstype == "cgroup2"}
+
+
 def mount_points_below(directory: Path, mountinfo: Path = MOUNTINFO) -> list[Path]:
     """Mount points at or below ``directory`` in this mount namespace, deepest first."""
     points = [
@@ -114,7 +119,7 @@ CGROUP_LEVEL = 2
 
 def make_cgroups(root: Path, mountinfo: Path = MOUNTINFO) -> Path | None:
     """Create the host's cgroups; return its cgroup v2 directory, if there is one."""
-    unified = {point for point, fstype, _options in _mounts(mountinfo) if fstype == "cgroup2"}
+    unified = cgroup2_mounts(mountinfo)
     found = None
     for cgroup in cgroups(root, mountinfo):
         cgroup.mkdir(parents=True, exist_ok=True)
