@@ -33,7 +33,8 @@ from clusterai_runner.gateway.admin import admin_backends, admin_drain, healthz,
 from clusterai_runner.gateway.base import CACHE, KEYS, LIMITER, METRICS, POOL, USAGE, log
 from clusterai_runner.gateway.cache import AnswerCache, RedisCache
 from clusterai_runner.gateway.config import GatewayConfig
-from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter
+from clusterai_runner.gateway.keys import KeyRing, UsageWriter
+from clusterai_runner.gateway.limits import Limiter, SharedLimiter
 from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.middleware import errors, gatekeeper
 from clusterai_runner.gateway.monitoring import WebConfig, metrics_app
@@ -66,7 +67,9 @@ def make_app(
         app[KEYS] = KeyRing(store, config.auth_max_stale_s)
     else:
         app[KEYS] = None
-    app[LIMITER] = Limiter()
+    # Replicas that share a Redis share each key's limits too.
+    url = config.cache_redis_url
+    app[LIMITER] = SharedLimiter(url) if url else Limiter()
     app[USAGE] = None
     if store is not None and usage_spool is not None:
         app[USAGE] = UsageWriter(store, usage_spool)
@@ -117,6 +120,7 @@ def make_app(
             cache = app[CACHE]
             if cache is not None:
                 await cache.close()
+            await app[LIMITER].close()
         finally:
             await pool.close()
 

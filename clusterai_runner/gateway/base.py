@@ -14,7 +14,8 @@ import aiohttp
 from aiohttp import web
 
 from clusterai_runner.gateway.cache import AnswerCache, RedisCache
-from clusterai_runner.gateway.keys import KeyRing, Limiter, UsageWriter, tokens_of
+from clusterai_runner.gateway.keys import KeyRing, UsageWriter, tokens_of
+from clusterai_runner.gateway.limits import Limiter, SharedLimiter
 from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.pool import Pool
 from clusterai_runner.store import ApiKey
@@ -25,7 +26,7 @@ ADMIN_KEY_ENV = "CLUSTERAI_GATEWAY_ADMIN_KEY"
 POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
 CACHE: web.AppKey[AnswerCache | RedisCache | None] = web.AppKey("cache")
 KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
-LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
+LIMITER: web.AppKey[Limiter | SharedLimiter] = web.AppKey("limiter")
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # The request's usage record, filled as it goes and written by the gatekeeper at the end.

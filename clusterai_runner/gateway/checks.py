@@ -107,4 +107,17 @@ def check_openai(path: str, body: dict[str, Any]) -> bool:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false")
-    return stream
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise ApiError(400, "stream_options is only allowed when stream is true")
+        usage = options.get("include_usage", False) if isinstance(options, dict) else None
+        if not isinstance(usage, bool):
+            raise ApiError(400, "stream_options must be an object; include_usage true or false")
+    return stream is True
+
+
+def stream_usage(body: dict[str, Any]) -> bool:
+    """Whether a (checked) streamed request asks for the token counts in a last chunk."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True

@@ -12,7 +12,8 @@
       - name: hosted
         url: https://api.example.com/v1     # any OpenAI-compatible provider
         api: openai
-        capabilities: [chat, completions] # what it may be sent; unset: learned from answers
+        capabilities: [chat, completions, stream_usage]  # what it may be sent (unset:
+                                           # learned from answers); see CAPABILITIES
         api_key_env: HOSTED_API_KEY        # the key comes from the environment, never the file
         fallback: true                     # used only when no worker can take the request
     aliases:
@@ -26,7 +27,8 @@
     health: {interval_s: 5, eject_after: 3}
     cache: {path: /var/lib/clusterai/gateway-cache.db, ttl_s: 3600, max_entries: 10000,
             scope: tenant}                 # tenant (--tenant keys apart), key or shared
-    # or, shared by every gateway replica: cache: {redis_url: redis://192.0.2.10:6379/0}
+    # or, shared by every gateway replica (answers and per-key limits):
+    #     cache: {redis_url: redis://192.0.2.10:6379/0}
     auth: {enabled: true, refresh_s: 5,    # keys: `clusterai gateway keys create NAME`
            max_stale_s: 60}                # keys not reloaded this long: 503 until they are
     metrics: {listen: 192.0.2.10:8001,     # /metrics for Prometheus only there, over TLS
@@ -49,7 +51,9 @@ import yaml
 from clusterai_runner.errors import UsageError
 
 APIS = ("openai", "ollama")
-CAPABILITIES = ("chat", "completions", "embeddings")
+# What a backend may be sent: the three kinds of request, and stream_usage, the token
+# counts in a stream's last chunk when the client asks (OpenAI's stream_options.include_usage).
+CAPABILITIES = ("chat", "completions", "embeddings", "stream_usage")
 CACHE_SCOPES = ("tenant", "key", "shared")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 

@@ -1,4 +1,4 @@
-"""API keys, per-key limits and usage records, for the gateway.
+"""API keys and usage records, for the gateway (per-key limits: limits.py).
 
 Keys look like ``cai_<prefix>_<secret>``; the store keeps the prefix (to find the key and
 to name it in listings) and the SHA-256 of the whole key, never the key. The gateway holds
@@ -21,9 +21,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,43 +153,6 @@ class KeyRing:
                     if self.stale()
                     else "using the keys loaded last",
                 )
-
-
-@dataclass
-class Window:
-    """What one key did in the last minute."""
-
-    requests: deque[float] = field(default_factory=deque)
-    tokens: deque[tuple[float, int]] = field(default_factory=deque)
-
-    def trim(self, now: float) -> None:
-        while self.requests and self.requests[0] <= now - 60:
-            self.requests.popleft()
-        while self.tokens and self.tokens[0][0] <= now - 60:
-            self.tokens.popleft()
-
-
-class Limiter:
-    """Requests and tokens per minute, per key, over a sliding minute."""
-
-    def __init__(self) -> None:
-        self.windows: dict[int, Window] = {}
-
-    def admit(self, key: ApiKey) -> str | None:
-        """None when the key may send a request now, else which limit it reached."""
-        now = time.monotonic()
-        window = self.windows.setdefault(key.id, Window())
-        window.trim(now)
-        if key.rpm is not None and len(window.requests) >= key.rpm:
-            return f"{key.rpm} requests per minute"
-        if key.tpm is not None and sum(n for _, n in window.tokens) >= key.tpm:
-            return f"{key.tpm} tokens per minute"
-        window.requests.append(now)
-        return None
-
-    def spent(self, key: ApiKey, tokens: int) -> None:
-        if tokens:
-            self.windows.setdefault(key.id, Window()).tokens.append((time.monotonic(), tokens))
 
 
 class UsageWriter:

@@ -94,7 +94,7 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.method != "POST":
         return await handler(request)
     if key is not None:
-        limit = request.app[LIMITER].admit(key)
+        limit = await request.app[LIMITER].admit(key)
         if limit is not None:
             error = ApiError(429, f"this key's limit of {limit} is reached", "rate_limit_error")
             error.headers["Retry-After"] = "60"
@@ -120,7 +120,7 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
             route, status, elapsed, info["prompt_tokens"], info["completion_tokens"]
         )
         if key is not None:
-            request.app[LIMITER].spent(key, info["prompt_tokens"] + info["completion_tokens"])
+            await request.app[LIMITER].spent(key, info["prompt_tokens"] + info["completion_tokens"])
         writer = request.app[USAGE]
         if writer is not None and info["model"]:
             writer.add({**info, "key_id": key.id if key else None, "route": route,

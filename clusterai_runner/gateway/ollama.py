@@ -154,10 +154,33 @@ async def ollama_tags(request: web.Request) -> web.Response:
     return web.json_response({"models": models})
 
 
+# Fields of an Ollama backend's /api/ps entry that describe the model, not the one server.
+PS_FIELDS = ("digest", "details", "expires_at", "context_length")
+
+
 async def ollama_ps(request: web.Request) -> web.Response:
+    """GET /api/ps: each model some healthy backend holds in memory. Where Ollama backends
+    hold it, their entry's fields, with ``size`` and ``size_vram`` added up over them: the
+    cluster's memory spent on the model, and the part of it on GPUs. A model only
+    OpenAI-API backends hold (llama.cpp's server, which reports no sizes) has no sizes:
+    nothing the gateway does not know."""
     pool = request.app[POOL]
-    loaded = sorted({m for b in pool.backends if b.healthy for m in b.loaded})
-    return web.json_response({"models": [{"name": m, "model": m} for m in loaded]})
+    found: dict[str, dict[str, Any]] = {}
+    for backend in pool.backends:
+        if not backend.healthy:
+            continue
+        for name in sorted(backend.loaded):
+            entry = found.setdefault(name, {"name": name, "model": name})
+            running = backend.running.get(name)
+            if running is None:
+                continue
+            for key in PS_FIELDS:
+                if key in running and key not in entry:
+                    entry[key] = running[key]
+            for key in ("size", "size_vram"):
+                if isinstance(running.get(key), int):
+                    entry[key] = entry.get(key, 0) + running[key]
+    return web.json_response({"models": [found[m] for m in sorted(found)]})
 
 
 # What Ollama answers for details it does not know.

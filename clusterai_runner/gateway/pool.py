@@ -21,7 +21,8 @@ Health means "a request sent here would succeed": a backend is ejected after
 the backend has requests in flight, or has just answered one well, counts for nothing:
 it is busy, not sick.
 
-What a request asks for (chat, completions or embeddings: its capability) is not held
+What a request asks for (chat, completions or embeddings: its capability; a stream's
+token counts, ``stream_usage``, when the client asks for them) is not held
 against the backend's health when the backend may not have it: a backend whose
 configuration lists its capabilities is sent nothing else (a request no backend can serve
 is a 400 naming the model and the capability), and one that lists none, answering a
@@ -36,7 +37,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,8 @@ class Backend:
     config: BackendConfig
     models: set[str] = field(default_factory=set)
     loaded: set[str] = field(default_factory=set)
+    # An Ollama backend's /api/ps entries by model (size, size_vram, digest, details, ...).
+    running: dict[str, dict[str, Any]] = field(default_factory=dict)
     outstanding: int = 0
     healthy: bool = False
     failures: int = 0  # in a row
@@ -104,14 +107,15 @@ class Backend:
     def name(self) -> str:
         return self.config.name
 
-    def can(self, capability: str | None) -> bool:
+    def can(self, capability: str) -> bool:
         """Whether requests of this capability may be sent here now."""
         declared = self.config.capabilities
-        if capability is None:
-            return True
         if declared is not None:
             return capability in declared
         return self.off_until.get(capability, 0.0) <= time.monotonic()
+
+    def can_all(self, needs: Sequence[str]) -> bool:
+        return all(self.can(c) for c in needs)
 
     def client(self) -> aiohttp.ClientSession:
         """The backend's connection pool, opened on first use (inside the event loop)."""
@@ -193,13 +197,13 @@ class Pool:
     # --- Choosing ------------------------------------------------------------------------
 
     def _candidates(
-        self, model: str, exclude: Iterable[str], capability: str | None = None
+        self, model: str, exclude: Iterable[str], needs: Sequence[str] = ()
     ) -> list[Lease]:
         wanted = self.backend_models(model)
         skipped = set(exclude)
         found = []
         for backend in self.backends:
-            if backend.name in skipped or backend.config.standby or not backend.can(capability):
+            if backend.name in skipped or backend.config.standby or not backend.can_all(needs):
                 continue
             for name in wanted:
                 if name in backend.models:
@@ -229,17 +233,22 @@ class Pool:
                 found |= backend.served & {"embeddings"}
         return found
 
+    def capable(self, model: str, needs: Sequence[str]) -> bool:
+        """Whether a backend that lists ``model``, standby ones included, may be sent each
+        of ``needs``."""
+        return bool(self._candidates(model, (), needs) or self._standby(model, needs))
+
     def serves(self, model: str) -> bool:
         """Whether any backend, healthy, standby or not, lists ``model`` (or what it
         stands for)."""
-        return bool(self._candidates(model, ()) or self._standby(model, None))
+        return self.capable(model, ())
 
-    def _standby(self, model: str, capability: str | None) -> list[Backend]:
+    def _standby(self, model: str, needs: Sequence[str]) -> list[Backend]:
         wanted = set(self.backend_models(model))
         return [
             b
             for b in self.backends
-            if b.config.standby and b.can(capability) and wanted & set(b.config.models)
+            if b.config.standby and b.can_all(needs) and wanted & set(b.config.models)
         ]
 
     def wanted(self) -> dict[str, int]:
@@ -251,7 +260,7 @@ class Pool:
             if at < since and not self.waking.get(model):
                 continue
             serving = [c for c in self._candidates(model, ()) if c.backend.healthy]
-            if not serving and self._standby(model, None):
+            if not serving and self._standby(model, ()):
                 found[model] = self.waking.get(model, 0)
         return found
 
@@ -279,21 +288,21 @@ class Pool:
         return min(free, key=preference)
 
     async def acquire(
-        self, model: str, exclude: Iterable[str] = (), capability: str | None = None
+        self, model: str, exclude: Iterable[str] = (), needs: Sequence[str] = ()
     ) -> Lease:
-        """A backend for ``model`` that may be sent ``capability``, waiting in the queue
-        when all are busy."""
+        """A backend for ``model`` that may be sent each of ``needs`` (capabilities),
+        waiting in the queue when all are busy."""
         excluded = list(exclude)
         if not self.serves(model):
             raise NoSuchModel(model)
-        if not self._candidates(model, (), capability) and not self._standby(model, capability):
+        if not self.capable(model, needs):
             raise Incapable(model)
         started = time.monotonic()
         deadline = started + self.config.queue_timeout_s
         waking = False
         async with self._changed:
             while True:
-                candidates = self._candidates(model, excluded, capability)
+                candidates = self._candidates(model, excluded, needs)
                 lease = self._pick(candidates)
                 if lease is not None:
                     lease.backend.outstanding += 1
@@ -306,7 +315,7 @@ class Pool:
                 back = waking and any(
                     b.probed_at == 0 and not b.config.standby for b in self.backends
                 )
-                waking = not usable and (back or bool(self._standby(model, capability)))
+                waking = not usable and (back or bool(self._standby(model, needs)))
                 if not usable and not waking:
                     raise NoBackend(model)
                 full = Waking(model) if waking else Busy(model)
@@ -457,8 +466,14 @@ class Pool:
                 tags = await _get_json(session, backend, "/api/tags", timeout)
                 running = await _get_json(session, backend, "/api/ps", timeout)
                 models = {str(m.get("name") or m.get("model")) for m in tags.get("models") or []}
-                loaded = {str(m.get("name") or m.get("model")) for m in running.get("models") or []}
+                entries = {
+                    str(m.get("name") or m.get("model")): m
+                    for m in running.get("models") or []
+                    if isinstance(m, dict)
+                }
+                loaded = set(entries)
             else:
+                entries = {}
                 listed = await _get_json(session, backend, "/v1/models", timeout)
                 models = {str(m.get("id")) for m in listed.get("data") or []}
                 # A llama.cpp server holds its one model in memory all the time.
@@ -481,7 +496,7 @@ class Pool:
                 backend.served.clear()
                 backend.refused.clear()
                 backend.off_until.clear()
-            backend.models, backend.loaded = models, loaded
+            backend.models, backend.loaded, backend.running = models, loaded, entries
             backend.probed_at = time.monotonic()
             backend.failures = 0
             backend.healthy = True

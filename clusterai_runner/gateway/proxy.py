@@ -29,7 +29,7 @@ from clusterai_runner.gateway.base import (
     note_tokens,
 )
 from clusterai_runner.gateway.cache import cache_key, deterministic
-from clusterai_runner.gateway.checks import check_openai, model_of, read_body
+from clusterai_runner.gateway.checks import check_openai, model_of, read_body, stream_usage
 from clusterai_runner.gateway.pool import (
     CAPABILITY,
     Busy,
@@ -41,14 +41,24 @@ from clusterai_runner.gateway.pool import (
     Waking,
 )
 
+# What a backend lacks, said to the client, for the capabilities that are not a route's.
+LIMITS = {
+    "stream_usage": "stream_options.include_usage: no backend that holds model {model!r} sends"
+    " token counts in a stream (llama.cpp's server does not); ask without include_usage, or"
+    " without stream (the answer's usage has them)",
+}
 
-async def _lease(pool: Pool, model: str, tried: list[str], capability: str | None) -> Lease:
+
+async def _lease(pool: Pool, model: str, tried: list[str], needs: tuple[str, ...]) -> Lease:
     try:
-        return await pool.acquire(model, tried, capability)
+        return await pool.acquire(model, tried, needs)
     except NoSuchModel:
         raise model_not_found(model) from None
     except Incapable:
-        raise ApiError(400, f"model {model!r} is not served for {capability} on this cluster"
+        lacking = [n for n in needs if n in LIMITS and not pool.capable(model, (n,))]
+        if lacking and pool.capable(model, [n for n in needs if n not in LIMITS]):
+            raise ApiError(400, LIMITS[lacking[0]].format(model=model)) from None
+        raise ApiError(400, f"model {model!r} is not served for {needs[0]} on this cluster"
                        " (no backend that holds it has that capability)") from None  # fmt: skip
     except Busy:
         error = ApiError(429, f"every backend serving {model!r} is busy; retry later",
@@ -66,15 +76,20 @@ async def _lease(pool: Pool, model: str, tried: list[str], capability: str | Non
 
 @contextlib.asynccontextmanager
 async def backend_call(
-    request: web.Request, model: str, path_for: Callable[[Lease], tuple[str, dict[str, Any]]]
+    request: web.Request,
+    model: str,
+    path_for: Callable[[Lease], tuple[str, dict[str, Any]]],
+    also: tuple[str, ...] = (),
 ) -> AsyncIterator[tuple[Lease, aiohttp.ClientResponse]]:
     """A backend's answer (headers received) to the request; the next backend when one
-    fails before its first byte. The lease is released when the caller is done."""
+    fails before its first byte. The lease is released when the caller is done. The
+    backend may be sent the route's capability and each of ``also``."""
     pool = request.app[POOL]
     capability = CAPABILITY.get(request.path)
+    needs = (*((capability,) if capability else ()), *also)
     tried: list[str] = []
     while True:
-        lease = await _lease(pool, model, tried, capability)
+        lease = await _lease(pool, model, tried, needs)
         path, payload = path_for(lease)
         backend = lease.backend
         note(request, backend=backend.name)
@@ -299,8 +314,9 @@ async def openai_route(request: web.Request) -> web.StreamResponse:
     def path_for(lease: Lease) -> tuple[str, dict[str, Any]]:
         return request.path, {**body, "model": lease.model}
 
+    also = ("stream_usage",) if stream and stream_usage(body) else ()
     try:
-        async with backend_call(request, model, path_for) as (lease, response):
+        async with backend_call(request, model, path_for, also) as (lease, response):
             return await pass_through(request, response, stream, lease, recorder)
     except StreamCut as cut:
         return cut.response

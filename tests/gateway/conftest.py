@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from clusterai_runner.backends import catalogue
 from tests.helpers import ANSIBLE_PLAYBOOK, CLUSTERAI, REPO, free_port
 
 ADMIN_KEY = "test-admin-key"
@@ -35,6 +36,9 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    # What the gateway is told it may send (None: learned from answers, as for a hosted
+    # provider whose configuration lists none).
+    capabilities: list[str] | None = None
 
     def requests_seen(self) -> int:
         """Chat completions this server's own access log shows it answered."""
@@ -132,7 +136,9 @@ def start_server(python: Path, model: Path, name: str, directory: Path) -> Serve
              "--embedding", "true", "--interrupt_requests", "false"],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    server = Server(name, f"http://127.0.0.1:{port}", process, log)
+    # Declared as the gateway role declares a llama.cpp worker's, embeddings on.
+    declared = catalogue()["llamacpp"].capabilities_for({"llamacpp_server_embedding": True})
+    server = Server(name, f"http://127.0.0.1:{port}", process, log, declared)
     try:
         wait_http(server.url + "/v1/models", 120, process, log)
     except BaseException:
@@ -171,7 +177,14 @@ def start_gateway(
     config = {
         "listen": f"127.0.0.1:{port}",
         "backends": [
-            {"name": s.name, "url": s.url, "api": "openai", "max_concurrency": 4} for s in servers
+            {
+                "name": s.name,
+                "url": s.url,
+                "api": "openai",
+                "max_concurrency": 4,
+                **({"capabilities": s.capabilities} if s.capabilities is not None else {}),
+            }
+            for s in servers
         ],
         "health": {"interval_s": 1, "eject_after": 2},
         "cache": {"path": str(directory / f"cache-{port}.db")},

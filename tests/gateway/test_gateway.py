@@ -88,6 +88,12 @@ def check_openai_client(client: openai.OpenAI) -> None:
     assert two.usage is not None and two.usage.completion_tokens >= 2  # one or more each
     with pytest.raises(openai.BadRequestError, match="choices are not streamed"):
         client.chat.completions.create(model="smollm2", messages=CHAT, n=2, stream=True)
+    # llama.cpp's server sends no token counts in a stream: a 400 that says so, not a
+    # stream without the usage chunk the client asked for.
+    with pytest.raises(openai.BadRequestError, match="include_usage: no backend"):
+        client.chat.completions.create(
+            model="smollm2", messages=CHAT, stream=True, stream_options={"include_usage": True}
+        )
     vectors = client.embeddings.create(model="smollm2", input=["cat", "a longer sentence"])
     assert len(vectors.data) == 2
     assert len(vectors.data[0].embedding) == len(vectors.data[1].embedding) > 100

@@ -9,8 +9,8 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
 from clusterai_runner.gateway.keys import create_key
 from clusterai_runner.store import Store, StoreError
 from tests.fixtures.openai_stand_in import SEEN, stand_in_app
+from tests.gateway.conftest import Redis
 
 ADMIN = "in-process-admin-key"
 
@@ -324,6 +325,49 @@ def test_revoked_keys_stop_within_refresh_s_and_stale_keys_fail_closed(
     run(test)
 
 
+def test_two_replicas_sharing_redis_enforce_a_keys_limits_together(
+    tmp_path: Path, redis_server: Redis
+) -> None:
+    """Two gateways with one store and one Redis (a redis-server of the test's own): a key
+    of 4 requests a minute gets 4 answers in all, however its requests are spread over the
+    replicas, and one of 10 tokens a minute (the stand-in answers 7) gets 2. With Redis
+    gone, each replica counts alone and no request fails for it."""
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    requests_key = create_key(store, "app", rpm=4)
+    tokens_key = create_key(store, "batch", tpm=10)
+    outage_key = create_key(store, "during-outage", rpm=1)
+    shared = {"cache_redis_url": redis_server.url}
+
+    async def test() -> None:
+        async with (
+            gateway(store, tmp_path / "spool-a", **shared) as (session, first, _b, _s),
+            gateway(store, tmp_path / "spool-b", **shared) as (_session, second, _c, _t),
+        ):
+            seed = 0
+
+            async def chat(url: str, key: str) -> tuple[int, str]:
+                nonlocal seed
+                seed += 1
+                headers = {"Authorization": f"Bearer {key}"}
+                body = {**CHAT, "seed": seed}
+                async with session.post(url + "/v1/chat/completions", json=body,
+                                        headers=headers) as answer:  # fmt: skip
+                    text = await answer.text()
+                    return answer.status, text
+
+            spread = [await chat(url, requests_key) for url in (first, second) * 3]
+            assert [status for status, _ in spread] == [200] * 4 + [429] * 2, spread
+            assert "this key's limit of 4 requests per minute is reached" in spread[-1][1]
+            spent = [await chat(url, tokens_key) for url in (first, second, first)]
+            assert [status for status, _ in spent] == [200, 200, 429], spent
+            assert "limit of 10 tokens per minute" in spent[-1][1]
+            redis_server.stop()
+            alone = [await chat(url, outage_key) for url in (first, first, second)]
+            assert [status for status, _ in alone] == [200, 429, 200], alone
+
+    run(test)
+
+
 EMBED = {"model": "stand-in", "input": "hello"}
 
 
@@ -348,7 +392,7 @@ def test_embeddings_a_backend_cannot_serve_never_eject_it() -> None:
             refused = "model 'stand-in' is not served for embeddings on this cluster"
             assert all(s == 400 and refused in m for s, m in embeddings[1:]), embeddings
             assert state["healthy"] and state["failures"] == 0
-            assert state["capabilities"] == ["chat", "completions"]
+            assert state["capabilities"] == ["chat", "completions", "stream_usage"]
             assert backend.app[SEEN] == [20]  # the chats; no embeddings reached it after one
 
     run(test)
@@ -373,6 +417,58 @@ def test_a_backend_is_sent_only_the_capabilities_it_declares() -> None:
                 assert answer.status == 200
             (state,) = [b.to_json() for b in pool.backends]
             assert state["healthy"] and state["capabilities"] == ["chat", "completions"]
+
+    run(test)
+
+
+def test_a_stream_that_asks_for_usage_gets_it_or_a_400_that_names_the_limit() -> None:
+    """``stream_options.include_usage`` with the official client: a backend that sends the
+    counts (the stand-in, as OpenAI and Ollama do) is asked, and the gateway counts them;
+    when the model's backends are declared without ``stream_usage`` (llama.cpp's server,
+    which sends none), a 400 names the limit and nothing reaches a backend."""
+    import openai
+
+    async def test() -> None:
+        async with gateway() as (session, url, backend, server):
+            pool = server.app[POOL]
+            await discovered(server, {"stand-in"})
+            client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+
+            def stream() -> list[Any]:
+                return list(client.chat.completions.create(
+                    model="stand-in", messages=CHAT["messages"], stream=True,
+                    stream_options={"include_usage": True},
+                ))  # fmt: skip
+
+            for declared in (None, ("chat", "completions", "stream_usage")):
+                config = dataclasses.replace(pool.backends[0].config, capabilities=declared)
+                await pool.update(dataclasses.replace(pool.config, backends=(config,)))
+                await pool.probe_all()
+                chunks = await asyncio.to_thread(stream)
+                assert chunks[-1].choices == [] and chunks[-1].usage is not None
+                usage = chunks[-1].usage
+                assert (usage.prompt_tokens, usage.completion_tokens) == (3, 4)
+            assert backend.app[SEEN] == [2]
+            async with session.get(url + "/metrics") as answer:  # what usage records count
+                counted = await answer.text()
+            tokens = 'clusterai_gateway_tokens_total{route="/v1/chat/completions",kind="%s"}'
+            assert f"{tokens % 'prompt'} 6" in counted and f"{tokens % 'completion'} 8" in counted
+            llamacpp = dataclasses.replace(config, capabilities=("chat", "completions"))
+            await pool.update(dataclasses.replace(pool.config, backends=(llamacpp,)))
+            await pool.probe_all()
+            with pytest.raises(openai.BadRequestError) as refused:
+                await asyncio.to_thread(stream)
+            assert "stream_options.include_usage: no backend that holds model 'stand-in'" in str(
+                refused.value
+            )
+            assert backend.app[SEEN] == [2]
+            unstreamed_usage = {**CHAT, "stream_options": {"include_usage": True}}
+            async with session.post(
+                url + "/v1/chat/completions", json=unstreamed_usage
+            ) as unstreamed:
+                assert unstreamed.status == 400
+                message = (await unstreamed.json())["error"]["message"]
+            assert message == "stream_options is only allowed when stream is true"
 
     run(test)
 
@@ -560,38 +656,58 @@ def test_n_choices_are_as_many_requests_merged_and_a_stream_of_several_is_a_400(
     run(test)
 
 
+DETAILS = {"format": "gguf", "family": "fake"}
+
+
+@contextmanager
+def fake_ollama_server(folder: Path, ps: dict[str, Any] | None = None) -> Iterator[str]:
+    """tests/fixtures/fake_ollama.py on a port of its own, holding ``qwen:latest``, with
+    ``ps`` as its /api/ps answer; yields its URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.fixtures import fake_ollama
+
+    store = fake_ollama.Store(folder)
+    store.save({"qwen:latest": {"modified_at": "2026-01-01T00:00:00+00:00", "size": 1,
+                                "digest": "ab", "details": DETAILS}})  # fmt: skip
+    if ps is not None:
+        (folder / "ps.json").write_text(json.dumps(ps))
+
+    class Handler(fake_ollama.Handler):
+        pass
+
+    Handler.store = store
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def discovered(server: TestServer, models: set[str]) -> None:
+    pool = server.app[POOL]
+    for _ in range(100):
+        if models <= set(pool.public_models()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the gateway did not discover {models}")
+
+
 def test_api_show_asks_an_ollama_backend_and_says_only_what_it_knows_of_others(
     tmp_path: Path,
 ) -> None:
     """``POST /api/show`` (Open WebUI, LangChain and editor plugins call it): an Ollama
     backend's own details (tests/fixtures/fake_ollama.py), and for the stand-in, an
     OpenAI-API backend that tells nothing of its model, Ollama's empty fields."""
-    import threading
-    from http.server import ThreadingHTTPServer
+    details = DETAILS
 
-    from tests.fixtures import fake_ollama
-
-    store = fake_ollama.Store(tmp_path / "ollama")
-    details = {"format": "gguf", "family": "fake"}
-    store.save({"qwen:latest": {"modified_at": "2026-01-01T00:00:00+00:00", "size": 1,
-                                "digest": "ab", "details": details}})  # fmt: skip
-
-    class Handler(fake_ollama.Handler):
-        pass
-
-    Handler.store = store
-    ollama = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=ollama.serve_forever, daemon=True).start()
-    ollama_url = f"http://127.0.0.1:{ollama.server_address[1]}"
-
-    async def test() -> None:
+    async def test(ollama_url: str) -> None:
         more = (BackendConfig("ol1", ollama_url, "ollama"),)
         async with gateway(more=more) as (session, url, _backend, server):
-            pool = server.app[POOL]
-            for _ in range(100):  # until both backends' models are discovered
-                if {"qwen:latest", "stand-in"} <= set(pool.public_models()):
-                    break
-                await asyncio.sleep(0.05)
+            await discovered(server, {"qwen:latest", "stand-in"})
 
             async def show(body: dict[str, Any]) -> tuple[int, Any]:
                 async with session.post(url + "/api/show", json=body) as answer:
@@ -608,9 +724,44 @@ def test_api_show_asks_an_ollama_backend_and_says_only_what_it_knows_of_others(
             status, refused = await show({})
             assert status == 400 and "model is required" in refused["error"]
 
-    try:
-        run(test)
-    finally:
-        ollama.shutdown()
-        ollama.server_close()
-    assert "POST /api/show qwen:latest" in store.log.read_text()
+    with fake_ollama_server(tmp_path / "ollama") as ollama_url:
+        asyncio.run(test(ollama_url))
+    assert "POST /api/show qwen:latest" in (tmp_path / "ollama" / "requests.log").read_text()
+
+
+def test_api_ps_adds_up_the_ollama_backends_sizes_and_claims_none_it_does_not_know(
+    tmp_path: Path,
+) -> None:
+    """``ps`` with the official ``ollama`` client: ``qwen:latest`` loaded on two Ollama
+    backends, wholly on one's GPU and partly on the other's, has their sizes added up;
+    the stand-in's model (an OpenAI-API backend, as llama.cpp's server, which reports
+    none) is listed without sizes."""
+    import ollama
+
+    def ps(size_vram: int) -> dict[str, Any]:
+        return {"models": [{"name": "qwen:latest", "model": "qwen:latest", "size": 1000,
+                            "size_vram": size_vram, "digest": "ab", "details": DETAILS,
+                            "expires_at": "2026-12-07T12:00:00Z"}]}  # fmt: skip
+
+    async def test(first: str, second: str) -> None:
+        more = (BackendConfig("ol1", first, "ollama"), BackendConfig("ol2", second, "ollama"))
+        async with gateway(more=more) as (_session, url, _backend, server):
+            await discovered(server, {"qwen:latest", "stand-in"})
+            await server.app[POOL].probe_all()
+
+            def listed() -> list[Any]:
+                with ollama.Client(host=url) as client:
+                    return list(client.ps().models)
+
+            running = await asyncio.to_thread(listed)
+            assert [(m.model, m.size, m.size_vram, m.digest) for m in running] == [
+                ("qwen:latest", 2000, 1400, "ab"),
+                ("stand-in", None, None, None),
+            ]
+            assert running[0].details is not None and running[0].details.family == "fake"
+
+    with (
+        fake_ollama_server(tmp_path / "ol1", ps(1000)) as first,
+        fake_ollama_server(tmp_path / "ol2", ps(400)) as second,
+    ):
+        asyncio.run(test(first, second))

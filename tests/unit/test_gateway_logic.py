@@ -355,7 +355,7 @@ all:
          "capabilities": ["chat", "completions", "embeddings"],
          "api_key_env": "CLUSTERAI_BACKEND_API_KEY"},
         {"name": "w2", "url": "http://[2001:db8::22]:11434", "api": "ollama",
-         "capabilities": ["chat", "completions", "embeddings"]},
+         "capabilities": ["chat", "completions", "embeddings", "stream_usage"]},
     ]  # fmt: skip
     hosts = load_inventory(inventory)
     env = backend_key_environment(hosts)
@@ -364,7 +364,7 @@ all:
     assert [(b.name, b.api, b.capabilities, b.api_key) for b in config.backends] == [
         ("w1", "openai", ("chat", "completions"), "inventory-backend-key-0123"),
         ("w3", "openai", ("chat", "completions", "embeddings"), "inventory-backend-key-0123"),
-        ("w2", "ollama", ("chat", "completions", "embeddings"), None),
+        ("w2", "ollama", ("chat", "completions", "embeddings", "stream_usage"), None),
     ]
 
 
