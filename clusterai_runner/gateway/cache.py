@@ -2,9 +2,10 @@
 
 A request is deterministic when it asks for ``temperature`` 0 (Ollama: in ``options``)
 or a fixed ``seed``. Its key is the SHA-256 of the route, the backend models its model
-name stands for (an alias and its target share answers) and the rest of the body as
-canonical JSON (key order and whitespace do not matter). The value is the answer's bytes
-as the caller got them, streamed or not: a cached stream is replayed as a stream. Only
+name stands for (an alias and its target share answers; each with its content digest
+where the gateway knows it, so a new version of a model misses) and the rest of the body
+as canonical JSON (key order and whitespace do not matter). The value is the answer's
+bytes as the caller got them, streamed or not: a cached stream is replayed as a stream. Only
 complete 200 answers are kept, for ``ttl_s`` seconds, at most ``max_entries`` of them.
 A caller opts out with ``Cache-Control: no-cache`` (or ``no-store``).
 
@@ -53,9 +54,11 @@ def deterministic(body: dict[str, Any]) -> bool:
 
 
 def cache_key(route: str, models: list[str], body: dict[str, Any], scope: str = "") -> str:
-    """The answer's key: the route, the backend models, the canonical body and the scope
-    (who may share it: "" for everyone, or one key's or tenant's name)."""
-    rest = {k: v for k, v in body.items() if k not in ("model", "stream_options")}
+    """The answer's key: the route, the backend models (with their content digests:
+    ``Pool.versions``), the canonical body (``stream_options`` too: a stream with its
+    token counts is another answer) and the scope (who may share it: "" for everyone,
+    or one key's or tenant's name)."""
+    rest = {k: v for k, v in body.items() if k != "model"}
     rest.setdefault("stream", route.startswith("/api/") and not route.startswith("/api/embed"))
     canonical = json.dumps(
         {"route": route, "models": models, "body": rest, "scope": scope},

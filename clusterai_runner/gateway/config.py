@@ -16,6 +16,8 @@
                                            # learned from answers); see CAPABILITIES
         api_key_env: HOSTED_API_KEY        # the key comes from the environment, never the file
         fallback: true                     # used only when no worker can take the request
+        digests: {gpt-x: "sha256:<hex>"}   # each model's content digest, for the answer
+                                           # cache's keys (Ollama's: from /api/tags)
     aliases:
       chat: [smollm2, qwen2.5:0.5b]        # one public name, the backend models behind it
     backends_file: backends.yml            # more backends and aliases (relative to this
@@ -56,6 +58,7 @@ APIS = ("openai", "ollama")
 CAPABILITIES = ("chat", "completions", "embeddings", "stream_usage")
 CACHE_SCOPES = ("tenant", "key", "shared")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ class BackendConfig:
     # the queue while the autoscaler starts a worker (see pool.py, "waking").
     standby: bool = False
     models: tuple[str, ...] = ()
+    # The content digest (SHA-256) of each model it serves, where its API does not say
+    # (Ollama's /api/tags does): part of the answer cache's keys, so a new version of a
+    # model never gets the old one's answers.
+    digests: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
     if not isinstance(raw, dict):
         raise UsageError(_where(path, key), "is not a mapping", "give name, url and api")
     settings = ("name", "url", "api", "max_concurrency", "api_key_env", "fallback",
-                "capabilities", "standby", "models")  # fmt: skip
+                "capabilities", "standby", "models", "digests")  # fmt: skip
     unknown = set(raw) - set(settings)
     if unknown:
         raise UsageError(
@@ -203,8 +210,15 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
             "a standby backend needs the models it would serve",
             "list them, e.g. [smollm2]",
         )
+    digests = raw.get("digests") or {}
+    if not isinstance(digests, dict) or not all(
+        isinstance(m, str) and isinstance(d, str) and DIGEST.match(d) for m, d in digests.items()
+    ):
+        raise UsageError(_where(path, f"{key}.digests"), "is not a mapping of model names to"
+                         " SHA-256 digests", "e.g. {smollm2: sha256:<64 hex digits>}")  # fmt: skip
+    by_model = tuple(sorted((m, d.removeprefix("sha256:")) for m, d in digests.items()))
     return BackendConfig(name, url, api, concurrency, api_key, fallback, declared, standby,
-                         tuple(models))  # fmt: skip
+                         tuple(models), by_model)  # fmt: skip
 
 
 def _redis_url(source: Path | str, value: Any) -> str | None:

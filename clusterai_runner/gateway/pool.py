@@ -84,6 +84,8 @@ class Backend:
     loaded: set[str] = field(default_factory=set)
     # An Ollama backend's /api/ps entries by model (size, size_vram, digest, details, ...).
     running: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Content digests by model, from Ollama's /api/tags (else the configuration's).
+    digests: dict[str, str] = field(default_factory=dict)
     outstanding: int = 0
     healthy: bool = False
     failures: int = 0  # in a row
@@ -106,6 +108,10 @@ class Backend:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def digest(self, model: str) -> str | None:
+        """The content digest of the model it serves under this name, when known."""
+        return self.digests.get(model) or dict(self.config.digests).get(model)
 
     def can(self, capability: str) -> bool:
         """Whether requests of this capability may be sent here now."""
@@ -186,6 +192,17 @@ class Pool:
     def backend_models(self, model: str) -> list[str]:
         """The backend model names a public name stands for."""
         return list(self.config.aliases.get(model, (model,)))
+
+    def versions(self, model: str) -> list[str]:
+        """What ``model`` is now: each backend model it stands for, with each content digest
+        the backends that list it know (``name@digest``; the bare name where none is
+        known). Part of the answer cache's keys: a new digest is a new model."""
+        found: set[str] = set()
+        for name in self.backend_models(model):
+            listed = [b for b in self.backends if not b.config.standby and name in b.models]
+            digests = {d for d in (b.digest(name) for b in listed) if d}
+            found |= {f"{name}@{d}" for d in digests} or {name}
+        return sorted(found)
 
     def public_models(self) -> list[str]:
         names = {m for b in self.backends for m in b.models} | set(self.config.aliases)
@@ -465,7 +482,13 @@ class Pool:
             if backend.config.api == "ollama":
                 tags = await _get_json(session, backend, "/api/tags", timeout)
                 running = await _get_json(session, backend, "/api/ps", timeout)
-                models = {str(m.get("name") or m.get("model")) for m in tags.get("models") or []}
+                held = [m for m in tags.get("models") or [] if isinstance(m, dict)]
+                models = {str(m.get("name") or m.get("model")) for m in held}
+                digests = {
+                    str(m.get("name") or m.get("model")): str(m["digest"])
+                    for m in held
+                    if isinstance(m.get("digest"), str) and m["digest"]
+                }
                 entries = {
                     str(m.get("name") or m.get("model")): m
                     for m in running.get("models") or []
@@ -473,7 +496,7 @@ class Pool:
                 }
                 loaded = set(entries)
             else:
-                entries = {}
+                entries, digests = {}, {}
                 listed = await _get_json(session, backend, "/v1/models", timeout)
                 models = {str(m.get("id")) for m in listed.get("data") or []}
                 # A llama.cpp server holds its one model in memory all the time.
@@ -497,6 +520,7 @@ class Pool:
                 backend.refused.clear()
                 backend.off_until.clear()
             backend.models, backend.loaded, backend.running = models, loaded, entries
+            backend.digests = digests
             backend.probed_at = time.monotonic()
             backend.failures = 0
             backend.healthy = True

@@ -229,7 +229,7 @@ async def cache_lookup(
     if cache is None or not deterministic(body) or "no-cache" in control or "no-store" in control:
         return None, Recorder(None)
     pool = request.app[POOL]
-    key = cache_key(request.path, pool.backend_models(model), body, cache_scope(request))
+    key = cache_key(request.path, pool.versions(model), body, cache_scope(request))
     hit = await cache.get(key)
     if hit is None:
         return None, Recorder(key)

@@ -89,6 +89,55 @@ def test_a_chat_goes_to_the_backend_and_a_deterministic_one_is_cached() -> None:
     run(test)
 
 
+def test_a_new_model_digest_misses_the_cache(tmp_path: Path) -> None:
+    """The cache's keys carry each model's content digest: from the configuration (what
+    the gateway role writes for a llama.cpp worker), or from an Ollama backend's
+    ``/api/tags``. The same request after the digest changed is a miss, and the new
+    answer is cached under the new digest; a stream asking for its token counts is
+    another answer than one that does not."""
+    old, new = "a" * 64, "b" * 64  # as the configuration's sha256:HEX is read
+
+    async def test(ollama_url: str) -> None:
+        async with gateway() as (session, url, backend, server):
+            pool = server.app[POOL]
+            await discovered(server, {"stand-in"})
+
+            async def chat(body: dict[str, Any] = CHAT) -> str:
+                async with session.post(url + "/v1/chat/completions", json=body) as answer:
+                    assert answer.status == 200
+                    return answer.headers["X-Cache"]
+
+            async def digest(value: str) -> None:
+                config = dataclasses.replace(pool.backends[0].config,
+                                             digests=(("stand-in", value),))  # fmt: skip
+                await pool.update(dataclasses.replace(pool.config, backends=(config,)))
+                await pool.probe_all()
+
+            await digest(old)
+            assert pool.versions("stand-in") == [f"stand-in@{'a' * 64}"]
+            assert [await chat(), await chat()] == ["miss", "hit"]
+            await digest(new)
+            assert [await chat(), await chat()] == ["miss", "hit"]
+            assert backend.app[SEEN] == [2]
+            streamed = {**CHAT, "stream": True}
+            usage = {**streamed, "stream_options": {"include_usage": True}}
+            assert [await chat(streamed), await chat(usage), await chat(usage)] == [
+                "miss", "miss", "hit"]  # fmt: skip
+
+            # An Ollama backend's digests come from its /api/tags, as a pull changes them.
+            ollama = BackendConfig("ol1", ollama_url, "ollama")
+            await pool.update(dataclasses.replace(pool.config, backends=(ollama,)))
+            await pool.probe_all()
+            assert pool.versions("qwen:latest") == ["qwen:latest@ab"]
+            store = tmp_path / "ollama" / "manifests.json"
+            store.write_text(store.read_text().replace('"ab"', '"cd"'))
+            await pool.probe_all()
+            assert pool.versions("qwen:latest") == ["qwen:latest@cd"]
+
+    with fake_ollama_server(tmp_path / "ollama") as ollama_url:
+        asyncio.run(test(ollama_url))
+
+
 def test_a_stream_is_passed_through_and_replayed_from_the_cache() -> None:
     async def test() -> None:
         async with gateway() as (session, url, backend, _server):

@@ -188,12 +188,14 @@ def test_a_config_file_is_read(tmp_path: Path) -> None:
     path = write(tmp_path, """\
 listen: 127.0.0.1:9000
 backends:
-  - {name: w1, url: "http://127.0.0.1:8080/v1", max_concurrency: 2}
+  - {name: w1, url: "http://127.0.0.1:8080/v1", max_concurrency: 2,
+     digests: {smollm2: "sha256:%s"}}
   - {name: o1, url: "http://127.0.0.1:11434", api: ollama}
   - {name: hosted, url: "https://api.example.com/v1", api_key_env: HOSTED_KEY, fallback: true}
 aliases: {chat: smollm2}
-""")  # fmt: skip
+""" % ("0f" * 32))  # fmt: skip
     config = load(path, env={"HOSTED_KEY": "secret"})
+    assert config.backends[0].digests == (("smollm2", "0f" * 32),)
     assert (config.host, config.port) == ("127.0.0.1", 9000)
     assert [b.url for b in config.backends] == [
         "http://127.0.0.1:8080", "http://127.0.0.1:11434", "https://api.example.com",
@@ -255,6 +257,8 @@ def test_an_update_keeps_the_state_of_unchanged_backends() -> None:
         ("queue: {wake_retry_after_s: 0}\nbackends: [{name: a, url: 'http://x'}]",
          "queue.wake_retry_after_s: 0 is not a number of at least 1"),
         ("backends: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]", "'a' is used twice"),
+        ("backends: [{name: a, url: 'http://x', digests: {m: md5:ab}}]",
+         "backends[0].digests: is not a mapping of model names to SHA-256 digests"),
         ("listen: nowhere\nbackends: [{name: a, url: 'http://x'}]", "listen: 'nowhere' is not"),
         ("backend: []", "backend: is not a setting"),
         ("cache: {redis_url: 'http://x'}\nbackends: [{name: a, url: 'http://x'}]",
