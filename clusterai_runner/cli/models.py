@@ -1,5 +1,5 @@
-"""``clusterai models``: what each worker should serve against what it serves, and pulling
-a model onto the workers that should hold it."""
+"""``clusterai models``: what each worker should serve against what it holds (``status``),
+syncing the workers that drifted, and pulling a model onto the workers that should hold it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from clusterai_runner.cli.display import LiveView
 from clusterai_runner.errors import RunFailed
 from clusterai_runner.usecases import models as models_usecase
 from clusterai_runner.usecases.converge import Vault
-from clusterai_runner.usecases.status import status as cluster_status
 
 
 @click.group("models", epilog=EXIT_CODES)
@@ -30,39 +29,111 @@ def models_command() -> None:
     """The models each worker should serve (the inventory) and serves (its server)."""
 
 
-@models_command.command("list", epilog=EXIT_CODES)
+def _size(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    if size < 1000:
+        return f"{size} B"
+    scaled, units = size / 1000, ["KB", "MB", "GB", "TB"]
+    while scaled >= 1000 and len(units) > 1:
+        scaled, units = scaled / 1000, units[1:]
+    return f"{scaled:.1f} {units[0]}"
+
+
+def _show(hosts: list[models_usecase.HostModels], as_json: bool) -> None:
+    if as_json:
+        payload = [{**h.__dict__, "drift": h.drifted} for h in hosts]
+        click.echo(json.dumps({"hosts": payload, "drift": any(h.drifted for h in hosts)},
+                              indent=2))  # fmt: skip
+        return
+    for h in hosts:
+        click.echo(f"{h.name} ({h.backend}, {', '.join(h.groups)})")
+        click.echo(f"  should serve: {', '.join(h.desired) or 'nothing'}")
+        if h.actual is None:
+            click.echo("  serves:       not answering")
+        elif not h.models:
+            click.echo(f"  serves:       {', '.join(h.actual) or 'nothing'}")
+        for m in h.models:
+            digest = (m["digest"] or "digest unknown")[:19]
+            state = "loaded" if m["loaded"] else "on disk"
+            extra = "" if m["desired"] else "  (not in its inventory)"
+            click.echo(f"  - {m['name']}  {digest}  {_size(m['size'])}  {state}{extra}")
+        if h.missing:
+            click.echo(f"  missing:      {', '.join(h.missing)}")
+        if h.extra:
+            click.echo(f"  extra:        {', '.join(h.extra)}")
+
+
+@models_command.command("status", epilog=EXIT_CODES)
 @INVENTORY_OPTION
 @JSON_OPTION
 @vault_options
 @click.pass_context
-def models_list(ctx: click.Context, inventory: Path, as_json: bool, vault: Vault) -> None:
-    """Each worker's models: desired by the inventory, served now, and the drift.
+def models_status(ctx: click.Context, inventory: Path, as_json: bool, vault: Vault) -> None:
+    """Each worker's models: desired by the inventory, held now, and the drift.
 
     \b
+    Each held model with its content digest and size (where the server says: Ollama's
+    /api/tags; llama.cpp's server says neither) and whether it is loaded in memory.
     Exit 1 when a worker misses a model it should serve, or its server does not answer.
     --json prints {"hosts": [{"name", "groups", "backend", "desired", "actual" (null: the
-    server did not answer), "missing", "extra"}]}
+    server did not answer), "missing", "extra", "models": [{"name", "digest", "size",
+    "loaded", "desired"}], "drift"}], "drift"}
     """
-    wanted = models_usecase.desired(inventory, vault)
-    found = cluster_status(settings_of(ctx), inventory, None, 3.0, warn, vault)
-    serving = {s.name: s.held for s in found}
-    hosts = models_usecase.compare(wanted, serving)
-    if as_json:
-        click.echo(json.dumps({"hosts": [h.__dict__ for h in hosts]}, indent=2))
-    else:
-        for h in hosts:
-            served = "not answering" if h.actual is None else ", ".join(h.actual) or "nothing"
-            click.echo(f"{h.name} ({h.backend}, {', '.join(h.groups)})")
-            click.echo(f"  should serve: {', '.join(h.desired) or 'nothing'}")
-            click.echo(f"  serves:       {served}")
-            if h.missing:
-                click.echo(f"  missing:      {', '.join(h.missing)}")
-            if h.extra:
-                click.echo(f"  extra:        {', '.join(h.extra)}")
+    hosts = models_usecase.status(settings_of(ctx), inventory, vault, warn)
+    _show(hosts, as_json)
     behind = [h.name for h in hosts if h.actual is None or h.missing]
     if behind:
         raise RunFailed("models", f"not as the inventory says on {', '.join(behind)}",
-                        "`clusterai models pull MODEL` puts a missing model on them")  # fmt: skip
+                        "`clusterai models sync` converges them")  # fmt: skip
+
+
+# The command's first name, kept for scripts.
+models_command.add_command(click.Command("list", callback=models_status.callback,
+                                         params=models_status.params, hidden=True,
+                                         help="Same as `models status`."))  # fmt: skip
+
+
+@models_command.command("sync", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="Only this worker (repeat for more). Default: every worker that drifted.",
+)
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove the models a worker holds that its inventory does not list (Ollama).",
+)
+@vault_options
+@click.pass_context
+def models_sync(
+    ctx: click.Context, inventory: Path, hosts: tuple[str, ...], prune: bool, vault: Vault
+) -> None:
+    """Converge the workers whose models drifted from their inventory (playbooks/models.yml).
+
+    A worker that misses a model, or whose server does not answer, is converged: Ollama
+    workers pull what they miss, llama.cpp workers get their server's model. With
+    --prune, models a worker's inventory does not list are removed too. Nothing drifted:
+    nothing runs (exit 0).
+    """
+    settings = settings_of(ctx)
+    found = models_usecase.status(settings, inventory, vault, warn)
+    targets = models_usecase.sync_targets(found, list(hosts) or None, prune)
+    if not targets:
+        click.echo("every worker holds the models its inventory lists: nothing to sync")
+        return
+    click.echo(f"syncing {', '.join(h.name for h in targets)}")
+    view = LiveView()
+    try:
+        with ctrl_c_cancels() as cancel:
+            record = models_usecase.sync(settings, inventory, targets, prune, on_event=view,
+                                         cancel=cancel, vault=vault)  # fmt: skip
+    finally:
+        view.finish()
+    end_run(record, "clusterai models sync")
 
 
 @models_command.command("pull", epilog=EXIT_CODES)

@@ -1,12 +1,13 @@
 """Models, desired against actual: what each worker's group should serve (the inventory's
 ``ollama_models``, or the llama.cpp server's one model alias), and what it serves now (its
-inference server's model list, from ``status``); and pulling a model onto the workers that
-should hold it."""
+inference server's model list, with each model's digest, size and whether it is loaded,
+from ``status``); pulling a model onto the workers that should hold it, and syncing every
+worker that drifted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import REPO, Settings, using_store
 from clusterai_runner.errors import UsageError
+from clusterai_runner.usecases.status import HeldModel
+from clusterai_runner.usecases.status import status as cluster_status
 
 # Running a playbook loads ansible-runner: imported where a pull starts, so that the
 # comparison also serves the web app where Ansible is not installed (the control host).
@@ -39,6 +42,14 @@ class HostModels:
     actual: list[str] | None = None  # None: not known (the server did not answer)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    # Each model it holds: name, digest and size (None where its server does not say),
+    # loaded (in memory now), desired (its inventory asks for it).
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        """Not as the inventory says, or not known (its server does not answer)."""
+        return self.actual is None or bool(self.missing or self.extra)
 
 
 def _defaults(backend: str) -> dict[str, Any]:
@@ -73,8 +84,13 @@ def _norm(model: str, backend: str) -> str:
     return model if backend != "ollama" or ":" in model else f"{model}:latest"
 
 
-def compare(hosts: list[HostModels], serving: dict[str, list[str] | None]) -> list[HostModels]:
-    """Fill in what each host serves (``None``: unknown) and the drift both ways."""
+def compare(
+    hosts: list[HostModels],
+    serving: dict[str, list[str] | None],
+    details: dict[str, list[HeldModel]] | None = None,
+) -> list[HostModels]:
+    """Fill in what each host serves (``None``: unknown), the drift both ways and, from
+    ``details``, each held model's digest, size and whether it is loaded."""
     for host in hosts:
         host.actual = serving.get(host.name)
         if host.actual is None:
@@ -83,7 +99,91 @@ def compare(hosts: list[HostModels], serving: dict[str, list[str] | None]) -> li
         have = {_norm(m, host.backend) for m in host.actual}
         host.missing = sorted(want - have)
         host.extra = sorted(have - want) if host.backend == "ollama" else []
+        host.models = [
+            {**asdict(m), "desired": _norm(m.name, host.backend) in want}
+            for m in (details or {}).get(host.name) or []
+        ]
     return hosts
+
+
+def status(
+    settings: Settings,
+    inventory: Path,
+    vault: Vault = NO_VAULT,
+    warn: Callable[[str], None] = lambda _message: None,
+    timeout: float = 3.0,
+) -> list[HostModels]:
+    """Every worker's models, desired against what its server holds now."""
+    wanted = desired(inventory, vault)
+    found = cluster_status(settings, inventory, None, timeout, warn, vault)
+    serving = {s.name: s.held for s in found}
+    details = {s.name: s.held_models for s in found if s.held_models is not None}
+    return compare(wanted, serving, details)
+
+
+def sync_targets(
+    hosts: list[HostModels], names: list[str] | None = None, prune: bool = False
+) -> list[HostModels]:
+    """The workers a sync converges: of ``names`` (every worker when None), those missing
+    a model, holding one their inventory does not list (with ``prune``), or whose server
+    does not answer."""
+    by_name = {h.name: h for h in hosts}
+    unknown = [n for n in names or [] if n not in by_name]
+    if unknown:
+        raise UsageError(f"host {unknown[0]!r}", "is not a worker of the inventory",
+                         f"one of: {', '.join(sorted(by_name)) or 'none'}")  # fmt: skip
+    chosen = [by_name[n] for n in dict.fromkeys(names)] if names else hosts
+    return [h for h in chosen if h.actual is None or h.missing or (prune and h.extra)]
+
+
+def sync(
+    settings: Settings,
+    inventory: Path,
+    targets: list[HostModels],
+    prune: bool = False,
+    *,
+    store: Store | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
+) -> RunRecord:
+    """Converge ``targets`` (``sync_targets``) to their inventory's models with
+    playbooks/models.yml: Ollama workers pull what they miss (and with ``prune`` remove
+    what their group does not list), llama.cpp workers get their server's model. Stored
+    as a run like any other."""
+    names = [h.name for h in targets]
+    if not names:
+        raise UsageError("models sync", "no worker to sync", "each is as its inventory says")
+    extravars = {"ollama_models_prune": prune}
+    return _models_play(settings, inventory, names, extravars, store, on_event, cancel, vault)
+
+
+def _models_play(
+    settings: Settings,
+    inventory: Path,
+    hosts: list[str],
+    extravars: dict[str, Any],
+    store: Store | None,
+    on_event: Callable[[TaskEvent], None] | None,
+    cancel: CancelToken | None,
+    vault: Vault,
+) -> RunRecord:
+    """playbooks/models.yml on ``hosts``, checked against the inventory's rules first and
+    stored as a run."""
+    from clusterai_runner.usecases.converge import check_inventory_rules, run_and_record
+
+    check_inventory_rules(inventory, hosts, cancel, vault)
+    with using_store(settings, store) as opened:
+        return run_and_record(
+            settings,
+            opened,
+            "models.yml",
+            inventory,
+            extravars={"clusterai_targets": ",".join(hosts), **extravars},
+            on_event=on_event,
+            cancel=cancel,
+            vault=vault,
+        )
 
 
 def pull_targets(
@@ -136,23 +236,7 @@ def pull(
     """Put ``model`` on the workers that should hold it (``pull_targets``) with
     playbooks/models.yml: an Ollama worker pulls it (and removes nothing), a llama.cpp
     worker gets its server's model file. Stored as a run like any other."""
-    from clusterai_runner.usecases.converge import check_inventory_rules, run_and_record
-
     targets = [h.name for h in pull_targets(inventory, model, hosts, vault)]
-    check_inventory_rules(inventory, targets, cancel, vault)
-    with using_store(settings, store) as opened:
-        return run_and_record(
-            settings,
-            opened,
-            "models.yml",
-            inventory,
-            extravars={
-                "clusterai_targets": ",".join(targets),
-                # This one model, whatever else the group lists; never a removal.
-                "ollama_models": [model.strip()],
-                "ollama_models_prune": False,
-            },
-            on_event=on_event,
-            cancel=cancel,
-            vault=vault,
-        )
+    # This one model, whatever else the group lists; never a removal.
+    extravars = {"ollama_models": [model.strip()], "ollama_models_prune": False}
+    return _models_play(settings, inventory, targets, extravars, store, on_event, cancel, vault)

@@ -55,6 +55,18 @@ class Gpu:
 
 
 @dataclass
+class HeldModel:
+    """A model a worker holds, as its server tells it: the content digest and size where
+    the server says (Ollama's /api/tags; llama.cpp's server says neither), and whether
+    it is in memory now."""
+
+    name: str
+    digest: str | None
+    size: int | None
+    loaded: bool
+
+
+@dataclass
 class HostStatus:
     name: str
     kind: str  # control, workers
@@ -66,6 +78,7 @@ class HostStatus:
     # The models it holds and can serve (Ollama's pulled ones; a llama.cpp server's one
     # model); None where unknown (its server does not answer, or only the gateway was asked).
     held: list[str] | None = None
+    held_models: list[HeldModel] | None = None  # the same, with digests, sizes, loaded
     exporter: str = "down"  # up, down
     gpus: list[Gpu] = field(default_factory=list)
     last_run: dict[str, Any] | None = None
@@ -159,6 +172,26 @@ def _models(backend: str, body: str | None) -> list[str]:
     return sorted(str(m.get("id", "")) for m in data.get("data") or [])  # /v1/models
 
 
+def _held_models(backend: str, body: str, loaded: set[str]) -> list[HeldModel]:
+    """The held models' details from the held-models answer (Ollama's /api/tags, a
+    llama.cpp server's /v1/models, which holds its one model in memory)."""
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return []
+    if backend != "ollama":
+        names = sorted(str(m.get("id", "")) for m in data.get("data") or [])
+        return [HeldModel(name, None, None, True) for name in names]
+    found = []
+    for entry in data.get("models") or []:
+        name = str(entry.get("name", ""))
+        digest, size = entry.get("digest"), entry.get("size")
+        known = str(digest) if isinstance(digest, str) and digest else None
+        found.append(HeldModel(name, known, size if isinstance(size, int) else None,
+                               name in loaded))  # fmt: skip
+    return sorted(found, key=lambda m: m.name)
+
+
 def parse_gpus(metrics: str) -> list[Gpu]:
     """GPUs from nvidia_gpu_exporter's metrics text."""
     by_uuid: dict[str, dict[str, Any]] = {}
@@ -235,6 +268,8 @@ def host_status(
             if server.held_path != server.models_path:
                 held = _get(url(host.address, port, server.held_path), timeout, headers)
             status.held = None if held in (None, LOCKED) else _models(backend, held)
+            if status.held is not None and held is not None:
+                status.held_models = _held_models(backend, held, set(status.models))
         if not healthy:
             status.problems.append(
                 f"{backend} server on port {port} does not answer (down, or its firewall "

@@ -31,7 +31,8 @@ def index() -> str:
         vault = current_app.config["CLUSTERAI_VAULT"]
         try:
             wanted = models_usecase.desired(inventory, **({"vault": vault} if vault else {}))
-            hosts = models_usecase.compare(wanted, serving)
+            details = {h.name: h.held_models for h in snapshot.hosts if h.held_models}
+            hosts = models_usecase.compare(wanted, serving, details)
         except ClusterAIError as error:
             problem = str(error)
     else:

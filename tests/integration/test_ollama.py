@@ -201,19 +201,25 @@ def test_unlisted_models_are_removed_only_when_pruning(
     assert tags(sandbox) == ["smollm2:135m"]
 
 
+def ollama_inventory(sandbox: dict[str, Any], folder: Path) -> Path:
+    """The sandbox's inventory with worker1 an Ollama worker that should hold both models."""
+    inventory = yaml.safe_load(Path(sandbox["inventory"]).read_text())
+    worker1 = inventory["all"]["children"]["workers"]["hosts"]["worker1"]
+    worker1.update(clusterai_inference_backend="ollama",
+                   ollama_models=["smollm2:135m", "nomic-embed-text"])  # fmt: skip
+    edited = folder / "inventory.yml"
+    edited.write_text(yaml.safe_dump(inventory))
+    edited.chmod(0o600)
+    return edited
+
+
 def test_a_model_the_inventory_lists_is_pulled_by_clusterai_models_pull(
     sandbox: dict[str, Any], converged: object, tmp_path: Path
 ) -> None:
     """`clusterai models pull` (the use case the web app's job runs) through models.yml:
     after the pruning test worker1 holds smollm2 only; its inventory lists both models."""
-    inventory = yaml.safe_load(Path(sandbox["inventory"]).read_text())
-    worker1 = inventory["all"]["children"]["workers"]["hosts"]["worker1"]
-    worker1.update(clusterai_inference_backend="ollama",
-                   ollama_models=["smollm2:135m", "nomic-embed-text"])  # fmt: skip
-    edited = tmp_path / "inventory.yml"
-    edited.write_text(yaml.safe_dump(inventory))
-    edited.chmod(0o600)
-    listed = run_cli("models", "list", "-i", str(edited), "--json")
+    edited = ollama_inventory(sandbox, tmp_path)
+    listed = run_cli("models", "status", "-i", str(edited), "--json")
     hosts = {h["name"]: h for h in json.loads(listed.stdout)["hosts"]}
     assert listed.code == 1 and hosts["worker1"]["missing"] == ["nomic-embed-text:latest"]
     refused = run_cli("models", "pull", "llama3", "-i", str(edited), "--host", "worker1")
@@ -222,5 +228,43 @@ def test_a_model_the_inventory_lists_is_pulled_by_clusterai_models_pull(
     assert pulled.code == 0, pulled.stdout[-3000:] + pulled.stderr
     assert re.search(r"^worker1 .*changed=1", pulled.stdout, re.M), pulled.stdout[-3000:]
     assert tags(sandbox) == ["nomic-embed-text:latest", "smollm2:135m"]
-    listed = run_cli("models", "list", "-i", str(edited), "--json")
+    listed = run_cli("models", "status", "-i", str(edited), "--json")
     assert json.loads(listed.stdout)["hosts"][0]["missing"] == []
+
+
+def test_a_model_removed_by_hand_is_drift_in_models_status_and_models_sync_repairs_it(
+    sandbox: dict[str, Any], converged: object, tmp_path: Path
+) -> None:
+    edited = ollama_inventory(sandbox, tmp_path)
+    synced = run_cli("models", "sync", "-i", str(edited))  # whatever earlier tests left
+    assert synced.code == 0, synced.stdout[-3000:] + synced.stderr
+    removed = urllib.request.Request(
+        f"http://{worker(sandbox)}:11434/api/delete", method="DELETE",
+        data=json.dumps({"model": "smollm2:135m"}).encode(),
+    )  # fmt: skip
+    with urllib.request.urlopen(removed, timeout=10) as response:
+        assert response.status == 200
+    drifted = run_cli("models", "status", "-i", str(edited), "--json")
+    assert drifted.code == 1, drifted.stderr
+    report = json.loads(drifted.stdout)
+    (host,) = report["hosts"]
+    assert report["drift"] and host["drift"] and host["missing"] == ["smollm2:135m"]
+    (held,) = host["models"]
+    assert (held["name"], held["loaded"], held["desired"]) == ("nomic-embed-text:latest",
+                                                              False, True)  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{64}", held["digest"]) and held["size"] > 0, held
+    assert "models sync" in drifted.stderr
+
+    repaired = run_cli("models", "sync", "-i", str(edited))
+    assert repaired.code == 0, repaired.stdout[-3000:] + repaired.stderr
+    assert "syncing worker1" in repaired.stdout
+    assert re.search(r"^worker1 .*changed=1", repaired.stdout, re.M), repaired.stdout[-3000:]
+    assert tags(sandbox) == ["nomic-embed-text:latest", "smollm2:135m"]
+    after = run_cli("models", "status", "-i", str(edited), "--json")
+    assert after.code == 0 and json.loads(after.stdout)["drift"] is False, after.stdout
+    again = run_cli("models", "sync", "-i", str(edited))
+    assert (again.code, again.stdout) == (0, "every worker holds the models its inventory"
+                                             " lists: nothing to sync\n")  # fmt: skip
+    wrong = run_cli("models", "sync", "-i", str(edited), "--host", "nope")
+    assert (wrong.code, wrong.stderr.splitlines()[0]) == (
+        2, "error: host 'nope': is not a worker of the inventory (one of: worker1)")  # fmt: skip

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clusterai_runner.errors import UsageError
-from clusterai_runner.usecases.status import _models, parse_gpus
+from clusterai_runner.usecases.models import HostModels, compare, sync_targets
+from clusterai_runner.usecases.status import HeldModel, _held_models, _models, parse_gpus
 
 # The shape nvidia_gpu_exporter 1.x prints (one GPU; values as nvidia-smi reports them).
 METRICS = """\
@@ -42,6 +44,44 @@ def test_models_from_each_backend() -> None:
     ]
     assert _models("ollama", "not json") == []
     assert _models("llamacpp", None) == []
+
+
+def test_held_models_say_digest_size_and_loaded_only_where_the_server_does() -> None:
+    tags = json.dumps({"models": [
+        {"name": "qwen:latest", "digest": "ab" * 32, "size": 397_000_000},
+        {"name": "nomic-embed-text:latest", "digest": "", "size": "big"},
+    ]})  # fmt: skip
+    assert _held_models("ollama", tags, {"qwen:latest"}) == [
+        HeldModel("nomic-embed-text:latest", None, None, False),
+        HeldModel("qwen:latest", "ab" * 32, 397_000_000, True),
+    ]
+    # llama.cpp's server holds its one model in memory and says nothing of its file.
+    listed = '{"object": "list", "data": [{"id": "smollm2"}]}'
+    assert _held_models("llamacpp", listed, set()) == [HeldModel("smollm2", None, None, True)]
+    assert _held_models("ollama", "not json", set()) == []
+
+
+def test_models_drift_and_what_a_sync_converges() -> None:
+    hosts = [
+        HostModels("w1", ["gpu"], "ollama", ["qwen", "nomic-embed-text"]),
+        HostModels("w2", ["gpu"], "ollama", ["qwen"]),
+        HostModels("w3", ["cpu"], "llamacpp", ["smollm2"]),
+        HostModels("w4", ["cpu"], "llamacpp", ["smollm2"]),
+    ]
+    serving = {"w1": ["qwen:latest"], "w2": ["qwen:latest", "old:1"], "w3": ["smollm2"]}
+    details = {"w1": [HeldModel("qwen:latest", "ab", 10, True)]}
+    compare(hosts, serving, details)
+    w1, w2, w3, w4 = hosts
+    assert (w1.missing, w1.extra, w1.drifted) == (["nomic-embed-text:latest"], [], True)
+    assert w1.models == [{"name": "qwen:latest", "digest": "ab", "size": 10, "loaded": True,
+                          "desired": True}]  # fmt: skip
+    assert (w2.missing, w2.extra, w2.drifted) == ([], ["old:1"], True)
+    assert (w3.drifted, w4.actual, w4.drifted) == (False, None, True)  # w4: not answering
+    assert [h.name for h in sync_targets(hosts)] == ["w1", "w4"]
+    assert [h.name for h in sync_targets(hosts, prune=True)] == ["w1", "w2", "w4"]
+    assert [h.name for h in sync_targets(hosts, ["w3", "w1", "w1"])] == ["w1"]
+    with pytest.raises(UsageError, match="host 'w9': is not a worker of the inventory"):
+        sync_targets(hosts, ["w9"])
 
 
 def _host(kind: str, **variables: object) -> Any:

@@ -26,7 +26,7 @@ from clusterai_runner.store import Store
 from clusterai_runner.usecases import metrics as metrics_usecase
 from clusterai_runner.usecases import users
 from clusterai_runner.usecases.services import ClusterServices
-from clusterai_runner.usecases.status import Gpu, HostStatus
+from clusterai_runner.usecases.status import Gpu, HeldModel, HostStatus
 from clusterai_runner.web import create_app, jobs, timeline
 from clusterai_runner.web.policy import MUTATING
 
@@ -730,7 +730,10 @@ def test_the_models_page_compares_what_each_group_wants_and_pulls_what_is_missin
     app.config["CLUSTERAI_INVENTORY"] = inventory
     serving = [
         HostStatus("w1", "workers", "192.0.2.7", True, "up", "ollama",
-                   models=["llama3.2:latest", "mistral:latest"]),
+                   models=["llama3.2:latest"], held=["llama3.2:latest", "mistral:latest"],
+                   held_models=[HeldModel("llama3.2:latest", "a80c4f17acd5" + "0" * 52,
+                                          2_019_393_189, True),
+                                HeldModel("mistral:latest", None, None, False)]),
         HostStatus("w2", "workers", "192.0.2.8", True, "down", "llamacpp"),
     ]  # fmt: skip
     app.extensions["clusterai_status"].source = lambda: serving
@@ -739,6 +742,11 @@ def test_the_models_page_compares_what_each_group_wants_and_pulls_what_is_missin
     page = admin.get("/models/").text
     w1 = page[page.index('data-models-host="w1"') :].split("</tr>")[0]
     assert "missing: qwen2.5:7b" in w1 and "not wanted: mistral:latest" in w1
+    # Each held model's digest (short), size and whether it is loaded, where known.
+    held = w1[w1.index('data-model="llama3.2:latest"') :].split("</div>")[0]
+    assert "a80c4f17acd5" in held and "2019.4 MB" in held and "loaded" in held
+    other = w1[w1.index('data-model="mistral:latest"') :].split("</div>")[0]
+    assert "digest unknown" in other and "loaded" not in other
     w2 = page[page.index('data-models-host="w2"') :].split("</tr>")[0]
     assert "smollm2" in w2 and "unknown (its server does not answer)" in w2  # the role's default
     assert page.index("<h2>desktop</h2>") < page.index("<h2>gpu</h2>")
