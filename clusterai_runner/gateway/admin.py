@@ -6,14 +6,15 @@ import asyncio
 
 from aiohttp import web
 
-from clusterai_runner.gateway.base import CACHE, METRICS, POOL, USAGE, ApiError, log
+from clusterai_runner.gateway.base import CACHE, METRICS, POOL, THROUGHPUT, USAGE, ApiError, log
 from clusterai_runner.gateway.checks import read_body
+from clusterai_runner.gateway.fallback import flags
 
 
 async def metrics(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     counts = (cache.hits, cache.misses) if cache is not None else None
-    text = request.app[METRICS].render(request.app[POOL], counts)
+    text = request.app[METRICS].render(request.app[POOL], counts, request.app[THROUGHPUT])
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})  # fmt: skip
 
@@ -42,7 +43,10 @@ async def admin_backends(request: web.Request) -> web.Response:
         # Models whose workers are all parked, asked for lately: what the autoscaler wakes.
         "wanted": pool.wanted(),
     }
-    return web.json_response({"backends": [b.to_json() for b in pool.backends],
+    found = flags(pool, request.app[THROUGHPUT])
+    listed = [{**b.to_json(), "flags": [f.to_json() for f in found.get(b.name, [])]}
+              for b in pool.backends]  # fmt: skip
+    return web.json_response({"backends": listed,
                               "waiting": pool.waiting, "queue": queue, "cache": hits,
                               "usage_records_written": written,
                               "usage_records_spooled": spooled})  # fmt: skip

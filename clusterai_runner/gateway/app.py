@@ -30,9 +30,19 @@ from aiohttp import web
 
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway.admin import admin_backends, admin_drain, healthz, metrics
-from clusterai_runner.gateway.base import CACHE, KEYS, LIMITER, METRICS, POOL, USAGE, log
+from clusterai_runner.gateway.base import (
+    CACHE,
+    KEYS,
+    LIMITER,
+    METRICS,
+    POOL,
+    THROUGHPUT,
+    USAGE,
+    log,
+)
 from clusterai_runner.gateway.cache import AnswerCache, RedisCache
 from clusterai_runner.gateway.config import GatewayConfig
+from clusterai_runner.gateway.fallback import MAX_SAMPLES, Throughput
 from clusterai_runner.gateway.keys import KeyRing, UsageWriter
 from clusterai_runner.gateway.limits import Limiter, SharedLimiter
 from clusterai_runner.gateway.metrics import Metrics
@@ -74,6 +84,12 @@ def make_app(
     if store is not None and usage_spool is not None:
         app[USAGE] = UsageWriter(store, usage_spool)
     app[METRICS] = Metrics()
+    app[THROUGHPUT] = Throughput(
+        config.throughput_drop_below,
+        config.throughput_recent_s,
+        config.throughput_baseline_s,
+        config.throughput_min_samples,
+    )
     cache: AnswerCache | RedisCache | None = None
     if config.cache_enabled and config.cache_redis_url:
         cache = RedisCache(config.cache_redis_url, config.cache_ttl_s)
@@ -106,6 +122,10 @@ def make_app(
             await pool.probe_all()
             tasks = [asyncio.create_task(pool.watch())]
             keys, writer = app[KEYS], app[USAGE]
+            if store is not None:  # the throughput baseline, from the usage records
+                records = await asyncio.to_thread(store.usage, MAX_SAMPLES)
+                seeded = app[THROUGHPUT].seed(records)
+                log.info("throughput baseline: %d usage records", seeded)
             if keys is not None:
                 await keys.reload()
                 tasks.append(asyncio.create_task(keys.watch(config.auth_refresh_s)))
@@ -132,7 +152,8 @@ def make_app(
 RESTART_ONLY = (
     "host", "port", "max_body_bytes", "cache_enabled", "cache_path", "cache_ttl_s",
     "cache_max_entries", "cache_redis_url", "auth_enabled", "auth_refresh_s", "auth_max_stale_s",
-    "metrics_host", "metrics_port", "metrics_web_config",
+    "metrics_host", "metrics_port", "metrics_web_config", "throughput_drop_below",
+    "throughput_recent_s", "throughput_baseline_s", "throughput_min_samples",
 )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from clusterai_runner.gateway.cache import AnswerCache, RedisCache
+from clusterai_runner.gateway.fallback import Throughput
 from clusterai_runner.gateway.keys import KeyRing, UsageWriter, tokens_of
 from clusterai_runner.gateway.limits import Limiter, SharedLimiter
 from clusterai_runner.gateway.metrics import Metrics
@@ -27,6 +28,7 @@ POOL: web.AppKey[Pool] = web.AppKey("pool", Pool)
 CACHE: web.AppKey[AnswerCache | RedisCache | None] = web.AppKey("cache")
 KEYS: web.AppKey[KeyRing | None] = web.AppKey("keys")
 LIMITER: web.AppKey[Limiter | SharedLimiter] = web.AppKey("limiter")
+THROUGHPUT: web.AppKey[Throughput] = web.AppKey("throughput", Throughput)
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # The request's usage record, filled as it goes and written by the gatekeeper at the end.

@@ -9,6 +9,8 @@
       - name: gpu2
         url: http://192.0.2.22:11434       # an Ollama server
         api: ollama
+        gpu: true                          # it has GPUs: a model wholly in system memory
+                                           # there is flagged (fallback.py)
       - name: hosted
         url: https://api.example.com/v1     # any OpenAI-compatible provider
         api: openai
@@ -35,6 +37,10 @@
            max_stale_s: 60}                # keys not reloaded this long: 503 until they are
     metrics: {listen: 192.0.2.10:8001,     # /metrics for Prometheus only there, over TLS
               web_config: metrics-web.yml} # with a login (see monitoring.py)
+    throughput: {drop_below: 0.5,          # tokens/s of the last recent_s under this share
+                 recent_s: 300,            # of those before it (up to baseline_s back),
+                 baseline_s: 86400,        # with min_samples on each side: a drop
+                 min_samples: 5}           # (fallback.py)
 
 Errors name the file and the field and say how to fix it.
 """
@@ -77,6 +83,8 @@ class BackendConfig:
     # the queue while the autoscaler starts a worker (see pool.py, "waking").
     standby: bool = False
     models: tuple[str, ...] = ()
+    # It has GPUs: a model it holds wholly in system memory is on the CPU (fallback.py).
+    gpu: bool = False
     # The content digest (SHA-256) of each model it serves, where its API does not say
     # (Ollama's /api/tags does): part of the answer cache's keys, so a new version of a
     # model never gets the old one's answers.
@@ -116,6 +124,11 @@ class GatewayConfig:
     metrics_host: str | None = None
     metrics_port: int = 0
     metrics_web_config: str | None = None
+    # Throughput drops (fallback.py): the last recent_s against up to baseline_s before.
+    throughput_drop_below: float = 0.5
+    throughput_recent_s: float = 300.0
+    throughput_baseline_s: float = 86400.0
+    throughput_min_samples: int = 5
 
 
 def _where(path: Path | str, key: str) -> str:
@@ -132,6 +145,13 @@ def _choice(path: Path | str, key: str, value: Any, choices: tuple[str, ...]) ->
     if value not in choices:
         raise UsageError(_where(path, key), f"{value!r} is not one of {', '.join(choices)}")
     return str(value)
+
+
+def _fraction(path: Path | str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise UsageError(_where(path, key), f"{value!r} is not a fraction between 0 and 1",
+                         "e.g. 0.5: under half the baseline")  # fmt: skip
+    return float(value)
 
 
 def _number(path: Path | str, key: str, value: Any, low: float) -> float:
@@ -153,7 +173,7 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
     if not isinstance(raw, dict):
         raise UsageError(_where(path, key), "is not a mapping", "give name, url and api")
     settings = ("name", "url", "api", "max_concurrency", "api_key_env", "fallback",
-                "capabilities", "standby", "models", "digests")  # fmt: skip
+                "capabilities", "standby", "models", "digests", "gpu")  # fmt: skip
     unknown = set(raw) - set(settings)
     if unknown:
         raise UsageError(
@@ -217,8 +237,11 @@ def _backend(path: Path | str, index: int, raw: Any, env: dict[str, str] | None)
         raise UsageError(_where(path, f"{key}.digests"), "is not a mapping of model names to"
                          " SHA-256 digests", "e.g. {smollm2: sha256:<64 hex digits>}")  # fmt: skip
     by_model = tuple(sorted((m, d.removeprefix("sha256:")) for m, d in digests.items()))
+    gpu = raw.get("gpu", False)
+    if not isinstance(gpu, bool):
+        raise UsageError(_where(path, f"{key}.gpu"), f"{gpu!r} is not true or false")
     return BackendConfig(name, url, api, concurrency, api_key, fallback, declared, standby,
-                         tuple(models), by_model)  # fmt: skip
+                         tuple(models), gpu, by_model)  # fmt: skip
 
 
 def _redis_url(source: Path | str, value: Any) -> str | None:
@@ -286,7 +309,7 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     raw: dict[str, Any] = _read(path) if path is not None else {}
     source: Path | str = path or "(command line)"
     known = {"listen", "backends", "backends_file", "aliases", "queue", "health",
-             "max_body_bytes", "cache", "auth", "metrics"}  # fmt: skip
+             "max_body_bytes", "cache", "auth", "metrics", "throughput"}  # fmt: skip
     unknown = set(raw) - known
     if unknown:
         raise UsageError(
@@ -335,8 +358,9 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     cache = raw.get("cache") or {}
     auth = raw.get("auth") or {}
     monitoring = raw.get("metrics") or {}
+    throughput = raw.get("throughput") or {}
     sections = (("queue", queue), ("health", health), ("cache", cache), ("auth", auth),
-                ("metrics", monitoring))  # fmt: skip
+                ("metrics", monitoring), ("throughput", throughput))  # fmt: skip
     for name, section in sections:
         if not isinstance(section, dict):
             raise UsageError(_where(source, name), "is not a mapping")
@@ -385,6 +409,18 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         metrics_host=metrics_host,
         metrics_port=metrics_port,
         metrics_web_config=metrics_web_config,
+        throughput_drop_below=_fraction(
+            source, "throughput.drop_below", throughput.get("drop_below", 0.5)
+        ),
+        throughput_recent_s=_number(
+            source, "throughput.recent_s", throughput.get("recent_s", 300), 1
+        ),
+        throughput_baseline_s=_number(
+            source, "throughput.baseline_s", throughput.get("baseline_s", 86400), 1
+        ),
+        throughput_min_samples=_int(
+            source, "throughput.min_samples", throughput.get("min_samples", 5), 1, 10_000
+        ),
     )
 
 

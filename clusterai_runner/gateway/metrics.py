@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from clusterai_runner.gateway.fallback import Throughput, on_cpu, vram_share
 from clusterai_runner.gateway.pool import Pool
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -38,7 +39,9 @@ class Metrics:
         self.tokens[(route, "prompt")] += prompt
         self.tokens[(route, "completion")] += completion
 
-    def render(self, pool: Pool, cache: tuple[int, int] | None) -> str:
+    def render(
+        self, pool: Pool, cache: tuple[int, int] | None, throughput: Throughput | None = None
+    ) -> str:
         lines = [
             "# HELP clusterai_gateway_requests_total Model requests by route and HTTP status.",
             "# TYPE clusterai_gateway_requests_total counter",
@@ -106,6 +109,7 @@ class Metrics:
             f"clusterai_gateway_wanted_waiting{_labels(model=model)} {count}"
             for model, count in sorted(pool.wanted().items())
         ]
+        lines += _fallback(pool, throughput or Throughput())
         if cache is not None:
             lines += [
                 "# HELP clusterai_gateway_cache_lookups_total Answer cache lookups by result.",
@@ -114,3 +118,54 @@ class Metrics:
                 f'clusterai_gateway_cache_lookups_total{{result="miss"}} {cache[1]}',
             ]
         return "\n".join(lines) + "\n"
+
+
+def _fallback(pool: Pool, throughput: Throughput) -> list[str]:
+    """GPU fallback (fallback.py): each loaded model's share in GPU memory and whether it
+    is flagged on the CPU (Ollama backends, which say); each backend's and model's tokens
+    per second, recent and baseline, and whether it dropped."""
+    lines = [
+        "# HELP clusterai_gateway_model_vram_share Share of a loaded model in GPU memory.",
+        "# TYPE clusterai_gateway_model_vram_share gauge",
+    ]
+    flagged = {(f.backend, f.model) for b in pool.backends for f in on_cpu(b)}
+    shown = []
+    for b in pool.backends:
+        for model, entry in sorted(b.running.items()):
+            share = vram_share(entry)
+            if share is not None:
+                shown.append((b.name, model))
+                lines.append(f"clusterai_gateway_model_vram_share"
+                             f"{_labels(backend=b.name, model=model)} {share:.4f}")  # fmt: skip
+    lines += [
+        "# HELP clusterai_gateway_model_on_cpu 1 when a loaded model is partly or wholly"
+        " in system memory where it should be on a GPU.",
+        "# TYPE clusterai_gateway_model_on_cpu gauge",
+    ]
+    lines += [
+        f"clusterai_gateway_model_on_cpu{_labels(backend=b, model=m)} {int((b, m) in flagged)}"
+        for b, m in shown
+    ]
+    lines += [
+        "# HELP clusterai_gateway_tokens_per_second Median generation speed of a backend and"
+        " model: over the recent window, and the baseline before it.",
+        "# TYPE clusterai_gateway_tokens_per_second gauge",
+    ]
+    dropped = {(f.backend, f.model) for f in throughput.drops()}
+    tracked = sorted(throughput.samples)
+    for backend, model in tracked:
+        rates = throughput.rates(backend, model)
+        for window, rate in (("recent", rates.recent), ("baseline", rates.baseline)):
+            if rate is not None:
+                labels = _labels(backend=backend, model=model, window=window)
+                lines.append(f"clusterai_gateway_tokens_per_second{labels} {rate:.3f}")
+    lines += [
+        "# HELP clusterai_gateway_throughput_drop 1 when a backend's recent speed for a model"
+        " is under the configured share of its baseline.",
+        "# TYPE clusterai_gateway_throughput_drop gauge",
+    ]
+    lines += [
+        f"clusterai_gateway_throughput_drop{_labels(backend=b, model=m)} {int((b, m) in dropped)}"
+        for b, m in tracked
+    ]
+    return lines

@@ -17,6 +17,7 @@ from clusterai_runner.gateway.base import (
     LIMITER,
     METRICS,
     POOL,
+    THROUGHPUT,
     USAGE,
     USAGE_RECORD,
     ApiError,
@@ -119,6 +120,11 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
         request.app[METRICS].observe(
             route, status, elapsed, info["prompt_tokens"], info["completion_tokens"]
         )
+        if status == 200 and not info["cache_hit"]:
+            generating = elapsed - (info["ttft_ms"] or 0) / 1000
+            request.app[THROUGHPUT].observe(
+                info["backend"], info["model"], info["completion_tokens"], generating
+            )
         if key is not None:
             await request.app[LIMITER].spent(key, info["prompt_tokens"] + info["completion_tokens"])
         writer = request.app[USAGE]

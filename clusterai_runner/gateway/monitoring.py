@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from clusterai_runner.gateway.admin import metrics
-from clusterai_runner.gateway.base import CACHE, METRICS, POOL
+from clusterai_runner.gateway.base import CACHE, METRICS, POOL, THROUGHPUT
 from clusterai_runner.web_config import (
     Logins,
     WebConfig,
@@ -52,5 +52,6 @@ def metrics_app(web_config: WebConfig, gateway: web.Application) -> web.Applicat
     app = web.Application(middlewares=[require_login])
     app[LOGINS] = Logins(web_config.users)
     app[POOL], app[CACHE], app[METRICS] = gateway[POOL], gateway[CACHE], gateway[METRICS]
+    app[THROUGHPUT] = gateway[THROUGHPUT]
     app.router.add_get("/metrics", metrics)
     return app

@@ -814,3 +814,98 @@ def test_api_ps_adds_up_the_ollama_backends_sizes_and_claims_none_it_does_not_kn
         fake_ollama_server(tmp_path / "ol2", ps(400)) as second,
     ):
         asyncio.run(test(first, second))
+
+
+def test_a_model_out_of_gpu_memory_is_flagged_with_its_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake Ollama's ``/api/ps`` reports ``size_vram`` under ``size``: on a backend
+    with GPUs, the model is flagged ``model_on_cpu`` in ``/admin/backends`` and the
+    metrics (what the ModelOnCpu alert fires on); wholly in system memory on a backend
+    without GPUs is how such a backend holds every model, and is not flagged."""
+
+    monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
+
+    def ps(size_vram: int) -> dict[str, Any]:
+        return {"models": [{"name": "qwen:latest", "model": "qwen:latest", "size": 4 * 10**9,
+                            "size_vram": size_vram}]}  # fmt: skip
+
+    async def test(partial: str, none: str, cpu_only: str) -> None:
+        more = (
+            BackendConfig("partial", partial, "ollama"),  # 0 < size_vram < size: a GPU there
+            BackendConfig("none", none, "ollama", gpu=True),
+            BackendConfig("cpu-only", cpu_only, "ollama"),
+        )
+        async with gateway(more=more) as (session, url, _backend, server):
+            await discovered(server, {"qwen:latest"})
+            await server.app[POOL].probe_all()
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+            async with session.get(url + "/admin/backends", headers=headers) as answer:
+                listed = {b["name"]: b["flags"] for b in (await answer.json())["backends"]}
+            assert listed["partial"] == [{"kind": "model_on_cpu", "model": "qwen:latest",
+                                          "detail": "75% of 4.0 GB in system memory,"
+                                                    " not on the GPU"}]  # fmt: skip
+            assert [f["kind"] for f in listed["none"]] == ["model_on_cpu"]
+            assert listed["cpu-only"] == [] and listed["sb1"] == []
+            async with session.get(url + "/metrics") as answer:
+                text = await answer.text()
+            for name, value in (("partial", 1), ("none", 1), ("cpu-only", 0)):
+                labels = f'{{backend="{name}",model="qwen:latest"}}'
+                assert f"clusterai_gateway_model_on_cpu{labels} {value}" in text
+            assert (
+                'clusterai_gateway_model_vram_share{backend="partial",model="qwen:latest"} 0.2500'
+                in text
+            )
+
+    with (
+        fake_ollama_server(tmp_path / "a", ps(10**9)) as partial,
+        fake_ollama_server(tmp_path / "b", ps(0)) as none,
+        fake_ollama_server(tmp_path / "c", ps(0)) as cpu_only,
+    ):
+        asyncio.run(test(partial, none, cpu_only))
+
+
+def test_a_backend_that_slows_down_is_flagged_throughput_drop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Answers of 20 tokens that take 0.02 s, then 0.3 s (the stand-in's delay, as a
+    throttled server's): the recent median under half the one before is a
+    ``throughput_drop`` flag and metric; the speeds are in the metrics."""
+    monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
+
+    async def test() -> None:
+        settings = {"throughput_recent_s": 1.0, "throughput_min_samples": 3}
+        async with gateway(**settings) as (session, url, _backend, server):
+            await discovered(server, {"stand-in"})
+
+            async def chats(delay: float) -> None:
+                for _ in range(3):
+                    body = {**CHAT, "seed": None, "max_tokens": 20}
+                    headers = {"X-Stand-In-Delay": str(delay), "Cache-Control": "no-cache"}
+                    async with session.post(url + "/v1/chat/completions", json=body,
+                                            headers=headers) as answer:  # fmt: skip
+                        assert answer.status == 200
+                        assert (await answer.json())["usage"]["completion_tokens"] == 20
+
+            async def flags() -> list[dict[str, str]]:
+                headers = {"Authorization": f"Bearer {ADMIN}"}
+                async with session.get(url + "/admin/backends", headers=headers) as answer:
+                    (backend,) = (await answer.json())["backends"]
+                    return list(backend["flags"])
+
+            await chats(0.02)
+            await asyncio.sleep(1.1)  # out of the recent window: the baseline
+            assert await flags() == []
+            await chats(0.3)
+            (flag,) = await flags()
+            assert (flag["kind"], flag["model"]) == ("throughput_drop", "stand-in"), flag
+            assert "under 50% of it" in flag["detail"]
+            async with session.get(url + "/metrics") as answer:
+                text = await answer.text()
+            assert 'clusterai_gateway_throughput_drop{backend="sb1",model="stand-in"} 1' in text
+            assert (
+                'clusterai_gateway_tokens_per_second{backend="sb1",model="stand-in",window="baseline"}'
+                in text
+            )
+
+    run(test)

@@ -179,7 +179,11 @@ def test_the_shipped_rules_pass_promtool(cluster: dict[str, Any], converged: obj
     environment = jinja2.Environment(
         variable_start_string="[[", variable_end_string="]]", keep_trailing_newline=True
     )
-    rules = environment.from_string(template).render(prometheus_inference_down_for="2m")
+    rules = environment.from_string(template).render(
+        prometheus_inference_down_for="2m",
+        prometheus_model_on_cpu_for="5m",
+        prometheus_throughput_drop_for="10m",
+    )
     assert "for: 2m" in rules and "[[" not in rules
     installed = "/etc/prometheus/rules/clusterai-alerts.yml"
     check = ssh(
@@ -188,7 +192,7 @@ def test_the_shipped_rules_pass_promtool(cluster: dict[str, Any], converged: obj
         f"promtool check rules {installed} && sha256sum {installed}",
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 6 rules found" in check.stdout
+    assert "SUCCESS: 8 rules found" in check.stdout
     assert hashlib.sha256(rules.encode()).hexdigest() in check.stdout
     loaded = get_json(cluster, f"https://{address(cluster, 'ctl1')}:9090/api/v1/rules")["data"][
         "groups"
@@ -200,6 +204,8 @@ def test_the_shipped_rules_pass_promtool(cluster: dict[str, Any], converged: obj
         "InferenceDown",
         "GpuHot",
         "GpuMemoryFull",
+        "ModelOnCpu",
+        "ThroughputDrop",
     }
 
 

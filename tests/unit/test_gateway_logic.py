@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clusterai_runner.errors import UsageError
 from clusterai_runner.gateway import translate
 from clusterai_runner.gateway.config import BackendConfig, GatewayConfig, load
+from clusterai_runner.gateway.fallback import Throughput
 from clusterai_runner.gateway.pool import Busy, NoBackend, NoSuchModel, Pool, Waking
 
 
@@ -257,6 +260,9 @@ def test_an_update_keeps_the_state_of_unchanged_backends() -> None:
         ("queue: {wake_retry_after_s: 0}\nbackends: [{name: a, url: 'http://x'}]",
          "queue.wake_retry_after_s: 0 is not a number of at least 1"),
         ("backends: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]", "'a' is used twice"),
+        ("throughput: {drop_below: 2}\nbackends: [{name: a, url: 'http://x'}]",
+         "throughput.drop_below: 2 is not a fraction between 0 and 1"),
+        ("backends: [{name: a, url: 'http://x', gpu: 1}]", "backends[0].gpu: 1 is not true"),
         ("backends: [{name: a, url: 'http://x', digests: {m: md5:ab}}]",
          "backends[0].digests: is not a mapping of model names to SHA-256 digests"),
         ("listen: nowhere\nbackends: [{name: a, url: 'http://x'}]", "listen: 'nowhere' is not"),
@@ -425,3 +431,32 @@ def test_a_bad_web_config_names_the_field(tmp_path: Path, text: str, message: st
     (tmp_path / "web.yml").write_text(text)
     with pytest.raises(UsageError, match=re.escape(message)):
         read_web_config(tmp_path / "web.yml")
+
+
+def test_throughput_baselines_come_from_usage_records_and_drops_need_samples_each_side() -> None:
+    now = time.time()
+
+    def record(ago: float, tokens: int, latency_ms: float, **more: Any) -> dict[str, Any]:
+        at = datetime.fromtimestamp(now - ago, UTC).isoformat(timespec="milliseconds")
+        return {"at": at, "backend": "w1", "model": "smollm2", "status": 200,
+                "completion_tokens": tokens, "latency_ms": latency_ms, "ttft_ms": 100.0,
+                "cache_hit": False, **more}  # fmt: skip
+
+    watch = Throughput(drop_below=0.5, recent_s=60, baseline_s=3600, min_samples=3)
+    records = [record(600 + i, 40, 1100.0) for i in range(3)]  # 40 tokens/s, 10 min ago
+    records += [record(700, 40, 1100.0, cache_hit=True), record(700, 40, 1100.0, status=500),
+                record(700, 4, 200.0), record(7200, 40, 1100.0)]  # fmt: skip
+    # The hit, the 500, the answer too short to time and the 2-hour-old one left out.
+    assert watch.seed(records) == 3
+    rates = watch.rates("w1", "smollm2")
+    assert (rates.baseline, rates.baseline_samples, rates.recent) == (40.0, 3, None)
+    for _ in range(2):
+        watch.observe("w1", "smollm2", 40, 4.0)  # 10 tokens/s now
+    assert watch.drops() == []  # two recent samples: not enough to say
+    watch.observe("w1", "smollm2", 40, 4.0)
+    (flag,) = watch.drops()
+    assert (flag.kind, flag.backend, flag.model) == ("throughput_drop", "w1", "smollm2")
+    assert flag.detail == ("10.0 tokens/s over the last 60 s, against 40.0 before"
+                           " (under 50% of it)")  # fmt: skip
+    watch.observe("w2", "smollm2", 7, 0.1)  # too short an answer to time
+    assert ("w2", "smollm2") not in watch.samples
