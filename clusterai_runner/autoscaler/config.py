@@ -39,10 +39,13 @@ SECONDS = {
     "autoscale_stale_s": (60.0, 1.0),
     "autoscale_backoff_s": (60.0, 1.0),
     "autoscale_slow_start_s": (0.0, 0.0),
+    "autoscale_healing_wait_s": (300.0, 1.0),
 }
+# The healing steps, in the order they are tried (usecases/healing.py).
+HEALING = ("reload", "restart", "drain")
 # Shares of a GPU (0 to 1) above which there is pressure; 0: Prometheus is not asked.
 SHARES = ("autoscale_target_gpu_utilization", "autoscale_target_gpu_memory")
-KNOWN = {*SECONDS, *SHARES, "autoscale_pools"}
+KNOWN = {*SECONDS, *SHARES, "autoscale_pools", "autoscale_healing"}
 POOL_KEYS = {"name", "kind", "group", "min", "max", "hourly_usd", "start_s", "scale_to_zero",
              "schedules", "available", "timezone", "wol", "backends", "instance_type"}  # fmt: skip
 # The group `clusterai cloud` puts its workers in.
@@ -397,4 +400,13 @@ def autoscale_config(variables: Mapping[str, Any], source: str) -> AutoscaleConf
                 "e.g. 0.9, or 0 to not read it",
             )
         numbers[name.removeprefix("autoscale_")] = float(value)
-    return AutoscaleConfig(pools=parsed, **numbers)
+    healing = variables.get("autoscale_healing") or []
+    if (
+        not isinstance(healing, list)
+        or not set(healing) <= set(HEALING)
+        or len(set(healing)) != len(healing)
+    ):
+        raise _bad(source, "autoscale_healing", f"{healing!r} is not a list of healing steps",
+                   f"some of {', '.join(HEALING)}, each once, e.g. [reload, restart]")  # fmt: skip
+    ordered = tuple(step for step in HEALING if step in healing)
+    return AutoscaleConfig(pools=parsed, healing=ordered, **numbers)

@@ -131,6 +131,10 @@ class AutoscaleConfig:
     # above which there is pressure; 0: not read.
     target_gpu_utilization: float = 0.0
     target_gpu_memory: float = 0.0
+    # The healing steps allowed for the gateway's GPU fallback flags, in order (reload,
+    # restart, drain; usecases/healing.py), and how long a step has to clear its flag.
+    healing: tuple[str, ...] = ()
+    healing_wait_s: float = 300.0
 
     def pool(self, name: str) -> PoolConfig:
         return next(p for p in self.pools if p.name == name)

@@ -25,7 +25,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from clusterai_runner.autoscaler.policy import (
 from clusterai_runner.config import Settings, using_store
 from clusterai_runner.errors import ClusterAIError, UsageError
 from clusterai_runner.store import AutoscaleDecision, Store
-from clusterai_runner.usecases import cloud
+from clusterai_runner.usecases import cloud, healing
 from clusterai_runner.usecases.cloud_policy import check_launch, utc_now
 from clusterai_runner.usecases.converge import CancelToken, TaskEvent
 from clusterai_runner.usecases.metrics import gpu_load
@@ -100,6 +100,8 @@ class Evaluation:
     signals_error: str
     pools: list[PoolState]
     decision: Decision
+    # The gateway's backends by name, as /admin/backends listed them (their flags too).
+    at_gateway: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def inputs(self) -> dict[str, Any]:
         return {
@@ -458,7 +460,7 @@ def evaluate(
     decision = decide(
         seen, pools, datetime.fromtimestamp(at).astimezone(), autoscaler.config, memory
     )
-    return Evaluation(at, seen, error, pools, decision)
+    return Evaluation(at, seen, error, pools, decision, at_gateway)
 
 
 def plan(settings: Settings, autoscaler: Autoscaler, store: Store | None = None) -> Evaluation:
@@ -507,6 +509,12 @@ def _once(
     metrics.evaluated(evaluation.at, evaluation.signals, evaluation.pools, decision.mins)
     action = decision.action
     memory = decision.memory
+    if action is None and autoscaler.config.healing and evaluation.signals is not None:
+        heal = healing.plan(store, evaluation.at_gateway, autoscaler.config.healing,
+                            autoscaler.config.healing_wait_s, evaluation.at)  # fmt: skip
+        if heal is not None:
+            store.save_autoscale_memory(memory.to_json())
+            return evaluation, _heal(autoscaler, store, heal, cancel, on_event, progress, metrics)
     if action is None:
         store.save_autoscale_memory(memory.to_json())
         last = store.decisions(limit=1)
@@ -534,6 +542,32 @@ def _once(
         f"{action.kind} {done.host or action.host or 'a new worker'}: {result} in {seconds:g} s"
     )
     return evaluation, store.decision(entry)
+
+
+def _heal(
+    autoscaler: Autoscaler,
+    store: Store,
+    heal: healing.Heal,
+    cancel: CancelToken | None,
+    on_event: Callable[[TaskEvent], None] | None,
+    progress: Progress,
+    metrics: AutoscaleMetrics,
+) -> AutoscaleDecision | None:
+    """One healing step for a flagged worker (usecases/healing.py), recorded."""
+    a = autoscaler
+    entry = store.record_decision("heal", heal.reason, heal.inputs(), healing.POOL, heal.backend)
+    progress(f"heal {heal.backend}: {heal.reason}")
+    started = time.monotonic()
+    ok, error, run_id = healing.carry_out(
+        heal, a.settings, a.inventory, a.gateway, store, on_event=on_event, cancel=cancel,
+        vault=a.vault,
+    )  # fmt: skip
+    seconds = round(time.monotonic() - started, 1)
+    outcome = "succeeded" if ok else "failed"
+    store.finish_decision(entry, outcome, error, run_id, seconds)
+    metrics.decided("heal", outcome, healing.POOL)
+    progress(f"heal {heal.backend} ({heal.step}): {'done' if ok else 'failed: ' + error}")
+    return store.decision(entry)
 
 
 def _carry_out(

@@ -9,8 +9,8 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from clusterai_runner.gateway.cache import RedisCache
 from clusterai_runner.gateway.config import BackendConfig, GatewayConfig
 from clusterai_runner.gateway.keys import create_key
 from clusterai_runner.store import Store, StoreError
-from tests.fixtures.openai_stand_in import SEEN, stand_in_app
+from tests.fixtures import fake_ollama
+from tests.fixtures.openai_stand_in import DELAY, SEEN, stand_in_app
 from tests.gateway.conftest import Redis
 
 ADMIN = "in-process-admin-key"
@@ -705,35 +706,8 @@ def test_n_choices_are_as_many_requests_merged_and_a_stream_of_several_is_a_400(
     run(test)
 
 
-DETAILS = {"format": "gguf", "family": "fake"}
-
-
-@contextmanager
-def fake_ollama_server(folder: Path, ps: dict[str, Any] | None = None) -> Iterator[str]:
-    """tests/fixtures/fake_ollama.py on a port of its own, holding ``qwen:latest``, with
-    ``ps`` as its /api/ps answer; yields its URL."""
-    import threading
-    from http.server import ThreadingHTTPServer
-
-    from tests.fixtures import fake_ollama
-
-    store = fake_ollama.Store(folder)
-    store.save({"qwen:latest": {"modified_at": "2026-01-01T00:00:00+00:00", "size": 1,
-                                "digest": "ab", "details": DETAILS}})  # fmt: skip
-    if ps is not None:
-        (folder / "ps.json").write_text(json.dumps(ps))
-
-    class Handler(fake_ollama.Handler):
-        pass
-
-    Handler.store = store
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+DETAILS = fake_ollama.DETAILS
+fake_ollama_server = fake_ollama.in_thread
 
 
 async def discovered(server: TestServer, models: set[str]) -> None:
@@ -868,20 +842,21 @@ def test_a_model_out_of_gpu_memory_is_flagged_with_its_metric(
 def test_a_backend_that_slows_down_is_flagged_throughput_drop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Answers of 20 tokens that take 0.02 s, then 0.3 s (the stand-in's delay, as a
+    """Answers of 20 tokens that take 0.02 s, then 0.5 s (the stand-in's delay, as a
     throttled server's): the recent median under half the one before is a
     ``throughput_drop`` flag and metric; the speeds are in the metrics."""
     monkeypatch.setenv("CLUSTERAI_GATEWAY_ADMIN_KEY", ADMIN)
 
     async def test() -> None:
-        settings = {"throughput_recent_s": 1.0, "throughput_min_samples": 3}
-        async with gateway(**settings) as (session, url, _backend, server):
+        settings = {"throughput_recent_s": 3.0, "throughput_min_samples": 3}
+        async with gateway(**settings) as (session, url, backend, server):
             await discovered(server, {"stand-in"})
 
             async def chats(delay: float) -> None:
+                backend.app[DELAY][0] = delay
                 for _ in range(3):
                     body = {**CHAT, "seed": None, "max_tokens": 20}
-                    headers = {"X-Stand-In-Delay": str(delay), "Cache-Control": "no-cache"}
+                    headers = {"Cache-Control": "no-cache"}
                     async with session.post(url + "/v1/chat/completions", json=body,
                                             headers=headers) as answer:  # fmt: skip
                         assert answer.status == 200
@@ -894,9 +869,9 @@ def test_a_backend_that_slows_down_is_flagged_throughput_drop(
                     return list(backend["flags"])
 
             await chats(0.02)
-            await asyncio.sleep(1.1)  # out of the recent window: the baseline
+            await asyncio.sleep(3.1)  # out of the recent window: the baseline
             assert await flags() == []
-            await chats(0.3)
+            await chats(0.5)
             (flag,) = await flags()
             assert (flag["kind"], flag["model"]) == ("throughput_drop", "stand-in"), flag
             assert "under 50% of it" in flag["detail"]

@@ -692,6 +692,25 @@ def test_reboot_playbook_reboots_no_host_that_does_not_need_it(
     }
 
 
+def test_restart_playbook_restarts_one_workers_server_and_puts_it_back(
+    cluster: dict[str, Any], converged: object
+) -> None:
+    """restart.yml (the autoscaler's healing step `restart`): worker2's server restarted
+    (a new PID), drained at the gateway meanwhile and back in service after; nothing else
+    touched."""
+    worker2 = address(cluster, "worker2")
+    pid = "systemctl show -p MainPID --value clusterai-llamacpp"
+    before = ssh(cluster, worker2, pid).stdout.strip()
+    recap = converge(cluster["inventory"], "restart.yml", "-e", "clusterai_targets=worker2")
+    assert {host: c["changed"] for host, c in recap.items()} == {"ctl1": 0, "worker2": 1}
+    after = ssh(cluster, worker2, pid).stdout.strip()
+    assert after not in ("", "0", before), (before, after)
+    status, _, listed = gateway_call(cluster, "/admin/backends", key=admin_key(cluster))
+    assert status == 200
+    backend = next(b for b in listed["backends"] if b["name"] == "worker2")
+    assert backend["healthy"] and not backend["draining"], backend
+
+
 def test_an_upgrade_under_load_drains_each_batch_and_fails_no_request(
     cluster: dict[str, Any], converged: object
 ) -> None:

@@ -642,6 +642,12 @@ def test_gpu_signals_add_pressure_and_keep_a_busy_gpu_from_being_parked() -> Non
             {"autoscale_pools": [{"name": "s", "start_s": -1}]},
             "autoscale_pools[0].start_s: -1 is not a number of seconds",
         ),
+        (
+            {"autoscale_healing": ["reload", "reboot"]},
+            "autoscale_healing: ['reload', 'reboot'] is not a list of healing steps",
+        ),
+        ({"autoscale_healing": "reload"}, "autoscale_healing: 'reload' is not a list"),
+        ({"autoscale_healing_wait_s": 0}, "autoscale_healing_wait_s: 0 is not a number"),
     ],
 )
 def test_bad_gpu_targets_and_cloud_pools_name_the_field(
@@ -649,3 +655,9 @@ def test_bad_gpu_targets_and_cloud_pools_name_the_field(
 ) -> None:
     with pytest.raises(UsageError, match=re.escape(field)):
         config(**variables)
+
+
+def test_healing_steps_are_kept_in_their_order() -> None:
+    cfg = config(autoscale_healing=["drain", "reload"], autoscale_healing_wait_s=60)
+    assert (cfg.healing, cfg.healing_wait_s) == (("reload", "drain"), 60.0)
+    assert config().healing == ()
