@@ -153,7 +153,9 @@ RESTART_ONLY = (
     "host", "port", "max_body_bytes", "cache_enabled", "cache_path", "cache_ttl_s",
     "cache_max_entries", "cache_redis_url", "auth_enabled", "auth_refresh_s", "auth_max_stale_s",
     "metrics_host", "metrics_port", "metrics_web_config", "throughput_drop_below",
-    "throughput_recent_s", "throughput_baseline_s", "throughput_min_samples",
+    "throughput_recent_s", "throughput_baseline_s", "throughput_min_samples", "affinity",
+    "affinity_ttl_s", "semantic_routes", "semantic_model", "semantic_threshold",
+    "semantic_max_entries",
 )  # fmt: skip
 
 

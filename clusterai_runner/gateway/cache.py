@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clusterai_runner.gateway.semantic import nearest
+
 log = logging.getLogger("clusterai.gateway")
 
 
@@ -73,6 +75,7 @@ class RedisCache:
     """The same cache in Redis (``redis://host:port/db``), through redis's asyncio client."""
 
     PREFIX = "clusterai:answer:"
+    SEMANTIC = "clusterai:semantic:"
     # How long a failed Redis is skipped before one request tries it again.
     RETRY_S = 5.0
     TIMEOUT_S = 0.5
@@ -125,6 +128,39 @@ class RedisCache:
         except self._errors:
             self._failed("writing")
 
+    async def near(self, params: str, probe: bytes) -> tuple[str, float] | None:
+        if not self._usable():
+            return None
+        try:
+            vectors = await self._redis.hgetall(f"{self.SEMANTIC}{params}:vectors")
+        except self._errors:
+            self._failed("reading")
+            return None
+        kept = [(k.decode(), v) for k, v in vectors.items() if isinstance(k, bytes)
+                and isinstance(v, bytes)]  # fmt: skip
+        return await asyncio.to_thread(nearest, probe, kept)
+
+    async def remember(self, params: str, key: str, vector: bytes, limit: int) -> None:
+        if not self._usable():
+            return
+        order, vectors = f"{self.SEMANTIC}{params}:order", f"{self.SEMANTIC}{params}:vectors"
+        try:
+            async with self._redis.pipeline() as pipe:
+                pipe.zadd(order, {key: time.time()})
+                pipe.hset(vectors, key, vector)
+                pipe.zrange(order, 0, -limit - 1)  # the oldest beyond the limit
+                for name in (order, vectors):
+                    pipe.pexpire(name, self.ttl_ms)
+                done = await pipe.execute()
+            old = [k.decode() for k in done[2]]
+            if old:
+                async with self._redis.pipeline() as pipe:
+                    pipe.zrem(order, *old)
+                    pipe.hdel(vectors, *old)
+                    await pipe.execute()
+        except self._errors:
+            self._failed("writing")
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -143,6 +179,11 @@ class AnswerCache:
             " content_type TEXT NOT NULL, body BLOB NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS answers_expires ON answers (expires)")
+        # The semantic layer's vectors (semantic.py), by model and parameters.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS semantic (params TEXT NOT NULL, at REAL NOT NULL,"
+            " answer TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (params, answer))"
+        )
         self.hits = self.misses = 0
 
     async def get(self, key: str) -> Cached | None:
@@ -155,6 +196,40 @@ class AnswerCache:
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown()
+
+    async def near(self, params: str, probe: bytes) -> tuple[str, float] | None:
+        """The kept answer whose prompt is nearest ``probe`` among ``params``'s, and how near."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._near, params, probe)
+
+    async def remember(self, params: str, key: str, vector: bytes, limit: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._remember, params, key, vector, limit)
+
+    def _near(self, params: str, probe: bytes) -> tuple[str, float] | None:
+        try:
+            rows = self._db.execute(
+                "SELECT answer, vector FROM semantic WHERE params = ?", (params,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            log.warning("the semantic cache could not be read: %s", exc)
+            return None
+        return nearest(probe, [(str(a), bytes(v)) for a, v in rows])
+
+    def _remember(self, params: str, key: str, vector: bytes, limit: int) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO semantic VALUES (?, ?, ?, ?)",
+                (params, time.time(), key, vector),
+            )
+            self._db.execute(
+                "DELETE FROM semantic WHERE params = ? AND answer IN (SELECT answer FROM"
+                " semantic WHERE params = ? ORDER BY at DESC LIMIT -1 OFFSET ?)",
+                (params, params, limit),
+            )
+            self._db.execute("DELETE FROM semantic WHERE at <= ?", (time.time() - self.ttl_s,))
+        except sqlite3.Error as exc:
+            log.warning("the semantic cache could not be written: %s", exc)
 
     def _get(self, key: str) -> Cached | None:
         try:

@@ -33,10 +33,15 @@
             scope: tenant}                 # tenant (--tenant keys apart), key or shared
     # or, shared by every gateway replica (answers and per-key limits):
     #     cache: {redis_url: redis://192.0.2.10:6379/0}
+    # and, opt-in per route, answers for prompts that mean the same (semantic.py):
+    #     cache: {semantic: {routes: [/v1/chat/completions], model: nomic-embed-text,
+    #                        threshold: 0.95, max_entries: 256}}
     auth: {enabled: true, refresh_s: 5,    # keys: `clusterai gateway keys create NAME`
            max_stale_s: 60}                # keys not reloaded this long: 503 until they are
     metrics: {listen: 192.0.2.10:8001,     # /metrics for Prometheus only there, over TLS
               web_config: metrics-web.yml} # with a login (see monitoring.py)
+    routing: {affinity: true,              # a conversation's turns to the backend of its
+              affinity_ttl_s: 600}         # earlier ones (its prompt cache), while it has room
     throughput: {drop_below: 0.5,          # tokens/s of the last recent_s under this share
                  recent_s: 300,            # of those before it (up to baseline_s back),
                  baseline_s: 86400,        # with min_samples on each side: a drop
@@ -57,6 +62,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from clusterai_runner.errors import UsageError
+from clusterai_runner.gateway.semantic import PROMPT_FIELDS
 
 APIS = ("openai", "ollama")
 # What a backend may be sent: the three kinds of request, and stream_usage, the token
@@ -124,6 +130,17 @@ class GatewayConfig:
     metrics_host: str | None = None
     metrics_port: int = 0
     metrics_web_config: str | None = None
+    # The cache's semantic layer (semantic.py): the routes where it answers, the
+    # cluster's embedding model, the similarity it needs, the answers kept per model
+    # and parameters. No routes: off.
+    semantic_routes: tuple[str, ...] = ()
+    semantic_model: str = ""
+    semantic_threshold: float = 0.95
+    semantic_max_entries: int = 256
+    # A conversation's turns go to the backend of its earlier turns (pool.Affinity),
+    # remembered this long after its last turn.
+    affinity: bool = True
+    affinity_ttl_s: float = 600.0
     # Throughput drops (fallback.py): the last recent_s against up to baseline_s before.
     throughput_drop_below: float = 0.5
     throughput_recent_s: float = 300.0
@@ -145,6 +162,46 @@ def _choice(path: Path | str, key: str, value: Any, choices: tuple[str, ...]) ->
     if value not in choices:
         raise UsageError(_where(path, key), f"{value!r} is not one of {', '.join(choices)}")
     return str(value)
+
+
+def _semantic(source: Path | str, section: Any) -> dict[str, Any]:
+    """cache.semantic: {routes: [...], model: NAME, threshold: 0.95, max_entries: 256}."""
+    if not section:
+        return {}
+    where = _where(source, "cache.semantic")
+    if not isinstance(section, dict):
+        raise UsageError(where, "is not a mapping", "e.g. {routes: [...], model: NAME}")
+    unknown = set(section) - {"routes", "model", "threshold", "max_entries"}
+    if unknown:
+        raise UsageError(f"{where}.{sorted(unknown)[0]}", "is not a setting",
+                         "use routes, model, threshold and max_entries")  # fmt: skip
+    routes = section.get("routes") or []
+    if not isinstance(routes, list) or not set(routes) <= set(PROMPT_FIELDS):
+        raise UsageError(f"{where}.routes", f"{routes!r} is not a list of routes",
+                         f"some of {', '.join(PROMPT_FIELDS)}")  # fmt: skip
+    model = section.get("model")
+    if routes and (not isinstance(model, str) or not model):
+        raise UsageError(f"{where}.model", "is not set",
+                         "name an embedding model the cluster serves")  # fmt: skip
+    threshold = section.get("threshold", 0.95)
+    number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    if not number or not 0 < threshold <= 1:
+        raise UsageError(f"{where}.threshold", f"{threshold!r} is not a similarity in (0, 1]",
+                         "e.g. 0.95")  # fmt: skip
+    limit = _int(source, "cache.semantic.max_entries", section.get("max_entries", 256), 1,
+                 100_000)  # fmt: skip
+    return {
+        "semantic_routes": tuple(dict.fromkeys(routes)),
+        "semantic_model": str(model or ""),
+        "semantic_threshold": float(threshold),
+        "semantic_max_entries": limit,
+    }
+
+
+def _flag(path: Path | str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(_where(path, key), f"{value!r} is not true or false")
+    return value
 
 
 def _fraction(path: Path | str, key: str, value: Any) -> float:
@@ -309,7 +366,8 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     raw: dict[str, Any] = _read(path) if path is not None else {}
     source: Path | str = path or "(command line)"
     known = {"listen", "backends", "backends_file", "aliases", "queue", "health",
-             "max_body_bytes", "cache", "auth", "metrics", "throughput"}  # fmt: skip
+             "max_body_bytes", "cache", "auth", "metrics", "throughput",
+             "routing"}  # fmt: skip
     unknown = set(raw) - known
     if unknown:
         raise UsageError(
@@ -359,8 +417,10 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
     auth = raw.get("auth") or {}
     monitoring = raw.get("metrics") or {}
     throughput = raw.get("throughput") or {}
+    routing = raw.get("routing") or {}
     sections = (("queue", queue), ("health", health), ("cache", cache), ("auth", auth),
-                ("metrics", monitoring), ("throughput", throughput))  # fmt: skip
+                ("metrics", monitoring), ("throughput", throughput),
+                ("routing", routing))  # fmt: skip
     for name, section in sections:
         if not isinstance(section, dict):
             raise UsageError(_where(source, name), "is not a mapping")
@@ -409,6 +469,11 @@ def load(path: Path | None, extra_backends: tuple[str, ...] = (), listen: str | 
         metrics_host=metrics_host,
         metrics_port=metrics_port,
         metrics_web_config=metrics_web_config,
+        **_semantic(source, cache.get("semantic")),
+        affinity=_flag(source, "routing.affinity", routing.get("affinity", True)),
+        affinity_ttl_s=_number(
+            source, "routing.affinity_ttl_s", routing.get("affinity_ttl_s", 600), 1
+        ),
         throughput_drop_below=_fraction(
             source, "throughput.drop_below", throughput.get("drop_below", 0.5)
         ),

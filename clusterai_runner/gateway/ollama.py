@@ -30,6 +30,7 @@ from clusterai_runner.gateway.proxy import (
     backend_call,
     backend_failed,
     cache_lookup,
+    conversation_key,
     cut_stream,
     pass_through,
 )
@@ -82,8 +83,9 @@ async def ollama_route(request: web.Request) -> web.StreamResponse:
         return path, convert(body, lease.model)
 
     started = time.monotonic()
+    conversation = conversation_key(model, body)
     try:
-        async with backend_call(request, model, path_for) as (lease, response):
+        async with backend_call(request, model, path_for, (), conversation) as (lease, response):
             if lease.backend.config.api == "ollama":
                 return await pass_through(request, response, stream, lease, recorder)
             if response.status >= 500:

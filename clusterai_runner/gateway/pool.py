@@ -8,6 +8,11 @@ a bounded queue; a full queue, or a wait past the timeout, is a 429. Fallback ba
 (hosted providers) are used only when no other backend has the model or capacity, the
 first one listed first.
 
+Affinity: the turns of one conversation (the same system prompt and first user message)
+go to the backend that served its earlier turns while that backend has room, so the
+server reuses the prompt it already processed (llama.cpp's server keeps the last prompt's
+tokens and evaluates only what follows the common prefix; Ollama likewise).
+
 Waking: a standby backend (a worker the autoscaler parked) is never sent a request nor
 probed, but the models it lists are known. A request for a model that only standby
 backends serve waits in the queue like any other, up to its timeout, and is counted as
@@ -36,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +166,32 @@ class Backend:
         }
 
 
+class Affinity:
+    """Which backend served each conversation last (by its key), for ``ttl_s`` seconds
+    after its last turn, at most ``MAX`` conversations (the oldest forgotten first). A
+    ``ttl_s`` of 0 keeps none: every turn goes where the load says."""
+
+    MAX = 100_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.backends: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def get(self, key: str | None) -> str | None:
+        found = self.backends.get(key) if key is not None else None
+        if found is None or found[1] < time.monotonic() - self.ttl_s:
+            return None
+        return found[0]
+
+    def put(self, key: str | None, backend: str) -> None:
+        if key is None or self.ttl_s <= 0:
+            return
+        self.backends[key] = (backend, time.monotonic())
+        self.backends.move_to_end(key)
+        while len(self.backends) > self.MAX:
+            self.backends.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class Lease:
     """A backend taken for one request, and the backend's own name for the model."""
@@ -186,6 +217,7 @@ class Pool:
         self.wanted_at: dict[str, float] = {}
         self._changed = asyncio.Condition()
         self._retiring: set[asyncio.Task[None]] = set()
+        self.affinity = Affinity(config.affinity_ttl_s if config.affinity else 0.0)
 
     # --- Models ------------------------------------------------------------------------
 
@@ -281,7 +313,7 @@ class Pool:
                 found[model] = self.waking.get(model, 0)
         return found
 
-    def _pick(self, candidates: list[Lease]) -> Lease | None:
+    def _pick(self, candidates: list[Lease], prefer: str | None = None) -> Lease | None:
         free = [
             c
             for c in candidates
@@ -292,11 +324,12 @@ class Pool:
         if not free:
             return None
 
-        def preference(lease: Lease) -> tuple[bool, int, bool, float, int]:
+        def preference(lease: Lease) -> tuple[bool, int, bool, bool, float, int]:
             b = lease.backend
             return (
                 b.config.fallback,
                 self.backends.index(b) if b.config.fallback else 0,  # fallbacks in order
+                b.name != prefer,  # the conversation's backend, while it has room
                 lease.model not in b.loaded,
                 b.outstanding / b.config.max_concurrency,
                 b.outstanding,
@@ -305,10 +338,15 @@ class Pool:
         return min(free, key=preference)
 
     async def acquire(
-        self, model: str, exclude: Iterable[str] = (), needs: Sequence[str] = ()
+        self,
+        model: str,
+        exclude: Iterable[str] = (),
+        needs: Sequence[str] = (),
+        conversation: str | None = None,
     ) -> Lease:
         """A backend for ``model`` that may be sent each of ``needs`` (capabilities),
-        waiting in the queue when all are busy."""
+        waiting in the queue when all are busy. A ``conversation`` (its key) goes back to
+        the backend that served its earlier turns while that one has room."""
         excluded = list(exclude)
         if not self.serves(model):
             raise NoSuchModel(model)
@@ -320,11 +358,12 @@ class Pool:
         async with self._changed:
             while True:
                 candidates = self._candidates(model, excluded, needs)
-                lease = self._pick(candidates)
+                lease = self._pick(candidates, self.affinity.get(conversation))
                 if lease is not None:
                     lease.backend.outstanding += 1
                     lease.backend.requests += 1
                     self._waited(started)
+                    self.affinity.put(conversation, lease.backend.name)
                     return lease
                 usable = [c for c in candidates if c.backend.healthy and not c.backend.draining]
                 # Parked workers only, or (for a request that waited for them) a worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from clusterai_runner.gateway import translate
+from clusterai_runner.gateway import semantic, translate
 from clusterai_runner.gateway.base import (
     API_KEY,
     CACHE,
@@ -28,7 +29,7 @@ from clusterai_runner.gateway.base import (
     note,
     note_tokens,
 )
-from clusterai_runner.gateway.cache import cache_key, deterministic
+from clusterai_runner.gateway.cache import Cached, cache_key, deterministic
 from clusterai_runner.gateway.checks import check_openai, model_of, read_body, stream_usage
 from clusterai_runner.gateway.pool import (
     CAPABILITY,
@@ -49,9 +50,28 @@ LIMITS = {
 }
 
 
-async def _lease(pool: Pool, model: str, tried: list[str], needs: tuple[str, ...]) -> Lease:
+def conversation_key(model: str, body: dict[str, Any]) -> str | None:
+    """What the turns of one chat share: its model, system prompt and first user message
+    (pool.Affinity sends them to one backend). None for a request with no user message."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    opening = []
+    for message in messages:
+        if not isinstance(message, dict):
+            return None
+        opening.append([message.get("role"), message.get("content")])
+        if message.get("role") == "user":
+            text = json.dumps([model, opening], sort_keys=True, ensure_ascii=False)
+            return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return None
+
+
+async def _lease(
+    pool: Pool, model: str, tried: list[str], needs: tuple[str, ...], conversation: str | None
+) -> Lease:
     try:
-        return await pool.acquire(model, tried, needs)
+        return await pool.acquire(model, tried, needs, conversation)
     except NoSuchModel:
         raise model_not_found(model) from None
     except Incapable:
@@ -80,16 +100,18 @@ async def backend_call(
     model: str,
     path_for: Callable[[Lease], tuple[str, dict[str, Any]]],
     also: tuple[str, ...] = (),
+    conversation: str | None = None,
 ) -> AsyncIterator[tuple[Lease, aiohttp.ClientResponse]]:
     """A backend's answer (headers received) to the request; the next backend when one
     fails before its first byte. The lease is released when the caller is done. The
-    backend may be sent the route's capability and each of ``also``."""
+    backend may be sent the route's capability and each of ``also``; a ``conversation``
+    goes back to the backend of its earlier turns while it has room."""
     pool = request.app[POOL]
     capability = CAPABILITY.get(request.path)
     needs = (*((capability,) if capability else ()), *also)
     tried: list[str] = []
     while True:
-        lease = await _lease(pool, model, tried, needs)
+        lease = await _lease(pool, model, tried, needs, conversation)
         path, payload = path_for(lease)
         backend = lease.backend
         note(request, backend=backend.name)
@@ -124,10 +146,12 @@ def backend_failed(lease: Lease, status: int) -> ApiError:
 
 
 class Recorder:
-    """What was sent to the caller, for the cache: kept only when the answer completes."""
+    """What was sent to the caller, for the cache: kept only when the answer completes;
+    with ``semantic`` (the prompt's model-and-parameters key and vector), its vector too."""
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, key: str | None, semantic: tuple[str, bytes] | None = None) -> None:
         self.key = key
+        self.semantic = semantic
         self.pieces: list[bytes] = []
         self.content_type = ""
 
@@ -137,8 +161,13 @@ class Recorder:
 
     async def keep(self, request: web.Request) -> None:
         cache = request.app[CACHE]
-        if cache is not None and self.key is not None:
-            await cache.put(self.key, self.content_type, b"".join(self.pieces))
+        if cache is None or self.key is None:
+            return
+        await cache.put(self.key, self.content_type, b"".join(self.pieces))
+        if self.semantic is not None:
+            params, vector = self.semantic
+            limit = request.app[POOL].config.semantic_max_entries
+            await cache.remember(params, self.key, vector, limit)
 
 
 def answer_headers(recorder: Recorder, content_type: str) -> dict[str, str]:
@@ -226,19 +255,55 @@ async def cache_lookup(
     note(request, model=model)
     cache = request.app[CACHE]
     control = request.headers.get("Cache-Control", "")
-    if cache is None or not deterministic(body) or "no-cache" in control or "no-store" in control:
+    if cache is None or "no-cache" in control or "no-store" in control:
         return None, Recorder(None)
     pool = request.app[POOL]
-    key = cache_key(request.path, pool.versions(model), body, cache_scope(request))
-    hit = await cache.get(key)
-    if hit is None:
-        return None, Recorder(key)
+    versions, scope = pool.versions(model), cache_scope(request)
+    key = cache_key(request.path, versions, body, scope)
+    exact = deterministic(body)
+    if exact:
+        hit = await cache.get(key)
+        if hit is not None:
+            return _replay(request, hit, stream, {"X-Cache": "hit"}), Recorder(None)
+    semantic = await _semantic_probe(request, body, versions, scope)
+    if semantic is not None:
+        near = await cache.near(*semantic)
+        if near is not None and near[1] >= pool.config.semantic_threshold:
+            hit = await cache.get(near[0])
+            if hit is not None:
+                found = {"X-Cache": "semantic-hit", "X-Cache-Similarity": f"{near[1]:.4f}"}
+                return _replay(request, hit, stream, found), Recorder(None)
+    if not exact and semantic is None:
+        return None, Recorder(None)
+    return None, Recorder(key, semantic)
+
+
+def _replay(
+    request: web.Request, hit: Cached, stream: bool, headers: dict[str, str]
+) -> web.Response:
     note(request, cache_hit=True)
     note_tokens(request, hit.body)
-    headers = {"Content-Type": hit.content_type, "X-Cache": "hit"}
+    sent = {"Content-Type": hit.content_type, **headers}
     if stream:
-        headers["Cache-Control"] = "no-cache"
-    return web.Response(body=hit.body, headers=headers), Recorder(None)
+        sent["Cache-Control"] = "no-cache"
+    return web.Response(body=hit.body, headers=sent)
+
+
+async def _semantic_probe(
+    request: web.Request, body: dict[str, Any], versions: list[str], scope: str
+) -> tuple[str, bytes] | None:
+    """The prompt's model-and-parameters key and vector, on a route where the semantic
+    layer answers (semantic.py); None elsewhere, or when the vector cannot be had."""
+    config = request.app[POOL].config
+    if request.path not in config.semantic_routes:
+        return None
+    text = semantic.prompt_text(request.path, body)
+    if text is None:
+        return None
+    vector = await semantic.embed(request.app[POOL], config.semantic_model, text)
+    if vector is None:
+        return None
+    return semantic.params_key(request.path, versions, body, scope), vector
 
 
 class _Refused(Exception):
@@ -315,8 +380,9 @@ async def openai_route(request: web.Request) -> web.StreamResponse:
         return request.path, {**body, "model": lease.model}
 
     also = ("stream_usage",) if stream and stream_usage(body) else ()
+    conversation = conversation_key(model, body)
     try:
-        async with backend_call(request, model, path_for, also) as (lease, response):
+        async with backend_call(request, model, path_for, also, conversation) as (lease, response):
             return await pass_through(request, response, stream, lease, recorder)
     except StreamCut as cut:
         return cut.response

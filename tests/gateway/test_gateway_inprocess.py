@@ -43,12 +43,13 @@ async def gateway(
     store: Store | None = None,
     spool: Path | None = None,
     more: tuple[BackendConfig, ...] = (),
+    embeds: bool = False,
     **settings: Any,
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, str, TestServer, TestServer]]:
     """A session, the gateway's base URL, the stand-in backend's server, the gateway's.
     With a ``store``, auth is on and usage records wait in ``spool``; ``more`` backends
-    after the stand-in."""
-    backend = TestServer(stand_in_app(), host="127.0.0.1")
+    after the stand-in; ``embeds``: the stand-in serves embeddings."""
+    backend = TestServer(stand_in_app(embeds=embeds), host="127.0.0.1")
     await backend.start_server()
     config = GatewayConfig(
         backends=(BackendConfig("sb1", str(backend.make_url("")).rstrip("/"), "openai"), *more),
@@ -884,3 +885,123 @@ def test_a_backend_that_slows_down_is_flagged_throughput_drop(
             )
 
     run(test)
+
+
+@pytest.mark.parametrize("affinity", [True, False])
+def test_a_conversations_turns_go_back_to_its_backend_while_it_has_room(affinity: bool) -> None:
+    """Its first turn goes to sb2 (sb1 is busy then); the next turns, with both idle, go
+    back to sb2 with affinity (its prompt cache), to the first listed without."""
+
+    async def test() -> None:
+        second = TestServer(stand_in_app(), host="127.0.0.1")
+        await second.start_server()
+        more = (BackendConfig("sb2", str(second.make_url("")).rstrip("/"), "openai"),)
+        try:
+            async with gateway(more=more, affinity=affinity) as (session, url, first, server):
+                await discovered(server, {"stand-in"})
+                pool = server.app[POOL]
+                for _ in range(100):
+                    if all(b.healthy for b in pool.backends):
+                        break
+                    await asyncio.sleep(0.05)
+                turns = [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "hi"}]  # fmt: skip
+
+                async def chat(messages: list[dict[str, str]]) -> str:
+                    body = {"model": "stand-in", "messages": messages}
+                    async with session.post(url + "/v1/chat/completions", json=body) as answer:
+                        assert answer.status == 200
+                        return str((await answer.json())["choices"][0]["message"]["content"])
+
+                first.app[DELAY][0] = 0.5
+                busy = asyncio.create_task(chat([{"role": "user", "content": "other"}]))
+                await asyncio.sleep(0.1)
+                reply = await chat(turns)  # sb1 is busy: sb2
+                await busy
+                first.app[DELAY][0] = 0.0
+                for number in range(3):
+                    turns += [{"role": "assistant", "content": reply},
+                              {"role": "user", "content": f"and then {number}?"}]  # fmt: skip
+                    reply = await chat(turns)
+                expected = ([1], [4]) if affinity else ([4], [1])
+                assert (first.app[SEEN], second.app[SEEN]) == expected
+        finally:
+            await second.close()
+
+    run(test)
+
+
+def test_the_semantic_layer_answers_a_paraphrase_only_where_enabled() -> None:
+    """With ``cache.semantic`` on the chat route (the stand-in's bag-of-words embeddings as
+    the cluster's embedding model): the same question in other words is a
+    ``semantic-hit`` with its similarity, a different question or other parameters a
+    miss; off (the default), the paraphrase reaches the backend."""
+
+    def asking(text: str, **more: Any) -> dict[str, Any]:
+        return {"model": "stand-in", "messages": [{"role": "user", "content": text}], **more}
+
+    async def test(enabled: bool) -> list[tuple[int, str, str]]:
+        settings: dict[str, Any] = {}
+        if enabled:
+            settings = {"semantic_routes": ("/v1/chat/completions",),
+                        "semantic_model": "stand-in", "semantic_threshold": 0.9}  # fmt: skip
+        async with gateway(embeds=True, **settings) as (session, url, backend, server):
+            await discovered(server, {"stand-in"})
+            seen = []
+            for body in (
+                asking("What is the capital of France?"),
+                asking("what is the capital of france"),  # the same words
+                asking("Tell me a joke about cats"),
+                asking("what is the capital of France", temperature=1.5),  # other parameters
+            ):
+                async with session.post(url + "/v1/chat/completions", json=body) as answer:
+                    assert answer.status == 200
+                    seen.append((backend.app[SEEN][0], answer.headers.get("X-Cache", ""),
+                                 answer.headers.get("X-Cache-Similarity", "")))  # fmt: skip
+            return seen
+
+    assert run_value(test(True)) == [
+        (1, "miss", ""), (1, "semantic-hit", "1.0000"), (2, "miss", ""), (3, "miss", ""),
+    ]  # fmt: skip
+    assert run_value(test(False)) == [(1, "", ""), (2, "", ""), (3, "", ""), (4, "", "")]
+
+
+def test_the_semantic_layer_keeps_its_vectors_in_redis_when_the_cache_is_there(
+    redis_server: Redis,
+) -> None:
+    """Two gateways sharing one Redis: a paraphrase of a question one answered is a
+    ``semantic-hit`` on the other, and Redis holds the vectors."""
+    import redis
+
+    settings = {"semantic_routes": ("/v1/chat/completions",), "semantic_model": "stand-in",
+                "semantic_threshold": 0.9, "cache_redis_url": redis_server.url}  # fmt: skip
+
+    async def test() -> list[str]:
+        async with (
+            gateway(embeds=True, **settings) as (session, first, _b, one),
+            gateway(embeds=True, **settings) as (_session, second, _c, other),
+        ):
+            await discovered(one, {"stand-in"})
+            await discovered(other, {"stand-in"})
+            said = []
+            for url, text in ((first, "Which port does the gateway use?"),
+                              (second, "which port does the gateway use")):  # fmt: skip
+                body = {"model": "stand-in", "messages": [{"role": "user", "content": text}]}
+                async with session.post(url + "/v1/chat/completions", json=body) as answer:
+                    assert answer.status == 200
+                    said.append(answer.headers["X-Cache"])
+            return said
+
+    assert run_value(test()) == ["miss", "semantic-hit"]
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert client.keys("clusterai:semantic:*:vectors")
+    finally:
+        client.close()
+
+
+def run_value(coroutine: Awaitable[Any]) -> Any:
+    async def wrapped() -> Any:
+        return await coroutine
+
+    return asyncio.run(wrapped())

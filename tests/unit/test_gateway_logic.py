@@ -263,6 +263,18 @@ def test_an_update_keeps_the_state_of_unchanged_backends() -> None:
         ("throughput: {drop_below: 2}\nbackends: [{name: a, url: 'http://x'}]",
          "throughput.drop_below: 2 is not a fraction between 0 and 1"),
         ("backends: [{name: a, url: 'http://x', gpu: 1}]", "backends[0].gpu: 1 is not true"),
+        ("cache: {semantic: {routes: [/v1/chat/completions], model: e, threshold: 0}}\n"
+         "backends: [{name: a, url: 'http://x'}]",
+         "cache.semantic.threshold: 0 is not a similarity in (0, 1]"),
+        ("cache: {semantic: {routes: [/v1/chat/completions], model: e, threshold: 1.5}}\n"
+         "backends: [{name: a, url: 'http://x'}]",
+         "cache.semantic.threshold: 1.5 is not a similarity in (0, 1]"),
+        ("cache: {semantic: {routes: [/v1/chat/completions]}}\n"
+         "backends: [{name: a, url: 'http://x'}]", "cache.semantic.model: is not set"),
+        ("cache: {semantic: {routes: [/v1/embeddings], model: e}}\n"
+         "backends: [{name: a, url: 'http://x'}]", "cache.semantic.routes: ['/v1/embeddings']"),
+        ("routing: {affinity: maybe}\nbackends: [{name: a, url: 'http://x'}]",
+         "routing.affinity: 'maybe' is not true or false"),
         ("backends: [{name: a, url: 'http://x', digests: {m: md5:ab}}]",
          "backends[0].digests: is not a mapping of model names to SHA-256 digests"),
         ("listen: nowhere\nbackends: [{name: a, url: 'http://x'}]", "listen: 'nowhere' is not"),
