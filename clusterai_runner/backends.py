@@ -39,6 +39,7 @@ class Backend:
     models: tuple[str, ...]  # the role's default for it
     capabilities: tuple[str, ...]
     optional_capabilities: Mapping[str, str]  # capability: the variable that turns it on
+    digest_variable: str = ""  # the fact holding its model's content digest, if any
 
     def port_for(self, variables: Mapping[str, Any]) -> int:
         """The port of this backend on a host with these inventory variables."""

@@ -434,6 +434,15 @@ def test_the_gateway_serves_both_workers_with_the_inventorys_key(
     )
     assert stored.stdout.startswith("0\n")  # only the key's hash is stored
     assert stored.stdout.split("\n")[1].startswith("-rw------- 1 root root")
+    # Each worker's model digest (the role's fact), for the answer cache's keys: the
+    # SHA-256 of the GGUF file the worker serves.
+    listed = ssh(cluster, address(cluster, "ctl1"), "cat /etc/clusterai-gateway/backends.yml")
+    for worker in ("worker1", "worker2"):
+        served = ssh(
+            cluster, address(cluster, worker), "sha256sum /var/lib/clusterai/models/*.gguf"
+        )
+        digest = served.stdout.split()[0]
+        assert f'"digests": {{"smollm2": "sha256:{digest}"}}' in listed.stdout, listed.stdout
 
 
 def test_inference_listens_only_on_worker_addresses(
