@@ -62,7 +62,6 @@ from urllib.parse import urlsplit
 import yaml
 
 from clusterai_runner.errors import UsageError
-from clusterai_runner.gateway.semantic import PROMPT_FIELDS
 
 APIS = ("openai", "ollama")
 # What a backend may be sent: the three kinds of request, and stream_usage, the token
@@ -71,6 +70,14 @@ CAPABILITIES = ("chat", "completions", "embeddings", "stream_usage")
 CACHE_SCOPES = ("tenant", "key", "shared")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
+# The routes the cache's semantic layer may answer (semantic.py), and the body fields
+# that hold their prompt. Here, not there: the web app reads this module without aiohttp.
+PROMPT_FIELDS = {
+    "/v1/chat/completions": ("messages",),
+    "/v1/completions": ("prompt",),
+    "/api/chat": ("messages",),
+    "/api/generate": ("prompt", "system"),
+}
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from clusterai_runner.gateway.config import PROMPT_FIELDS
+
 if TYPE_CHECKING:
     from clusterai_runner.gateway.pool import Pool
 
-# Routes whose prompt can be compared, and the body fields that hold it.
-PROMPT_FIELDS = {
-    "/v1/chat/completions": ("messages",),
-    "/v1/completions": ("prompt",),
-    "/api/chat": ("messages",),
-    "/api/generate": ("prompt", "system"),
-}
 EMBED_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
