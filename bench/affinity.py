@@ -5,15 +5,17 @@ turns, against routing by load alone.
 Two real llama.cpp servers with SmolLM2 (built from the llamacpp_server role's cached
 wheelhouse, as the gateway tests do), ``clusterai gateway`` in front of them with
 ``routing.affinity`` on, then off. In each mode, ``--conversations`` conversations at once
-(one thread each), ``--turns`` turns each: a long system prompt, then each turn adds the
-last answer and a new question. Time to first token of every turn after the first,
-streamed; llama.cpp's server keeps the last prompt's tokens and evaluates only what
-follows the common prefix, so a turn that lands where its conversation's earlier turn
-was skips most of its prompt. Prints each mode's TTFT p50 and p95, and the ratio.
+(one thread each), ``--turns`` turns each: a long system prompt (about 1,000 tokens), then
+each turn adds the last answer and a new question, after a pause of up to a second. Time
+to first token of every turn after the first, streamed; llama.cpp's server keeps the last
+prompt's tokens and evaluates only what follows the common prefix, so a turn that lands
+where its conversation's earlier turn was skips most of its prompt (one server, this
+prompt: 3.7 s cold, 0.08 s for the next turn). Prints each mode's TTFT p50 and p95, and
+the ratio.
 
 Not a test: timings never gate CI.
 
-    .venv/bin/python bench/affinity.py [--conversations 4] [--turns 10]
+    .venv/bin/python bench/affinity.py [--conversations 2] [--turns 10]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -38,9 +41,10 @@ from tests.gateway.conftest import (  # noqa: E402
     stop,
 )
 
+# About 1,000 tokens: what the server skips when a turn lands where the last one was.
 SYSTEM = (
     "You are the help desk of a company that runs a cluster of machines for language models."
-    " Answer in one short sentence. " * 12
+    " Answer in one short sentence. " * 36
 )
 QUESTIONS = [
     "How do I add a worker?", "What does the gateway do?", "Why is my model slow?",
@@ -74,8 +78,12 @@ def ttft(url: str, messages: list[dict[str, str]]) -> tuple[float, str]:
 
 
 def conversation(url: str, number: int, turns: int, into: list[float]) -> None:
-    messages = [{"role": "system", "content": SYSTEM + f" (desk {number})"}]
+    """One user: a turn, a pause to read the answer (0 to 1 s, the same each run), the
+    next turn."""
+    pauses = random.Random(number)
+    messages = [{"role": "system", "content": f"(desk {number}) " + SYSTEM}]
     for turn in range(turns):
+        time.sleep(pauses.uniform(0.0, 1.0))
         messages.append({"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]})
         seconds, answer = ttft(url, messages)
         if turn:  # the first turn has no earlier one to reuse
@@ -108,7 +116,7 @@ def quantile(values: list[float], share: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conversations", type=int, default=4)
+    parser.add_argument("--conversations", type=int, default=2)
     parser.add_argument("--turns", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch_dir:

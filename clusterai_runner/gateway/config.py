@@ -41,7 +41,7 @@
     metrics: {listen: 192.0.2.10:8001,     # /metrics for Prometheus only there, over TLS
               web_config: metrics-web.yml} # with a login (see monitoring.py)
     routing: {affinity: true,              # a conversation's turns to the backend of its
-              affinity_ttl_s: 600}         # earlier ones (its prompt cache), while it has room
+              affinity_ttl_s: 600}         # earlier ones (its prompt cache) when as free
     throughput: {drop_below: 0.5,          # tokens/s of the last recent_s under this share
                  recent_s: 300,            # of those before it (up to baseline_s back),
                  baseline_s: 86400,        # with min_samples on each side: a drop

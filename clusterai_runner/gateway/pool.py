@@ -9,9 +9,11 @@ a bounded queue; a full queue, or a wait past the timeout, is a 429. Fallback ba
 first one listed first.
 
 Affinity: the turns of one conversation (the same system prompt and first user message)
-go to the backend that served its earlier turns while that backend has room, so the
+go to the backend that served its earlier turns when it is as free as any other, so the
 server reuses the prompt it already processed (llama.cpp's server keeps the last prompt's
-tokens and evaluates only what follows the common prefix; Ollama likewise).
+tokens and evaluates only what follows the common prefix; Ollama likewise). Only as a
+tie-break: a llama.cpp server answers one request at a time, and waiting behind another
+costs more than processing the prompt again.
 
 Waking: a standby backend (a worker the autoscaler parked) is never sent a request nor
 probed, but the models it lists are known. A request for a model that only standby
@@ -324,14 +326,14 @@ class Pool:
         if not free:
             return None
 
-        def preference(lease: Lease) -> tuple[bool, int, bool, bool, float, int]:
+        def preference(lease: Lease) -> tuple[bool, int, bool, float, bool, int]:
             b = lease.backend
             return (
                 b.config.fallback,
                 self.backends.index(b) if b.config.fallback else 0,  # fallbacks in order
-                b.name != prefer,  # the conversation's backend, while it has room
                 lease.model not in b.loaded,
                 b.outstanding / b.config.max_concurrency,
+                b.name != prefer,  # the conversation's backend, when it is as free as any
                 b.outstanding,
             )
 
@@ -346,7 +348,7 @@ class Pool:
     ) -> Lease:
         """A backend for ``model`` that may be sent each of ``needs`` (capabilities),
         waiting in the queue when all are busy. A ``conversation`` (its key) goes back to
-        the backend that served its earlier turns while that one has room."""
+        the backend that served its earlier turns when that one is as free as any."""
         excluded = list(exclude)
         if not self.serves(model):
             raise NoSuchModel(model)

@@ -105,7 +105,7 @@ async def backend_call(
     """A backend's answer (headers received) to the request; the next backend when one
     fails before its first byte. The lease is released when the caller is done. The
     backend may be sent the route's capability and each of ``also``; a ``conversation``
-    goes back to the backend of its earlier turns while it has room."""
+    goes back to the backend of its earlier turns when that one is as free as any."""
     pool = request.app[POOL]
     capability = CAPABILITY.get(request.path)
     needs = (*((capability,) if capability else ()), *also)
