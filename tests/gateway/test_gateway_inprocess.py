@@ -888,7 +888,7 @@ def test_a_backend_that_slows_down_is_flagged_throughput_drop(
 
 
 @pytest.mark.parametrize("affinity", [True, False])
-def test_a_conversations_turns_go_back_to_its_backend_while_it_has_room(affinity: bool) -> None:
+def test_a_conversations_turns_go_back_to_its_backend_when_it_is_as_free(affinity: bool) -> None:
     """Its first turn goes to sb2 (sb1 is busy then); the next turns, with both idle, go
     back to sb2 with affinity (its prompt cache), to the first listed without."""
 
