@@ -613,6 +613,11 @@ def test_gpu_facts_count_what_lspci_shows(
         "worker1": 2,
         "worker2": 2,
     }
+    # The forced count is cached like any fact: put what the hosts have back, as a real
+    # converge would, for the playbooks after this test that read the cache first
+    # (upgrade.yml's control play: the gateway marks workers with GPUs `gpu: true`).
+    again = gpu_facts(cluster["inventory"], tmp_path / "again")
+    assert {h: r["count"] for h, r in again.items()} == {h: f["count"] for h, f in facts.items()}
 
 
 def node_targets(cluster: dict[str, Any], control: str) -> dict[str, str]:
