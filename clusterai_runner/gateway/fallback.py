@@ -3,9 +3,8 @@ GPU, and throughput that dropped.
 
 - ``model_on_cpu``: an Ollama backend's ``/api/ps`` gives each loaded model's ``size``
   and ``size_vram``. A model with part of itself out of GPU memory (``0 < size_vram <
-  size``), or wholly out of it on a backend the configuration marks ``gpu: true`` (the
-  gateway role does for workers whose facts count GPUs), is flagged: it runs on the CPU,
-  slowly, and says nothing of it.
+  size``), or wholly out of it on a backend the configuration marks ``gpu: true``, is
+  flagged: it runs on the CPU, slowly, and says nothing of it.
 - ``throughput_drop``: for every backend, API and model, completion tokens per second of
   the generation (a request's time less its time to first token) of each answered,
   uncached request of at least ``MIN_TOKENS`` tokens. The median of the last

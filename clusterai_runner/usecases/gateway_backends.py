@@ -37,8 +37,6 @@ def worker_backends(hosts: list[InventoryHost]) -> list[dict[str, Any]]:
             entry["api_key_env"] = backends.KEY_ENVIRONMENT
         if host.parked:
             entry.update(standby=True, models=models)
-        if int(host.variables.get("clusterai_gpu_count") or 0) > 0:  # as the role's facts
-            entry["gpu"] = True
         found.append(entry)
     return found
 
