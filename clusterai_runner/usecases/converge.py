@@ -128,6 +128,27 @@ def check_inventory_rules(
     raise UsageError(f"inventory {inventory}", message)
 
 
+def run_on_targets(
+    settings: Settings,
+    inventory: Path,
+    playbook: str,
+    hosts: list[str],
+    extravars: dict[str, object],
+    *,
+    store: Store | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
+) -> RunRecord:
+    """``playbook`` on ``hosts`` (its ``clusterai_targets``), checked against the
+    inventory's rules before the store is opened, stored as a run."""
+    check_inventory_rules(inventory, hosts, cancel, vault)
+    with using_store(settings, store) as opened:
+        return run_and_record(settings, opened, playbook, inventory,
+                              extravars={"clusterai_targets": ",".join(hosts), **extravars},
+                              on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
+
+
 def up(
     settings: Settings,
     inventory: Path,

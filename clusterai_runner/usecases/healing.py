@@ -153,11 +153,7 @@ def restart(
 ) -> RunRecord:
     """``playbooks/restart.yml`` on ``hosts`` (workers): each drained at the gateway, its
     inference server restarted, put back once healthy; stored as a run."""
-    from clusterai_runner.config import using_store
-    from clusterai_runner.usecases.converge import check_inventory_rules, run_and_record
+    from clusterai_runner.usecases.converge import run_on_targets
 
-    check_inventory_rules(inventory, hosts, cancel, vault)
-    with using_store(settings, store) as opened:
-        return run_and_record(settings, opened, "restart.yml", inventory,
-                              extravars={"clusterai_targets": ",".join(hosts)},
-                              on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
+    return run_on_targets(settings, inventory, "restart.yml", hosts, {}, store=store,
+                          on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip

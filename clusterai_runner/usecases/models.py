@@ -16,7 +16,7 @@ import yaml
 from clusterai_runner import backends
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
-from clusterai_runner.config import REPO, Settings, using_store
+from clusterai_runner.config import REPO, Settings
 from clusterai_runner.errors import UsageError
 from clusterai_runner.usecases.status import HeldModel
 from clusterai_runner.usecases.status import status as cluster_status
@@ -154,36 +154,10 @@ def sync(
     names = [h.name for h in targets]
     if not names:
         raise UsageError("models sync", "no worker to sync", "each is as its inventory says")
-    extravars = {"ollama_models_prune": prune}
-    return _models_play(settings, inventory, names, extravars, store, on_event, cancel, vault)
+    from clusterai_runner.usecases.converge import run_on_targets
 
-
-def _models_play(
-    settings: Settings,
-    inventory: Path,
-    hosts: list[str],
-    extravars: dict[str, Any],
-    store: Store | None,
-    on_event: Callable[[TaskEvent], None] | None,
-    cancel: CancelToken | None,
-    vault: Vault,
-) -> RunRecord:
-    """playbooks/models.yml on ``hosts``, checked against the inventory's rules first and
-    stored as a run."""
-    from clusterai_runner.usecases.converge import check_inventory_rules, run_and_record
-
-    check_inventory_rules(inventory, hosts, cancel, vault)
-    with using_store(settings, store) as opened:
-        return run_and_record(
-            settings,
-            opened,
-            "models.yml",
-            inventory,
-            extravars={"clusterai_targets": ",".join(hosts), **extravars},
-            on_event=on_event,
-            cancel=cancel,
-            vault=vault,
-        )
+    return run_on_targets(settings, inventory, "models.yml", names, {"ollama_models_prune": prune},
+                          store=store, on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
 
 
 def pull_targets(
@@ -236,7 +210,10 @@ def pull(
     """Put ``model`` on the workers that should hold it (``pull_targets``) with
     playbooks/models.yml: an Ollama worker pulls it (and removes nothing), a llama.cpp
     worker gets its server's model file. Stored as a run like any other."""
+    from clusterai_runner.usecases.converge import run_on_targets
+
     targets = [h.name for h in pull_targets(inventory, model, hosts, vault)]
     # This one model, whatever else the group lists; never a removal.
-    extravars = {"ollama_models": [model.strip()], "ollama_models_prune": False}
-    return _models_play(settings, inventory, targets, extravars, store, on_event, cancel, vault)
+    extravars: dict[str, object] = {"ollama_models": [model.strip()], "ollama_models_prune": False}
+    return run_on_targets(settings, inventory, "models.yml", targets, extravars, store=store,
+                          on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
