@@ -164,3 +164,32 @@ def models_pull(
     finally:
         view.finish()
     end_run(record, f"clusterai models pull {model}")
+
+
+@models_command.command("import", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", help="The model's name for a GGUF file (default: the file's name).")
+@vault_options
+@click.pass_context
+def models_import(
+    ctx: click.Context, inventory: Path, path: Path, name: str | None, vault: Vault
+) -> None:
+    """Seed the cluster's model store from PATH on this machine (playbooks/models_import.yml).
+
+    \b
+    PATH is an Ollama models directory (manifests/ and blobs/: ~/.ollama/models copied
+    from a machine that ran `ollama pull`, or a USB disk) or a GGUF file. The control
+    host hashes every blob before it writes; one that does not match its name stops the
+    import with nothing written. The workers then get the models from the store, not
+    the registry (air-gapped sites set model_store_upstream to "").
+    """
+    view = LiveView()
+    try:
+        with ctrl_c_cancels() as cancel:
+            record = models_usecase.import_into_store(settings_of(ctx), inventory, path, name,
+                                                      on_event=view, cancel=cancel,
+                                                      vault=vault)  # fmt: skip
+    finally:
+        view.finish()
+    end_run(record, f"clusterai models import {path}")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from clusterai_runner import backends
+from clusterai_runner import backends, model_store
 from clusterai_runner.adapters.inventory import load as load_inventory
 from clusterai_runner.adapters.vault import NO_VAULT, Vault
 from clusterai_runner.config import REPO, Settings
@@ -217,3 +217,46 @@ def pull(
     extravars: dict[str, object] = {"ollama_models": [model.strip()], "ollama_models_prune": False}
     return run_on_targets(settings, inventory, "models.yml", targets, extravars, store=store,
                           on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
+
+
+def import_into_store(
+    settings: Settings,
+    inventory: Path,
+    source: Path,
+    name: str | None = None,
+    *,
+    store: Store | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+    vault: Vault = NO_VAULT,
+) -> RunRecord:
+    """Seed the cluster's model store on the control host from ``source`` on this machine
+    (an Ollama models directory or a GGUF file) with playbooks/models_import.yml, for
+    sites the registry cannot reach. Checked here first: the inventory runs a store, and
+    ``source`` is what it says (its manifests parse, their blobs are there); the control
+    host hashes every blob before it writes. Stored as a run like any other."""
+    source = source.expanduser().absolute()
+    if not source.exists():
+        raise UsageError(str(source), "no such file or directory",
+                         "give an Ollama models directory or a GGUF file")  # fmt: skip
+    try:
+        model_store.plan_import(source, name, hashed=False)
+    except model_store.StoreError as exc:
+        fix = "give an Ollama models directory (manifests/ and blobs/) or a GGUF file"
+        raise UsageError("models import", str(exc), fix) from exc
+    control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
+    if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
+        raise UsageError(f"inventory {inventory}", "runs no model store",
+                         "set clusterai_model_store: true in group_vars/all and run"
+                         " `clusterai up` first")  # fmt: skip
+    from clusterai_runner.usecases.converge import run_on_targets
+
+    extravars: dict[str, object] = {"model_store_import_path": str(source),
+                                    "model_store_import_name": name or ""}  # fmt: skip
+    return run_on_targets(settings, inventory, "models_import.yml", [control[0].name], extravars,
+                          store=store, on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
+
+
+def _truthy(value: object) -> bool:
+    """An inventory switch as Ansible's ``bool`` filter reads it."""
+    return str(value).strip().lower() in {"true", "yes", "on", "1", "y", "t"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tarfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures import fake_ollama, fake_registry
 from tests.helpers import REPO, ansible_playbook, booted_sandbox, run_cli, serve_folder, ssh
 
 pytestmark = pytest.mark.sandbox
@@ -33,12 +33,7 @@ PLAYBOOK = REPO / "tests" / "integration" / "ollama_role.yml"
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The archive, served on loopback: its URL and SHA-256."""
     folder = tmp_path_factory.mktemp("ollama-release")
-    path = folder / "ollama-linux-amd64.tgz"
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(REPO / "tests" / "fixtures" / "fake_ollama.py", "bin/ollama", filter=_executable)
-        readme = folder / "README.txt"
-        readme.write_text("test fixture standing in for Ollama's libraries\n")
-        tar.add(readme, "lib/ollama/README.txt")
+    path = fake_ollama.release_archive(folder)
     with serve_folder(folder) as base:
         yield {
             "url": f"{base}/ollama-linux-ARCH.tgz",
@@ -47,16 +42,10 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         }
 
 
-def _executable(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.mode = 0o755
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
 @pytest.fixture(scope="module")
 def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
-    with booted_sandbox("ollama", 2) as status:
+    # A control host (the model store's) and two workers.
+    with booted_sandbox("ollama", 3) as status:
         yield status
 
 
@@ -84,9 +73,7 @@ def recap(stdout: str, host: str) -> dict[str, int]:
 
 
 def tags(sandbox: dict[str, Any]) -> list[str]:
-    url = f"http://{worker(sandbox)}:11434/api/tags"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return sorted(m["name"] for m in json.load(response)["models"])
+    return tags_of(worker(sandbox))
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +191,10 @@ def test_unlisted_models_are_removed_only_when_pruning(
 def ollama_inventory(sandbox: dict[str, Any], folder: Path) -> Path:
     """The sandbox's inventory with worker1 an Ollama worker that should hold both models."""
     inventory = yaml.safe_load(Path(sandbox["inventory"]).read_text())
-    worker1 = inventory["all"]["children"]["workers"]["hosts"]["worker1"]
-    worker1.update(clusterai_inference_backend="ollama",
-                   ollama_models=["smollm2:135m", "nomic-embed-text"])  # fmt: skip
+    workers = inventory["all"]["children"]["workers"]["hosts"]
+    workers["worker1"].update(clusterai_inference_backend="ollama",
+                              ollama_models=["smollm2:135m", "nomic-embed-text"])  # fmt: skip
+    del workers["worker2"]  # the model store's test has it
     edited = folder / "inventory.yml"
     edited.write_text(yaml.safe_dump(inventory))
     edited.chmod(0o600)
@@ -238,12 +226,7 @@ def test_a_model_removed_by_hand_is_drift_in_models_status_and_models_sync_repai
     edited = ollama_inventory(sandbox, tmp_path)
     synced = run_cli("models", "sync", "-i", str(edited))  # whatever earlier tests left
     assert synced.code == 0, synced.stdout[-3000:] + synced.stderr
-    removed = urllib.request.Request(
-        f"http://{worker(sandbox)}:11434/api/delete", method="DELETE",
-        data=json.dumps({"model": "smollm2:135m"}).encode(),
-    )  # fmt: skip
-    with urllib.request.urlopen(removed, timeout=10) as response:
-        assert response.status == 200
+    delete_model(worker(sandbox), "smollm2:135m")
     drifted = run_cli("models", "status", "-i", str(edited), "--json")
     assert drifted.code == 1, drifted.stderr
     report = json.loads(drifted.stdout)
@@ -268,3 +251,164 @@ def test_a_model_removed_by_hand_is_drift_in_models_status_and_models_sync_repai
     wrong = run_cli("models", "sync", "-i", str(edited), "--host", "nope")
     assert (wrong.code, wrong.stderr.splitlines()[0]) == (
         2, "error: host 'nope': is not a worker of the inventory (one of: worker1)")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_store(
+    sandbox: dict[str, Any], converged: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """The model store role on ctl1 (converged twice), its upstream a stand-in registry on
+    this machine's loopback that records what crossed the outside link, and an inventory
+    that turns the store on and makes both workers Ollama workers."""
+    registry = fake_registry.Registry()
+    registry.add("library/smollm2", "360m", 4 << 20)
+    with fake_registry.in_thread(registry) as upstream:
+        inventory = yaml.safe_load(Path(sandbox["inventory"]).read_text())
+        inventory["all"]["vars"].update(clusterai_model_store=True, model_store_upstream=upstream)
+        for worker in inventory["all"]["children"]["workers"]["hosts"].values():
+            worker.update(clusterai_inference_backend="ollama", ollama_models=["smollm2:360m"])
+        edited = tmp_path_factory.mktemp("model-store") / "inventory.yml"
+        edited.write_text(yaml.safe_dump(inventory))
+        edited.chmod(0o600)
+        playbook = REPO / "tests" / "integration" / "model_store_role.yml"
+        runs = [ansible_playbook(edited, playbook) for _ in range(2)]
+        yield {"registry": registry, "inventory": edited, "runs": runs,
+               "control": next(h["address"] for h in sandbox["hosts"]
+                               if h["group"] == "control")}  # fmt: skip
+
+
+def test_the_model_store_role_converges_and_a_second_run_changes_nothing(
+    model_store: dict[str, Any],
+) -> None:
+    first, second = model_store["runs"]
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert second.returncode == 0 and recap(second.stdout, "ctl1")["changed"] == 0
+
+
+def test_two_workers_get_a_model_through_the_control_hosts_store_downloaded_once(
+    sandbox: dict[str, Any], model_store: dict[str, Any]
+) -> None:
+    """Both workers' models through the store (`clusterai models sync`). Then a blob in the
+    store is corrupted and worker2's model removed: the next sync refuses the bad blob and
+    the store fetches it again."""
+    registry: fake_registry.Registry = model_store["registry"]
+    edited, control = model_store["inventory"], model_store["control"]
+    weights = json.loads(registry.manifests["library/smollm2:360m"])["layers"][0]["digest"]
+    hosts = {h["name"]: h["address"] for h in sandbox["hosts"]}
+    synced = run_cli("models", "sync", "-i", str(edited))
+    assert synced.code == 0, synced.stdout[-3000:] + synced.stderr
+    for name in ("worker1", "worker2"):
+        assert re.search(rf"^{name} .*changed=1", synced.stdout, re.M), synced.stdout[-3000:]
+        log = ssh(sandbox, hosts[name], "cat /var/lib/ollama/models/requests.log").stdout
+        assert f"POST /api/blobs/{weights}" in log and "POST /api/create smollm2:360m" in log
+        assert "POST /api/pull smollm2:360m" not in log  # the worker asked no registry
+    # One outside download of each blob, by the store; the workers fetched from it.
+    assert sorted(h.path.rsplit("/", 1)[1] for h in registry.gets("/blobs/")) == sorted(
+        registry.blobs
+    )
+    assert {h.agent.split("/")[0] for h in registry.hits} == {"clusterai-model-store"}
+    journal = ssh(sandbox, control, "journalctl -u clusterai-model-store -o cat --no-pager")
+    for name in ("worker1", "worker2"):
+        hostname = ssh(sandbox, hosts[name], "hostname").stdout.strip()
+        assert re.search(rf'"GET /v2/library/smollm2/blobs/{weights}" 200 {4 << 20} '
+                         rf'"clusterai-ollama-model \({hostname}\)"', journal.stdout), (
+            journal.stdout[-3000:])  # fmt: skip
+    status = run_cli("models", "status", "-i", str(edited), "--json")
+    assert status.code == 0, status.stdout
+
+    # A byte of the store's copy flipped; worker2 loses the model (and its blobs).
+    store_blob = f"/var/lib/clusterai/model-store/blobs/{weights.replace(':', '-')}"
+    flip = (f"python3 -c \"import sys; f=open('{store_blob}','r+b'); f.seek(1000); "
+            f"b=f.read(1); f.seek(1000); f.write(bytes([b[0]^255])); f.close()\"")  # fmt: skip
+    assert ssh(sandbox, control, flip).returncode == 0
+    delete_model(hosts["worker2"], "smollm2:360m")
+    repaired = run_cli("models", "sync", "-i", str(edited))
+    assert repaired.code == 0, repaired.stdout[-3000:] + repaired.stderr
+    # The run's record (the store of runs) says so, and the store's journal.
+    run_id = re.search(r"^run (\d+): successful", repaired.stdout, re.M)
+    assert run_id, repaired.stdout
+    shown = run_cli("runs", "show", run_id.group(1), "--json")
+    messages = [e["message"] for e in json.loads(shown.stdout)["events"]]
+    assert any(f"refused {weights} from the model store" in m for m in messages), messages
+    journal = ssh(sandbox, control, "journalctl -u clusterai-model-store -o cat --no-pager")
+    assert '"POST /clusterai/v1/verify" 200' in journal.stdout
+    assert len([h for h in registry.gets("/blobs/") if weights in h.path]) == 2
+    stored = ssh(sandbox, control, f"sha256sum {store_blob}").stdout.split()[0]
+    assert f"sha256:{stored}" == weights
+    assert "smollm2:360m" in tags_of(hosts["worker2"])
+
+
+def delete_model(address: str, model: str) -> None:
+    """Remove a model by hand, through the worker's Ollama API."""
+    removed = urllib.request.Request(f"http://{address}:11434/api/delete", method="DELETE",
+                                     data=json.dumps({"model": model}).encode())  # fmt: skip
+    with urllib.request.urlopen(removed, timeout=10) as response:
+        assert response.status == 200
+
+
+def tags_of(address: str) -> list[str]:
+    with urllib.request.urlopen(f"http://{address}:11434/api/tags", timeout=10) as response:
+        return sorted(m["name"] for m in json.load(response)["models"])
+
+
+def store_models(model_store: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the control host's store holds, asked with the inventory's backend key."""
+    inventory = yaml.safe_load(Path(model_store["inventory"]).read_text())
+    key = inventory["all"]["vars"]["clusterai_backend_api_key"]
+    request = urllib.request.Request(f"http://{model_store['control']}:8095/clusterai/v1/models",
+                                     headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {m["name"]: m for m in json.load(response)["models"]}
+
+
+def test_models_import_seeds_the_store_for_a_site_the_registry_cannot_reach(
+    sandbox: dict[str, Any], model_store: dict[str, Any], tmp_path: Path
+) -> None:
+    """An Ollama models directory (as a USB disk would carry it) and a GGUF file through
+    `clusterai models import`; worker1 then gets the directory's model from the store with
+    the registry never asked for it. A directory with a bad blob is refused, nothing
+    written."""
+    carried = fake_registry.Registry()
+    carried.add("library/airgap", "1b", 1 << 20)
+    disk = carried.models_dir(tmp_path / "usb" / "models")
+    edited = model_store["inventory"]
+    imported = run_cli("models", "import", str(disk), "-i", str(edited))
+    assert imported.code == 0, imported.stdout[-3000:] + imported.stderr
+    assert re.search(r"^ctl1 .*changed=[1-9]", imported.stdout, re.M), imported.stdout
+    again = run_cli("models", "import", str(disk), "-i", str(edited))
+    assert again.code == 0 and re.search(r"^ctl1 .*changed=0", again.stdout, re.M), again.stdout
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(2048))
+    named = run_cli("models", "import", str(gguf), "--name", "tiny:q4", "-i", str(edited))
+    assert named.code == 0, named.stdout[-3000:] + named.stderr
+    held = store_models(model_store)
+    assert held["airgap:1b"]["complete"] and held["tiny:q4"]["complete"], held
+
+    inventory = yaml.safe_load(edited.read_text())
+    workers = inventory["all"]["children"]["workers"]["hosts"]
+    workers["worker1"]["ollama_models"] = ["airgap:1b"]
+    del workers["worker2"]
+    only = tmp_path / "inventory.yml"
+    only.write_text(yaml.safe_dump(inventory))
+    only.chmod(0o600)
+    synced = run_cli("models", "sync", "-i", str(only))
+    assert synced.code == 0, synced.stdout[-3000:] + synced.stderr
+    assert "airgap:1b" in tags_of(worker(sandbox))
+    registry: fake_registry.Registry = model_store["registry"]
+    assert not [h for h in registry.hits if "airgap" in h.path]
+
+    # A blob whose bytes are not its name: the control host refuses it, writes nothing.
+    bad = fake_registry.Registry()
+    bad.add("library/broken", "1b", 4096)
+    bad.models_dir(disk)
+    rotten = json.loads(bad.manifests["library/broken:1b"])["layers"][0]["digest"]
+    (disk / "blobs" / rotten.replace(":", "-")).write_bytes(b"rotten")
+    refused = run_cli("models", "import", str(disk), "-i", str(edited))
+    assert refused.code == 1, refused.stdout[-3000:] + refused.stderr
+    assert "its SHA-256 is sha256:" in refused.stdout + refused.stderr, refused.stdout[-3000:]
+    assert "broken:1b" not in store_models(model_store)
+    missing = run_cli("models", "import", str(tmp_path / "nowhere"), "-i", str(edited))
+    assert (missing.code, missing.stderr.count("\n")) == (2, 1), missing.stderr
+    assert "no such file or directory" in missing.stderr
+    off = run_cli("models", "import", str(disk), "-i", sandbox["inventory"])
+    assert off.code == 2 and "runs no model store" in off.stderr, off.stderr

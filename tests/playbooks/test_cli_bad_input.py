@@ -349,7 +349,26 @@ CASES = [
     Case("validate-zero-parallel", ["validate", "-i", "{inv}", "--parallel", "0"],
          ["Invalid value for '--parallel'"]),
     Case("unknown-option", ["up", "-i", "{inv}", "--fast"], ["No such option '--fast'"]),
+    # --- models import -----------------------------------------------------------------
+    Case("import-missing-path", ["models", "import", "{dir}/nope", "-i", "{inv}"],
+         ["nope: no such file or directory", "give an Ollama models directory or a GGUF"]),
+    Case("import-not-a-model", ["models", "import", "{dir}/notes.txt", "-i", "{inv}"],
+         ["notes.txt: not a GGUF file (no GGUF magic number)"],
+         setup=lambda d: (d / "notes.txt").write_text("hello")),
+    Case("import-blob-missing", ["models", "import", "{dir}/models", "-i", "{inv}"],
+         ["names sha256:" + "a" * 64, "does not hold"], setup=lambda d: half_a_model(d)),
+    Case("import-without-a-store", ["models", "import", "{dir}/m.gguf", "-i", "{inv}"],
+         ["runs no model store", "set clusterai_model_store: true"],
+         setup=lambda d: (d / "m.gguf").write_bytes(b"GGUF" + bytes(8))),
 ]  # fmt: skip
+
+
+def half_a_model(folder: Path) -> None:
+    """An Ollama models directory whose manifest names a blob it does not hold."""
+    manifest = folder / "models" / "manifests" / "registry.ollama.ai" / "library" / "m" / "1b"
+    manifest.parent.mkdir(parents=True)
+    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:" + "a" * 64}
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [layer]}))
 
 
 def snapshot(directory: Path) -> dict[str, object]:

@@ -83,7 +83,8 @@ def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (out / "hosts.yml").write_text(yaml.safe_dump(inventory))
     (out / "play.yml").write_text(PLAY.format(role=REPO / "roles" / "firewall"))
     # As extra variables: the play reads the role's defaults as vars_files, above inventory.
-    settings = {"out_dir": str(out), "firewall_allow": [ALLOWED], "firewall_ssh_port": 2222}
+    settings = {"out_dir": str(out), "firewall_allow": [ALLOWED], "firewall_ssh_port": 2222,
+                "clusterai_model_store": True}  # fmt: skip
     done = ansible_playbook(out / "hosts.yml", out / "play.yml", "-e", json.dumps(settings))
     assert done.returncode == 0, done.stdout[-3000:]
     return {host: (out / f"{host}.nft").read_text() for host in ("w1", "ctl1")}
@@ -145,17 +146,23 @@ def test_the_control_host_serves_clients_and_keeps_its_monitoring_and_blackbox_c
     rules: dict[str, str], namespace: str
 ) -> None:
     load(namespace, rules["ctl1"])
-    ports = (8000, 8443, 9090, 9093, 9100, 9115, 2222)
+    ports = (8000, 8443, 9090, 9093, 9100, 9115, 2222, 8095)
     got = reachable(
         namespace,
         [(CONTROL, port) for port in ports],
-        [(source, CONTROL, port) for source in (CONTROL, ALLOWED, STRANGER) for port in ports],
-    )
+        [(source, CONTROL, port) for source in (CONTROL, ALLOWED, STRANGER, SELF)
+         for port in ports],
+    )  # fmt: skip
     for port in (8000, 8443):  # the gateway, the web app
         assert all(got[(source, CONTROL, port)] for source in (CONTROL, ALLOWED, STRANGER))
     for port in (9090, 9093, 9100):  # Prometheus, Alertmanager, node exporter
         assert got[(CONTROL, CONTROL, port)] and got[(ALLOWED, CONTROL, port)]
         assert not got[(STRANGER, CONTROL, port)], port
+    for port in (9090, 9093, 9100):  # nor a worker (SELF is w1's address)
+        assert not got[(SELF, CONTROL, port)], port
+    # The model store: the workers too, not strangers.
+    assert got[(SELF, CONTROL, 8095)] and got[(CONTROL, CONTROL, 8095)]
+    assert got[(ALLOWED, CONTROL, 8095)] and not got[(STRANGER, CONTROL, 8095)]
     # The blackbox exporter (on the host's address, its loopback being shared): itself only.
     assert got[(CONTROL, CONTROL, 9115)]
     assert not got[(ALLOWED, CONTROL, 9115)] and not got[(STRANGER, CONTROL, 9115)]
