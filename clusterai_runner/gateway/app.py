@@ -49,6 +49,8 @@ from clusterai_runner.gateway.metrics import Metrics
 from clusterai_runner.gateway.middleware import errors, gatekeeper
 from clusterai_runner.gateway.monitoring import WebConfig, metrics_app
 from clusterai_runner.gateway.ollama import (
+    MANAGEMENT,
+    ollama_manage,
     ollama_ps,
     ollama_route,
     ollama_show,
@@ -110,6 +112,9 @@ def make_app(
     app.router.add_get("/api/ps", ollama_ps)
     app.router.add_post("/api/show", ollama_show)
     app.router.add_get("/api/version", ollama_version)
+    for path in MANAGEMENT:
+        app.router.add_route("DELETE" if path == "/api/delete" else "POST", path, ollama_manage)
+    app.router.add_route("*", "/api/blobs/{digest}", ollama_manage)
     app.router.add_get("/healthz", healthz)
     if config.metrics_host is None:  # else only on the metrics listener (monitoring.py)
         app.router.add_get("/metrics", metrics)

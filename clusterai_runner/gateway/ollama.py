@@ -225,5 +225,22 @@ async def ollama_show(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+# Ollama's model management, which the gateway does not pass on to a worker: what each
+# worker holds is its inventory's (ollama_models), put there by `clusterai models`.
+MANAGEMENT = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete")
+
+
+async def ollama_manage(request: web.Request) -> web.Response:
+    """POST /api/pull, /api/push, /api/create, /api/copy, DELETE /api/delete and the
+    blob routes: a 400 that says where models are managed, never a silent 404."""
+    raise ApiError(
+        400,
+        f"{request.method} {request.path}: the cluster's gateway does not manage models; what"
+        " each worker holds is its inventory's: list the model in a group's ollama_models and"
+        " run `clusterai models pull MODEL` (with the model store, the control host fetches it"
+        " once)",
+    )
+
+
 async def ollama_version(_request: web.Request) -> web.Response:
     return web.json_response({"version": __version__})

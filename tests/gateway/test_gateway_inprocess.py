@@ -1005,3 +1005,33 @@ def run_value(coroutine: Awaitable[Any]) -> Any:
         return await coroutine
 
     return asyncio.run(wrapped())
+
+
+def test_model_management_through_the_gateway_is_a_400_that_says_where_it_is_done() -> None:
+    """The official ollama client's pull, create, copy, delete and push: Ollama's model
+    management is the inventory's (`clusterai models`), answered with one clear error."""
+    import ollama
+
+    async def test() -> None:
+        async with gateway() as (session, url, _backend, _server):
+            client = ollama.Client(host=url)
+            calls = {
+                "/api/pull": lambda: client.pull("smollm2:360m"),
+                "/api/create": lambda: client.create("mine", from_="stand-in"),
+                "/api/copy": lambda: client.copy("stand-in", "mine"),
+                "/api/delete": lambda: client.delete("stand-in"),
+                "/api/push": lambda: client.push("me/mine"),
+            }
+            try:
+                for path, call in calls.items():
+                    with pytest.raises(ollama.ResponseError) as refused:
+                        await asyncio.to_thread(call)
+                    assert refused.value.status_code == 400, path
+                    assert path in refused.value.error
+                    assert "clusterai models pull" in refused.value.error
+            finally:
+                client.close()
+            async with session.head(url + "/api/blobs/sha256:" + "0" * 64) as answer:
+                assert answer.status == 400
+
+    run(test)
