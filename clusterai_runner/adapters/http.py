@@ -46,8 +46,8 @@ class JsonApi:
     def post(self, path: str, body: Any = None) -> Any:
         return self._call("POST", path, body)
 
-    def delete(self, path: str) -> Any:
-        return self._call("DELETE", path, None)
+    def delete(self, path: str, body: Any = None) -> Any:
+        return self._call("DELETE", path, body)
 
     def _call(self, method: str, path: str, body: Any) -> Any:
         data = json.dumps(body).encode() if body is not None else None

@@ -86,6 +86,8 @@ VARIABLE_PREFIXES = (
     "alertmanager_port",
     "gateway_port",
     "gateway_admin_key",
+    "gateway_aliases",
+    "model_store_",
 )
 
 

@@ -1,4 +1,6 @@
-"""Adding hosts to a YAML inventory file and taking them out again, as text.
+"""Adding hosts to a YAML inventory file and taking them out again, as text; and the
+items of a list variable (``ollama_models``, an alias of ``gateway_aliases``) replaced in
+place, in the inventory's files and its ``group_vars``/``host_vars``.
 
 Only the lines of the hosts concerned change: comments, order, quoting and blank lines
 elsewhere stay byte for byte, and removing a host that ``add_hosts`` wrote restores the
@@ -10,13 +12,14 @@ file exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from clusterai_runner.adapters.files import atomic_write
@@ -291,3 +294,99 @@ def add_to_group(inventory: Path, group: str, name: str, beside: str = "workers"
         f"no YAML file defines group {beside!r}, so group {group!r} has nowhere to go",
         f"add {group}: {{hosts: {{}}}} to the inventory by hand",
     )
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One item of a list variable, where it is written: its file, line and column (from
+    0), and its text there (quotes included)."""
+
+    path: Path
+    line: int
+    column: int
+    text: str
+    value: str
+
+
+def variable_files(inventory: Path) -> list[Path]:
+    """The YAML files that may set variables for ``inventory``: its own, and those of
+    ``group_vars/`` and ``host_vars/`` beside it (a vault-encrypted one left out: it cannot
+    be edited as text)."""
+    base = inventory if inventory.is_dir() else inventory.parent
+    found = list(_yaml_files(inventory))
+    for folder in (base / "group_vars", base / "host_vars"):
+        if folder.is_dir():
+            found += sorted(p for p in folder.rglob("*") if p.is_file()
+                            and p.suffix in (".yml", ".yaml", ""))  # fmt: skip
+    return [p for p in found if not _read(p).startswith("$ANSIBLE_VAULT")]
+
+
+def _mappings(node: Any) -> Iterator[CommentedMap]:
+    if isinstance(node, CommentedMap):
+        yield node
+        for value in node.values():
+            yield from _mappings(value)
+    elif isinstance(node, CommentedSeq):
+        for value in node:
+            yield from _mappings(value)
+
+
+def _token(line: str, column: int) -> str:
+    """The scalar written at ``column``: quoted, or plain up to a comma, bracket or comment."""
+    if line[column : column + 1] in ('"', "'"):
+        close = line.find(line[column], column + 1)
+        return line[column : close + 1] if close > column else line[column:]
+    plain = re.match(r"[^,\]\}#\r\n]*", line[column:])
+    return plain.group(0).rstrip() if plain else ""
+
+
+def list_entries(
+    inventory: Path, keys: tuple[str, ...], matches: Callable[[str], bool]
+) -> list[ListEntry]:
+    """Every item that ``matches`` of each list found under ``keys`` (a key at any depth,
+    then the keys below it: ``("ollama_models",)``, ``("gateway_aliases", "chat")``) in the
+    inventory's variable files."""
+    found = []
+    for path in variable_files(inventory):
+        text = _read(path)
+        lines = text.splitlines()
+        for mapping in _mappings(_parse(path, text)):
+            value: Any = mapping
+            for key in keys:
+                value = value.get(key) if isinstance(value, CommentedMap) else None
+            if not isinstance(value, CommentedSeq):
+                continue
+            for index, item in enumerate(value):
+                if isinstance(item, str) and matches(item):
+                    line, column = (int(n) for n in value.lc.item(index))
+                    found.append(ListEntry(path, line, column, _token(lines[line], column), item))
+    return found
+
+
+def _written_like(old: str, new: str) -> str:
+    """``new`` quoted as ``old`` was: plain where it was plain and ``new`` can be."""
+    if old[:1] == "'" and "'" not in new:
+        return f"'{new}'"
+    if old[:1] != '"' and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*", new):
+        return new
+    return json.dumps(new)
+
+
+def replace_entries(entries: list[ListEntry], new: str) -> list[Edit]:
+    """Write ``new`` in place of each entry (``list_entries``), every other byte kept."""
+    edits = []
+    for path in sorted({e.path for e in entries}):
+        before = _read(path)
+        lines = before.splitlines(keepends=True)
+        # Right to left on a line, so earlier columns stay where they are.
+        for entry in sorted((e for e in entries if e.path == path),
+                            key=lambda e: (e.line, -e.column)):  # fmt: skip
+            line = lines[entry.line]
+            if line[entry.column : entry.column + len(entry.text)] != entry.text:
+                raise UsageError(f"inventory {path}:{entry.line + 1}", "changed while clusterai"
+                                 " edited it", "run the command again")  # fmt: skip
+            end = entry.column + len(entry.text)
+            lines[entry.line] = line[: entry.column] + _written_like(entry.text, new) + line[end:]
+        atomic_write(path, "".join(lines))
+        edits.append(Edit(path, before))
+    return edits

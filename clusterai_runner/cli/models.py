@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,6 +21,7 @@ from clusterai_runner.cli.common import (
 )
 from clusterai_runner.cli.display import LiveView
 from clusterai_runner.errors import RunFailed
+from clusterai_runner.store import Rollout, RolloutStep
 from clusterai_runner.usecases import models as models_usecase
 from clusterai_runner.usecases.converge import Vault
 
@@ -193,3 +195,101 @@ def models_import(
     finally:
         view.finish()
     end_run(record, f"clusterai models import {path}")
+
+
+def _rollout_json(stored: Rollout, steps: list[RolloutStep]) -> dict[str, Any]:
+    return {**stored.to_json(), "steps": [s.to_json() for s in steps]}
+
+
+@models_command.command("rollout", epilog=EXIT_CODES)
+@INVENTORY_OPTION
+@click.argument("alias")
+@click.option("--to", "to", required=True, metavar="MODEL",
+              help="The new model: a name (smollm2:360m), a tag of the old one's (360m), or"
+                   " the sha256 digest of a model the cluster's model store holds.")  # fmt: skip
+@click.option("--canary", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers that get it first and face the evaluation gate.")  # fmt: skip
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers moved at once after the canaries, each drained first.")  # fmt: skip
+@click.option("--eval", "eval_file", type=click.Path(path_type=Path),
+              help="The evaluation's prompts and rules (default: evals/smoke.yml).")  # fmt: skip
+@JSON_OPTION
+@vault_options
+@click.pass_context
+def models_rollout(
+    ctx: click.Context,
+    inventory: Path,
+    alias: str,
+    to: str,
+    canary: int,
+    batch: int,
+    eval_file: Path | None,
+    as_json: bool,
+    vault: Vault,
+) -> None:
+    """Move the workers that serve gateway alias ALIAS to another model, without a failed
+    request; a failure leaves every worker on the model it had.
+
+    \b
+    ALIAS is one of the control host's gateway_aliases naming one model; its workers are
+    the Ollama workers whose ollama_models list that model. The canaries are drained at
+    the gateway, get the new model, and face the evaluation gate (each prompt to the new
+    and the old model on the canary's server: the new one must pass every case the old
+    one passes); then the rest follow in batches, each drained first. At the end the
+    inventory's gateway_aliases and ollama_models name the new model and the gateway's
+    aliases move (a reload). On a failure the new model is deleted where it went and the
+    drained workers are put back (exit 1, with the reason). Every step is in the store:
+    `clusterai models rollouts`, the web app's models page.
+    """
+    from clusterai_runner.usecases import rollout as rollout_usecase
+
+    settings = settings_of(ctx)
+    chosen = rollout_usecase.plan(settings, inventory, alias, to, canary, batch, eval_file, vault)
+
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(line, err=True)
+
+    say(f"rolling {alias} out: {chosen.old} -> {chosen.new} on {', '.join(chosen.hosts)}"
+        f" (canaries {', '.join(t.name for t in chosen.canaries)})")  # fmt: skip
+    view = LiveView()
+    try:
+        with ctrl_c_cancels() as cancel:
+            done = rollout_usecase.run(settings, inventory, chosen, on_event=view, cancel=cancel,
+                                       vault=vault, progress=say)  # fmt: skip
+    finally:
+        view.finish()
+    stored, steps = next((r, s) for r, s in rollout_usecase.history(settings, 5)
+                         if r.id == done.id)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(_rollout_json(stored, steps), indent=2))
+    else:
+        click.echo(f"rollout {done.id}: {done.status}: {done.reason}")
+    if done.status != "succeeded":
+        raise RunFailed(f"rollout {done.id}", done.reason,
+                        f"every worker is on {chosen.old} still; the steps: clusterai models"
+                        " rollouts")  # fmt: skip
+
+
+@models_command.command("rollouts", epilog=EXIT_CODES)
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@JSON_OPTION
+@click.pass_context
+def models_rollouts(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The last model rollouts, newest first, each with every step it took."""
+    from clusterai_runner.usecases import rollout as rollout_usecase
+
+    found = rollout_usecase.history(settings_of(ctx), limit)
+    if as_json:
+        click.echo(json.dumps({"rollouts": [_rollout_json(r, s) for r, s in found]},
+                              indent=2))  # fmt: skip
+        return
+    if not found:
+        click.echo("no rollout yet")
+    for stored, steps in found:
+        click.echo(f"rollout {stored.id}: {stored.alias} {stored.from_model} -> {stored.to_model}"
+                   f" {stored.status} ({stored.started_at}) {stored.reason}")  # fmt: skip
+        for s in steps:
+            run = f" run {s.run_id}" if s.run_id else ""
+            click.echo(f"  {s.at}  {s.step:<10} {s.outcome:<9} {', '.join(s.hosts) or '-'}"
+                       f"{run}  {s.detail}")  # fmt: skip

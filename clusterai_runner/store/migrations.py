@@ -242,6 +242,38 @@ def _v9_autoscale(connection: Connection) -> None:
     frozen.create_all(connection)
 
 
+def _v10_rollouts(connection: Connection) -> None:
+    frozen = sa.MetaData()
+    sa.Table(
+        "rollouts",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("alias", sa.String(255), nullable=False),
+        sa.Column("from_model", sa.String(255), nullable=False),
+        sa.Column("to_model", sa.String(255), nullable=False),
+        sa.Column("hosts", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False, default=""),
+        sa.Column("started_at", sa.String(32), nullable=False, index=True),
+        sa.Column("finished_at", sa.String(32)),
+    )
+    sa.Table(
+        "rollout_steps",
+        frozen,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), nullable=False, index=True
+        ),
+        sa.Column("at", sa.String(32), nullable=False),
+        sa.Column("step", sa.String(32), nullable=False),
+        sa.Column("hosts", sa.Text, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False, default=""),
+        sa.Column("run_id", sa.Integer),
+    )
+    frozen.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_hosts_runs_events,
     _v2_host_vars,
@@ -252,5 +284,6 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v7_hourly_usage,
     _v8_cloud_instances,
     _v9_autoscale,
+    _v10_rollouts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -210,3 +210,30 @@ autoscale_memory = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("updated_at", sa.String(32), nullable=False),
 )
+
+# Model rollouts (`clusterai models rollout`): one row each, and every step it took; version 10.
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alias", sa.String(255), nullable=False),
+    sa.Column("from_model", sa.String(255), nullable=False),
+    sa.Column("to_model", sa.String(255), nullable=False),
+    sa.Column("hosts", sa.Text, nullable=False),  # JSON: the workers, canaries first
+    sa.Column("status", sa.String(16), nullable=False),  # running, succeeded, failed
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("started_at", sa.String(32), nullable=False, index=True),
+    sa.Column("finished_at", sa.String(32)),
+)
+rollout_steps = sa.Table(
+    "rollout_steps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), nullable=False, index=True),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("step", sa.String(32), nullable=False),  # drain, pull, evaluate, undrain, ...
+    sa.Column("hosts", sa.Text, nullable=False),  # JSON
+    sa.Column("outcome", sa.String(16), nullable=False),  # succeeded, failed
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("run_id", sa.Integer),
+)

@@ -257,6 +257,28 @@ def import_into_store(
                           store=store, on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
 
 
+def store_models(
+    settings: Settings, inventory: Path, vault: Vault = NO_VAULT
+) -> list[dict[str, Any]]:
+    """What the cluster's model store holds (name, manifest digest, size, blobs, complete),
+    asked with the inventory's backend key; an inventory without a store is refused."""
+    from clusterai_runner.adapters.http import JsonApi
+
+    del settings  # the store is found from the inventory alone
+    control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
+    if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
+        raise UsageError(f"inventory {inventory}", "runs no model store",
+                         "set clusterai_model_store: true in group_vars/all and run"
+                         " `clusterai up` first")  # fmt: skip
+    variables = control[0].variables
+    key = variables.get(backends.KEY_VARIABLE)
+    where = backends.url(control[0].address, int(variables.get("model_store_port", 8095)))
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    api = JsonApi("the model store", where, headers=headers, timeout=10.0)
+    found: list[dict[str, Any]] = api.get("/clusterai/v1/models").get("models", [])
+    return found
+
+
 def _truthy(value: object) -> bool:
     """An inventory switch as Ansible's ``bool`` filter reads it."""
     return str(value).strip().lower() in {"true", "yes", "on", "1", "y", "t"}

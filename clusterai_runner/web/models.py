@@ -1,6 +1,7 @@
 """Models: for each worker, grouped by its inventory groups, the models it should serve
 against those it serves now, and the drift. Beside the inventory only; on the control
-host (no inventory) the page lists what each worker serves."""
+host (no inventory) the page lists what each worker serves. Below, the last model
+rollouts (`clusterai models rollout`), each with every step it took."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from flask import Blueprint, current_app, render_template
 
 from clusterai_runner.errors import ClusterAIError
 from clusterai_runner.usecases import models as models_usecase
-from clusterai_runner.web.extensions import status_watch
+from clusterai_runner.usecases import rollout as rollout_usecase
+from clusterai_runner.web.extensions import settings, status_watch, store
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 
@@ -40,5 +42,6 @@ def index() -> str:
                  for name, actual in sorted(serving.items())]  # fmt: skip
     rows = sorted(hosts, key=lambda h: (h.groups[0], h.name))
     groups = [(g, list(members)) for g, members in groupby(rows, key=lambda h: h.groups[0])]
+    rollouts = rollout_usecase.history(settings(), 10, store=store.current)
     return render_template("models.html", groups=groups, problem=problem,
-                           has_inventory=inventory is not None)  # fmt: skip
+                           has_inventory=inventory is not None, rollouts=rollouts)  # fmt: skip

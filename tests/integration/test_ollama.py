@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +24,22 @@ import pytest
 import yaml
 
 from tests.fixtures import fake_ollama, fake_registry
-from tests.helpers import REPO, ansible_playbook, booted_sandbox, run_cli, serve_folder, ssh
+from tests.helpers import (
+    REPO,
+    ChatLoad,
+    ansible_playbook,
+    booted_sandbox,
+    run_cli,
+    serve_folder,
+    ssh,
+    wait_for,
+)
 
 pytestmark = pytest.mark.sandbox
 
 PLAYBOOK = REPO / "tests" / "integration" / "ollama_role.yml"
+GATEWAY_KEYS = REPO / "tests" / "integration" / "gateway_keys.yml"
+LOAD_KEY = "cai_4c0ad000_itloadkeyitloadkeyitloadkeyitloadkey"  # gateway_keys.yml's it-load
 
 
 @pytest.fixture(scope="module")
@@ -412,3 +425,134 @@ def test_models_import_seeds_the_store_for_a_site_the_registry_cannot_reach(
     assert "no such file or directory" in missing.stderr
     off = run_cli("models", "import", str(disk), "-i", sandbox["inventory"])
     assert off.code == 2 and "runs no model store" in off.stderr, off.stderr
+
+
+ROLLOUT_ADMIN_KEY = "it-rollout-admin-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def rollout_cluster(
+    sandbox: dict[str, Any], converged: object, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """An inventory directory whose workers are both Ollama workers holding smollm2:135m,
+    the gateway's alias ``chat`` naming it (in group_vars, where a rollout edits it), and
+    the gateway on ctl1 over them."""
+    folder = tmp_path_factory.mktemp("rollout") / "inventory"
+    (folder / "group_vars" / "all").mkdir(parents=True)
+    inventory = yaml.safe_load(Path(sandbox["inventory"]).read_text())
+    for host in inventory["all"]["children"]["workers"]["hosts"].values():
+        host.update(clusterai_inference_backend="ollama", ollama_models=["smollm2:135m"])
+    (folder / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    (folder / "group_vars" / "all" / "gateway.yml").write_text(
+        "# The alias clients ask for, and the model behind it.\n"
+        f"gateway_admin_key: {ROLLOUT_ADMIN_KEY}\n"
+        "gateway_aliases:\n"
+        "  chat:\n"
+        "    - smollm2:135m  # rolled out by the tests\n"
+    )
+    shutil.copy(GATEWAY_KEYS, folder / "group_vars" / "all" / "keys.yml")
+    for path in folder.rglob("*.yml"):
+        path.chmod(0o600)
+    synced = run_cli("models", "sync", "-i", str(folder))
+    assert synced.code == 0, synced.stdout[-3000:] + synced.stderr
+    converged_gateway = ansible_playbook(folder, REPO / "tests/integration/gateway_role.yml")
+    assert converged_gateway.returncode == 0, converged_gateway.stdout[-3000:]
+    control = next(h["address"] for h in sandbox["hosts"] if h["group"] == "control")
+    return {"inventory": folder, "control": control,
+            "hosts": {h["name"]: h["address"] for h in sandbox["hosts"]}}  # fmt: skip
+
+
+def rollout(cluster: dict[str, Any], *args: str) -> tuple[int, dict[str, Any], str]:
+    """`clusterai models rollout chat ARGS --json` while 20 clients chat with ``chat``
+    through the gateway; (exit code, the rollout's JSON, stderr). Every client request
+    must succeed."""
+    url = f"http://{cluster['control']}:8000/v1"
+
+    def answered() -> bool:  # the gateway reloads its keys every few seconds
+        body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+        request = urllib.request.Request(url + "/chat/completions", data=body.encode(),
+                                         headers={"Authorization": f"Bearer {LOAD_KEY}",
+                                                  "Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for(answered, 60, "the gateway to answer the load's key")
+    with ChatLoad(url, LOAD_KEY, 20, pause_s=0.1, max_tokens=8, model="chat",
+                  stream=False) as load:  # fmt: skip
+        time.sleep(2)  # every client under way
+        done = run_cli("models", "rollout", "chat", *args, "-i", str(cluster["inventory"]),
+                       "--json")  # fmt: skip
+        time.sleep(2)
+    assert load.failures == [], load.failures[:5]
+    assert load.done > 40, load.done
+    return done.code, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
+
+
+def test_a_rollout_that_passes_its_gate_moves_every_worker_and_the_alias_without_a_failure(
+    sandbox: dict[str, Any], rollout_cluster: dict[str, Any]
+) -> None:
+    code, report, stderr = rollout(rollout_cluster, "--to", "360m")
+    assert code == 0, stderr[-3000:]
+    assert (report["status"], report["from_model"], report["to_model"]) == (
+        "succeeded", "smollm2:135m", "smollm2:360m")  # fmt: skip
+    steps = [(s["step"], s["hosts"], s["outcome"]) for s in report["steps"]]
+    assert steps == [
+        ("drain", ["worker1"], "succeeded"), ("pull", ["worker1"], "succeeded"),
+        ("evaluate", ["worker1"], "succeeded"), ("undrain", ["worker1"], "succeeded"),
+        ("drain", ["worker2"], "succeeded"), ("pull", ["worker2"], "succeeded"),
+        ("undrain", ["worker2"], "succeeded"), ("inventory", [], "succeeded"),
+        ("alias", ["ctl1"], "succeeded"),
+    ], steps  # fmt: skip
+    assert "smollm2:360m passed 2 of 2 cases" in report["steps"][2]["detail"]
+    hosts = rollout_cluster["hosts"]
+    for name in ("worker1", "worker2"):
+        assert "smollm2:360m" in tags_of(hosts[name])
+    folder: Path = rollout_cluster["inventory"]
+    aliases = (folder / "group_vars/all/gateway.yml").read_text()
+    assert "    - smollm2:360m  # rolled out by the tests\n" in aliases  # a line edit
+    assert yaml.safe_load((folder / "hosts.yml").read_text())["all"]["children"]["workers"][
+        "hosts"]["worker1"]["ollama_models"] == ["smollm2:360m"]  # fmt: skip
+    # The gateway sends chat to the new model now.
+    load = ChatLoad(f"http://{rollout_cluster['control']}:8000/v1", LOAD_KEY, 1,
+                    max_tokens=8, model="chat", stream=False)  # fmt: skip
+    with load:
+        wait_for(lambda: load.done >= 2, 30, "two chats through the gateway")
+    assert load.failures == []
+    logs = "".join(ssh(sandbox, hosts[n], "cat /var/lib/ollama/models/requests.log").stdout
+                   for n in ("worker1", "worker2"))  # fmt: skip
+    assert "POST /v1/chat/completions smollm2:360m" in logs
+    listed = run_cli("models", "rollouts", "--json")
+    assert json.loads(listed.stdout)["rollouts"][0]["id"] == report["id"]
+
+
+def test_a_rollout_whose_gate_fails_leaves_every_worker_on_its_model_without_a_failure(
+    sandbox: dict[str, Any], rollout_cluster: dict[str, Any]
+) -> None:
+    """The new model answers badly (the fake Ollama's `broken` models): the canary's
+    gate fails, the model is deleted from it, it is put back, and nothing else moves."""
+    folder: Path = rollout_cluster["inventory"]
+    before = {p: p.read_text() for p in folder.rglob("*.yml")}
+    hosts = rollout_cluster["hosts"]
+    held = {n: tags_of(hosts[n]) for n in ("worker1", "worker2")}
+    code, report, stderr = rollout(rollout_cluster, "--to", "smollm2-broken:1b")
+    assert code == 1, stderr[-3000:]
+    assert report["status"] == "failed"
+    assert report["reason"].startswith("the evaluation gate failed on worker1: smollm2-broken:1b"
+                                       " fails what "), report["reason"]  # fmt: skip
+    assert "capital (no 'Paris')" in report["reason"] and "json (not JSON)" in report["reason"]
+    steps = [(s["step"], s["hosts"], s["outcome"]) for s in report["steps"]]
+    assert steps == [
+        ("drain", ["worker1"], "succeeded"), ("pull", ["worker1"], "succeeded"),
+        ("evaluate", ["worker1"], "failed"), ("roll back", ["worker1"], "succeeded"),
+    ], steps  # fmt: skip
+    assert {n: tags_of(hosts[n]) for n in ("worker1", "worker2")} == held
+    assert {p: p.read_text() for p in folder.rglob("*.yml")} == before
+    admin = {"Authorization": f"Bearer {ROLLOUT_ADMIN_KEY}"}
+    request = urllib.request.Request(f"http://{rollout_cluster['control']}:8000/admin/backends",
+                                     headers=admin)  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        backends = {b["name"]: b for b in json.load(response)["backends"]}
+    assert not backends["worker1"]["draining"] and not backends["worker2"]["draining"]

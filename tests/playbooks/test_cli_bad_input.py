@@ -135,6 +135,26 @@ def open_key(directory: Path) -> None:
 
 W1_ADDRESS = "          ansible_host: 127.0.99.2\n"
 
+
+def rollout_inventory(good: str) -> str:
+    """GOOD with the alias chat naming smollm2:135m, which w1 (an Ollama worker) holds."""
+    return good.replace(
+        "  vars:\n", "  vars:\n    gateway_aliases: {chat: [smollm2:135m]}\n", 1
+    ).replace(
+        "          clusterai_address: 127.0.99.2\n",
+        "          clusterai_address: 127.0.99.2\n          clusterai_inference_backend: ollama\n"
+        "          ollama_models: [smollm2:135m]\n",
+    )
+
+
+def half_a_model(folder: Path) -> None:
+    """An Ollama models directory whose manifest names a blob it does not hold."""
+    manifest = folder / "models" / "manifests" / "registry.ollama.ai" / "library" / "m" / "1b"
+    manifest.parent.mkdir(parents=True)
+    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:" + "a" * 64}
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [layer]}))
+
+
 CASES = [
     # --- The inventory file itself ---------------------------------------------------
     Case("yaml-indent", ["validate", "-i", "{inv}"], [":12: YAML syntax error"],
@@ -360,15 +380,24 @@ CASES = [
     Case("import-without-a-store", ["models", "import", "{dir}/m.gguf", "-i", "{inv}"],
          ["runs no model store", "set clusterai_model_store: true"],
          setup=lambda d: (d / "m.gguf").write_bytes(b"GGUF" + bytes(8))),
+    # --- models rollout ----------------------------------------------------------------
+    Case("rollout-unknown-alias", ["models", "rollout", "chat", "--to", "360m", "-i", "{inv}"],
+         ["alias 'chat': is not one of the control host's gateway_aliases naming one model"]),
+    Case("rollout-bad-eval", ["models", "rollout", "chat", "--to", "360m", "-i", "{inv}",
+                              "--eval", "{dir}/eval.yml"],
+         ["eval.yml: cases[0].contains: must be a text or a list of texts"],
+         setup=lambda d: (d / "eval.yml").write_text("cases: [{name: a, prompt: p, contains: 3}]")),
+    Case("rollout-same-model", ["models", "rollout", "chat", "--to", "smollm2:135m", "-i", "{inv}"],
+         ["--to smollm2:135m: is the model chat names already"], edit=rollout_inventory),
+    Case("rollout-no-eligible-worker", ["models", "rollout", "chat", "--to", "360m", "-i", "{inv}"],
+         ["alias 'chat': has no eligible worker: no Ollama worker in service lists smollm2:135m"],
+         edit=lambda t: rollout_inventory(t).replace("ollama_models: [smollm2:135m]", "x: 1")),
+    Case("rollout-too-many-canaries", ["models", "rollout", "chat", "--to", "360m", "--canary",
+                                       "2", "-i", "{inv}"],
+         ["--canary 2: must be from 1 to 1"], edit=rollout_inventory),
+    Case("rollout-bad-target", ["models", "rollout", "chat", "--to", "a b", "-i", "{inv}"],
+         ["--to 'a b': is not a model name, tag or sha256 digest"], edit=rollout_inventory),
 ]  # fmt: skip
-
-
-def half_a_model(folder: Path) -> None:
-    """An Ollama models directory whose manifest names a blob it does not hold."""
-    manifest = folder / "models" / "manifests" / "registry.ollama.ai" / "library" / "m" / "1b"
-    manifest.parent.mkdir(parents=True)
-    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:" + "a" * 64}
-    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [layer]}))
 
 
 def snapshot(directory: Path) -> dict[str, object]:

@@ -112,3 +112,46 @@ def test_parking_adds_a_bare_entry_and_unparking_restores_the_file(inventory: Pa
     remove_hosts(inventory, ["gpu2"], "parked")
     # Only the empty group's name is left of the edits.
     assert inventory.read_text().replace("    parked:\n", "", 1) == before
+
+
+def test_list_items_are_replaced_in_place_in_the_inventory_and_its_group_vars(
+    tmp_path: Path,
+) -> None:
+    """What a model rollout edits: an alias of gateway_aliases and the ollama_models lists,
+    wherever they are written (flow or block, quoted or not), each item's text alone."""
+    from clusterai_runner.adapters.inventory_edit import list_entries, replace_entries
+
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(
+        "all:\n"
+        "  vars:\n"
+        '    gateway_aliases: {chat: [smollm2:135m], embed: ["nomic-embed-text"]}  # kept\n'
+        "  children:\n"
+        "    workers:\n"
+        "      hosts:\n"
+        "        w1:\n"
+        "          ollama_models:\n"
+        "            - smollm2:135m   # the chat model\n"
+        "            - 'nomic-embed-text'\n"
+    )
+    group_vars = tmp_path / "group_vars" / "gpu"
+    group_vars.mkdir(parents=True)
+    (group_vars / "models.yml").write_text('ollama_models: ["SmolLM2:135m", qwen]\n')
+    (tmp_path / "group_vars" / "vault.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162\n")
+    before = {p: p.read_text() for p in (hosts, group_vars / "models.yml")}
+
+    def old(value: str) -> bool:
+        return value.lower() == "smollm2:135m"
+
+    alias = list_entries(hosts, ("gateway_aliases", "chat"), old)
+    models = list_entries(hosts, ("ollama_models",), old)
+    assert [(e.path.name, e.line, e.text) for e in alias] == [("hosts.yml", 2, "smollm2:135m")]
+    assert [(e.path.name, e.line, e.text) for e in models] == [
+        ("hosts.yml", 8, "smollm2:135m"), ("models.yml", 0, '"SmolLM2:135m"')]  # fmt: skip
+    assert list_entries(hosts, ("gateway_aliases", "embed"), old) == []
+    edits = replace_entries(alias + models, "smollm2:360m")
+    assert hosts.read_text() == before[hosts].replace("smollm2:135m", "smollm2:360m")
+    assert (group_vars / "models.yml").read_text() == 'ollama_models: ["smollm2:360m", qwen]\n'
+    for edit in edits:
+        edit.undo()
+    assert {p: p.read_text() for p in before} == before

@@ -819,3 +819,23 @@ def test_usage_over_time_counts_each_hour_and_breaks_latency_where_none_was_aske
     assert len(draw(latency, 3600 * 1.5).lines[0][2]) == 2
     page = logged_in(app, "ada")[0].get("/usage/?window=30d").text
     assert 'data-chart="requests"' in page and "Requests per day" in page
+
+
+def test_the_models_page_shows_each_rollout_with_its_steps(app: Flask) -> None:
+    """What `clusterai models rollout` recorded in the store, escaped like anything else."""
+    opened = app.extensions["clusterai_store"]
+    assert "No rollout yet" in logged_in(app, "vic")[0].get("/models/").text
+    done = opened.start_rollout("chat", "smollm2:135m", "smollm2:360m", ["w1", "w2"])
+    opened.add_rollout_step(done, "drain", ["w1"], "succeeded")
+    opened.add_rollout_step(done, "pull", ["w1"], "succeeded", run_id=3)
+    opened.finish_rollout(done, "succeeded", "chat -> smollm2:360m")
+    failed = opened.start_rollout("chat", "smollm2:360m", HOSTILE, ["w1"])
+    opened.add_rollout_step(failed, "evaluate", ["w1"], "failed", f"{HOSTILE} fails")
+    opened.finish_rollout(failed, "failed", "the evaluation gate failed on w1")
+    page = logged_in(app, "vic")[0].get("/models/").text
+    newest = page[page.index(f'data-rollout="{failed}"') :].split("</details>")[0]
+    assert "the evaluation gate failed on w1" in newest and 'class="bad"' in newest
+    assert HOSTILE not in page and str(escape(HOSTILE)) in newest
+    older = page[page.index(f'data-rollout="{done}"') :].split("</details>")[0]
+    assert 'data-step="drain"' in older and 'href="/runs/3"' in older
+    assert page.index(f'data-rollout="{failed}"') < page.index(f'data-rollout="{done}"')
