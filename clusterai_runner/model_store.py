@@ -246,6 +246,12 @@ class Store:
                 write_atomically(path, raw)
         return raw
 
+    def known(self, name: ModelName) -> bytes:
+        """The model's manifest, from the store or else from upstream, without fetching a
+        blob (a registry's HEAD): raises 404 for a model neither knows."""
+        path = self.manifest_path(name)
+        return path.read_bytes() if path.exists() else self.upstream.manifest(name)
+
     def verify(self, name: ModelName, digest: str) -> str:
         """Hash a blob again; a bad one is deleted and fetched anew. ``ok`` or ``refetched``."""
         blob = self.blob_path(digest)
@@ -433,6 +439,21 @@ class Handler(BaseHTTPRequestHandler):
             yield match.group(3), f"{match.group(1)}/{match.group(2)}", match.group(4)
 
     def do_HEAD(self) -> None:
+        """As GET, but a manifest's HEAD only asks whether the model is known (here or
+        upstream): no blob is fetched."""
+        for kind, repository, reference in self._route():
+            if kind == "manifests" and self._allowed():
+                try:
+                    raw = self.store.known(ModelName.parse(f"{repository}:{reference}"))
+                except StoreError as exc:
+                    self._error(exc.status, str(exc))
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", MANIFEST_TYPE)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.log(200, 0)
+                return
         self.do_GET()
 
     def do_GET(self) -> None:

@@ -26,9 +26,11 @@ from clusterai_runner.web_config import Logins, WebConfig, server_context
 
 
 class ServiceUnavailable(ClusterAIError):
-    """A cluster service did not answer, or answered with an error (exit 1)."""
+    """A cluster service did not answer, or answered with an error (exit 1); ``status``:
+    the HTTP status of that error, if it answered one."""
 
     exit_code = 1
+    status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class JsonApi:
 
     def post(self, path: str, body: Any = None) -> Any:
         return self._call("POST", path, body)
+
+    def head(self, path: str) -> None:
+        self._call("HEAD", path, None)
 
     def delete(self, path: str, body: Any = None) -> Any:
         return self._call("DELETE", path, body)
@@ -67,10 +72,12 @@ class JsonApi:
                     self.name, "refused the login (401)",
                     "check the monitoring password or admin key this app was given",
                 ) from error  # fmt: skip
-            raise ServiceUnavailable(
+            answered = ServiceUnavailable(
                 self.name, f"answered {error.code} to {method} {path.split('?')[0]}: "
                 f"{_message(detail)}",
-            ) from error  # fmt: skip
+            )  # fmt: skip
+            answered.status = error.code
+            raise answered from error
         except (OSError, urllib.error.URLError, ValueError) as error:
             reason = getattr(error, "reason", error)
             raise ServiceUnavailable(

@@ -24,6 +24,7 @@ from clusterai_runner.usecases.status import status as cluster_status
 # Running a playbook loads ansible-runner: imported where a pull starts, so that the
 # comparison also serves the web app where Ansible is not installed (the control host).
 if TYPE_CHECKING:
+    from clusterai_runner.adapters.http import JsonApi
     from clusterai_runner.store import Store
     from clusterai_runner.usecases.converge import CancelToken, RunRecord, TaskEvent
 
@@ -233,14 +234,15 @@ def import_into_store(
     """Seed the cluster's model store on the control host from ``source`` on this machine
     (an Ollama models directory or a GGUF file) with playbooks/models_import.yml, for
     sites the registry cannot reach. Checked here first: the inventory runs a store, and
-    ``source`` is what it says (its manifests parse, their blobs are there); the control
-    host hashes every blob before it writes. Stored as a run like any other."""
+    ``source`` is what it says (its manifests parse, their blobs are there and each one's
+    SHA-256 is its name: a bad one is refused before anything is copied); the control
+    host hashes every blob again before it writes. Stored as a run like any other."""
     source = source.expanduser().absolute()
     if not source.exists():
         raise UsageError(str(source), "no such file or directory",
                          "give an Ollama models directory or a GGUF file")  # fmt: skip
     try:
-        model_store.plan_import(source, name, hashed=False)
+        model_store.plan_import(source, name, hashed=True)
     except model_store.StoreError as exc:
         fix = "give an Ollama models directory (manifests/ and blobs/) or a GGUF file"
         raise UsageError("models import", str(exc), fix) from exc
@@ -262,21 +264,47 @@ def store_models(
 ) -> list[dict[str, Any]]:
     """What the cluster's model store holds (name, manifest digest, size, blobs, complete),
     asked with the inventory's backend key; an inventory without a store is refused."""
-    from clusterai_runner.adapters.http import JsonApi
-
     del settings  # the store is found from the inventory alone
-    control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
-    if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
+    api = _store_api(inventory, vault)
+    if api is None:
         raise UsageError(f"inventory {inventory}", "runs no model store",
                          "set clusterai_model_store: true in group_vars/all and run"
                          " `clusterai up` first")  # fmt: skip
+    found: list[dict[str, Any]] = api.get("/clusterai/v1/models").get("models", [])
+    return found
+
+
+def store_knows(inventory: Path, model: str, vault: Vault = NO_VAULT) -> bool | None:
+    """Whether the cluster's model store has ``model`` or its registry knows it (a HEAD of
+    the manifest: nothing is fetched); None where the inventory runs no store, or the
+    name has a registry of its own (Ollama pulls it itself)."""
+    api = _store_api(inventory, vault)
+    if api is None or model.count("/") >= 2:
+        return None
+    from clusterai_runner.adapters.http import ServiceUnavailable
+
+    name = model_store.ModelName.parse(model)
+    try:
+        api.head(f"/v2/{name.repository}/manifests/{name.tag}")  # no blob is fetched
+    except ServiceUnavailable as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _store_api(inventory: Path, vault: Vault) -> JsonApi | None:
+    """The model store's API where the inventory runs one (with the backend key), else None."""
+    from clusterai_runner.adapters.http import JsonApi
+
+    control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
+    if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
+        return None
     variables = control[0].variables
     key = variables.get(backends.KEY_VARIABLE)
     where = backends.url(control[0].address, int(variables.get("model_store_port", 8095)))
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    api = JsonApi("the model store", where, headers=headers, timeout=10.0)
-    found: list[dict[str, Any]] = api.get("/clusterai/v1/models").get("models", [])
-    return found
+    return JsonApi("the model store", where, headers=headers, timeout=30.0)
 
 
 def _truthy(value: object) -> bool:

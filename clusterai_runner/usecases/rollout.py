@@ -112,6 +112,11 @@ def plan(
     new = _resolve(settings, inventory, to, old, vault)
     if new == old:
         raise UsageError(f"--to {to}", f"is the model {alias} names already", "name another")
+    from clusterai_runner.usecases.models import store_knows
+
+    if store_knows(inventory, new, vault) is False:
+        raise UsageError(f"--to {to}", f"{new} is no model the cluster's model store holds or"
+                         " its registry knows", "check the name and tag")  # fmt: skip
     targets = []
     for host in hosts:
         server = backends.of_host(host.variables)

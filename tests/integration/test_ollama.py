@@ -416,9 +416,14 @@ def test_models_import_seeds_the_store_for_a_site_the_registry_cannot_reach(
     bad.models_dir(disk)
     rotten = json.loads(bad.manifests["library/broken:1b"])["layers"][0]["digest"]
     (disk / "blobs" / rotten.replace(":", "-")).write_bytes(b"rotten")
-    refused = run_cli("models", "import", str(disk), "-i", str(edited))
-    assert refused.code == 1, refused.stdout[-3000:] + refused.stderr
-    assert "its SHA-256 is sha256:" in refused.stdout + refused.stderr, refused.stdout[-3000:]
+    refused = run_cli("models", "import", str(disk), "-i", str(edited))  # hashed here first
+    assert refused.code == 2 and "its SHA-256 is sha256:" in refused.stderr, refused.stderr
+    played = ansible_playbook(
+        edited, "models_import.yml", "-e", f"model_store_import_path={disk}"
+    )  # the control host's check
+    said = " ".join(played.stdout.split())  # Ansible folds long messages
+    assert played.returncode != 0 and f"{disk}/blobs/sha256-" in said, played.stdout[-3000:]
+    assert "its SHA-256 is sha256:" in said and "(nothing was imported)" in said
     assert "broken:1b" not in store_models(model_store)
     missing = run_cli("models", "import", str(tmp_path / "nowhere"), "-i", str(edited))
     assert (missing.code, missing.stderr.count("\n")) == (2, 1), missing.stderr

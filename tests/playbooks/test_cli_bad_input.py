@@ -147,12 +147,16 @@ def rollout_inventory(good: str) -> str:
     )
 
 
-def half_a_model(folder: Path) -> None:
-    """An Ollama models directory whose manifest names a blob it does not hold."""
+def half_a_model(folder: Path, blob: bytes | None = None) -> None:
+    """An Ollama models directory whose manifest names a blob it does not hold (or holds
+    as ``blob``, which is not what its name says)."""
     manifest = folder / "models" / "manifests" / "registry.ollama.ai" / "library" / "m" / "1b"
     manifest.parent.mkdir(parents=True)
     layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:" + "a" * 64}
     manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [layer]}))
+    if blob is not None:
+        (folder / "models" / "blobs").mkdir()
+        (folder / "models" / "blobs" / ("sha256-" + "a" * 64)).write_bytes(blob)
 
 
 CASES = [
@@ -377,6 +381,9 @@ CASES = [
          setup=lambda d: (d / "notes.txt").write_text("hello")),
     Case("import-blob-missing", ["models", "import", "{dir}/models", "-i", "{inv}"],
          ["names sha256:" + "a" * 64, "does not hold"], setup=lambda d: half_a_model(d)),
+    Case("import-blob-not-its-name", ["models", "import", "{dir}/models", "-i", "{inv}"],
+         ["models/blobs/sha256-" + "a" * 64 + ": its SHA-256 is sha256:", "not its name"],
+         setup=lambda d: half_a_model(d, b"rotten")),
     Case("import-without-a-store", ["models", "import", "{dir}/m.gguf", "-i", "{inv}"],
          ["runs no model store", "set clusterai_model_store: true"],
          setup=lambda d: (d / "m.gguf").write_bytes(b"GGUF" + bytes(8))),

@@ -161,6 +161,21 @@ def test_the_store_refuses_what_it_cannot_serve(cluster: Cluster) -> None:
     assert get("/v2/library/smollm2/blobs/sha256:" + "0" * 64)[0] == 404
     assert get("/healthz") == (200, '{"status": "ok"}')
 
+    # A manifest's HEAD asks whether the model is known (what a rollout's plan checks):
+    # the registry's answer, and no blob fetched.
+    def head(path: str) -> int:
+        request = urllib.request.Request(cluster.url + path, method="HEAD",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert head("/v2/library/smollm2/manifests/135m") == 200
+    assert head("/v2/library/smollm2/manifests/999b") == 404
+    assert cluster.registry.gets("/blobs/") == [] and cluster.store.held() == []
+
 
 def test_model_names_and_ranges() -> None:
     assert str(ModelName.parse("smollm2:135m")) == "smollm2:135m"
