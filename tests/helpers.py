@@ -121,10 +121,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
 
 
 def tree(path: Path) -> set[str]:
-    """Every path below ``path``, relative, for before/after comparisons."""
-    if not path.exists():
-        return set()
-    return {str(p.relative_to(path)) for p in path.rglob("*")}
+    """Every path below ``path``, relative, for before/after comparisons; what is inside
+    a sandbox host's own file system left out (``sandboxes/NAME/hosts/HOST/upper/...``:
+    a host that another module booted writes there whenever its services do)."""
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(path):
+        parts = Path(folder).relative_to(path).parts
+        if len(parts) == 5 and parts[0] == "sandboxes" and parts[2] == "hosts":
+            dirs.clear()  # the host's layer itself is listed, not what its host writes
+            continue
+        found |= {str(Path(*parts, name)) for name in [*dirs, *files]}
+    return found
 
 
 def nspawn_command_lines() -> list[str]:

@@ -241,16 +241,16 @@ def import_into_store(
     if not source.exists():
         raise UsageError(str(source), "no such file or directory",
                          "give an Ollama models directory or a GGUF file")  # fmt: skip
-    try:
-        model_store.plan_import(source, name, hashed=True)
-    except model_store.StoreError as exc:
-        fix = "give an Ollama models directory (manifests/ and blobs/) or a GGUF file"
-        raise UsageError("models import", str(exc), fix) from exc
     control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
     if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
         raise UsageError(f"inventory {inventory}", "runs no model store",
                          "set clusterai_model_store: true in group_vars/all and run"
                          " `clusterai up` first")  # fmt: skip
+    try:  # last: it reads every blob
+        model_store.plan_import(source, name, hashed=True)
+    except model_store.StoreError as exc:
+        fix = "give an Ollama models directory (manifests/, blobs/ named by their SHA-256)"
+        raise UsageError("models import", str(exc), fix + " or a GGUF file") from exc
     from clusterai_runner.usecases.converge import run_on_targets
 
     extravars: dict[str, object] = {"model_store_import_path": str(source),

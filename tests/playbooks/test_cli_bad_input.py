@@ -147,6 +147,11 @@ def rollout_inventory(good: str) -> str:
     )
 
 
+def with_store(good: str) -> str:
+    """GOOD with the cluster's model store turned on."""
+    return good.replace("  vars:\n", "  vars:\n    clusterai_model_store: true\n", 1)
+
+
 def half_a_model(folder: Path, blob: bytes | None = None) -> None:
     """An Ollama models directory whose manifest names a blob it does not hold (or holds
     as ``blob``, which is not what its name says)."""
@@ -377,13 +382,14 @@ CASES = [
     Case("import-missing-path", ["models", "import", "{dir}/nope", "-i", "{inv}"],
          ["nope: no such file or directory", "give an Ollama models directory or a GGUF"]),
     Case("import-not-a-model", ["models", "import", "{dir}/notes.txt", "-i", "{inv}"],
-         ["notes.txt: not a GGUF file (no GGUF magic number)"],
+         ["notes.txt: not a GGUF file (no GGUF magic number)"], edit=with_store,
          setup=lambda d: (d / "notes.txt").write_text("hello")),
     Case("import-blob-missing", ["models", "import", "{dir}/models", "-i", "{inv}"],
-         ["names sha256:" + "a" * 64, "does not hold"], setup=lambda d: half_a_model(d)),
+         ["names sha256:" + "a" * 64, "does not hold"], edit=with_store,
+         setup=lambda d: half_a_model(d)),
     Case("import-blob-not-its-name", ["models", "import", "{dir}/models", "-i", "{inv}"],
          ["models/blobs/sha256-" + "a" * 64 + ": its SHA-256 is sha256:", "not its name"],
-         setup=lambda d: half_a_model(d, b"rotten")),
+         edit=with_store, setup=lambda d: half_a_model(d, b"rotten")),
     Case("import-without-a-store", ["models", "import", "{dir}/m.gguf", "-i", "{inv}"],
          ["runs no model store", "set clusterai_model_store: true"],
          setup=lambda d: (d / "m.gguf").write_bytes(b"GGUF" + bytes(8))),
