@@ -216,6 +216,9 @@ def run(
             return record
 
         touched: list[Target] = []  # got (or may have got) the new model
+        # A worker that held the new model before keeps it whatever happens.
+        had = [t for t in [*chosen.canaries, *(t for b in chosen.batches for t in b)]
+               if _holds(t, chosen.new)]  # fmt: skip
         drained: list[str] = []
         edits: list[Edit] = []
         try:
@@ -253,7 +256,8 @@ def run(
             step("alias", [chosen.control], True, f"{chosen.alias} -> {chosen.new}", moved)
         except (_Failed, ClusterAIError) as failure:
             reason = str(failure)
-            _roll_back(chosen, touched, drained, edits, gateway, step)
+            _roll_back(chosen, [t for t in touched if t not in had], drained, edits, gateway,
+                       step)  # fmt: skip
             opened.finish_rollout(rollout, "failed", reason)
             return Rollout(rollout, "failed", reason, chosen)
         opened.finish_rollout(rollout, "succeeded", f"{chosen.alias} -> {chosen.new}")
@@ -291,6 +295,16 @@ def _wait_listed(gateway: JsonApi, model: str, hosts: list[str]) -> None:
             raise _Failed(f"the gateway does not list {model} on {', '.join(missing)} after"
                           f" {LISTED_TIMEOUT_S:.0f} s")  # fmt: skip
         time.sleep(1.0)
+
+
+def _holds(target: Target, model: str) -> bool:
+    """Whether the worker's Ollama lists ``model`` now (not answering: it does not)."""
+    api = JsonApi(f"Ollama on {target.name}", target.url, headers=target.headers, timeout=10.0)
+    try:
+        listed = api.get("/api/tags").get("models") or []
+    except (ServiceUnavailable, AttributeError):
+        return False
+    return any(normalize(str(m.get("name", ""))) == model for m in listed if isinstance(m, dict))
 
 
 def _roll_back(
