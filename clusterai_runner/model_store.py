@@ -407,25 +407,30 @@ class Handler(BaseHTTPRequestHandler):
         line = f'{self.client_address[0]} "{self.command} {self.path}" {status} {sent} "{agent}"'
         print(line, file=sys.stderr, flush=True)
 
-    def _error(self, status: int, message: str) -> None:
-        body = json.dumps({"errors": [{"code": str(status), "message": message}],
-                           "error": message}).encode()  # fmt: skip
+    def _reply(
+        self, status: int, body: bytes, kind: str = "application/json", digest: str = ""
+    ) -> None:
+        """One whole answer (its headers alone to a HEAD), logged."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
+        if digest:
+            self.send_header("Docker-Content-Digest", digest)
         self.end_headers()
-        if self.command != "HEAD":
+        sent = 0 if self.command == "HEAD" else len(body)
+        if sent:
             self.wfile.write(body)
-        self.log(status, len(body))
+        self.log(status, sent)
 
-    def _json(self, payload: Any, status: int = 200) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.log(status, len(body))
+    def _error(self, status: int, message: str) -> None:
+        self._reply(status, json.dumps({"errors": [{"code": str(status), "message": message}],
+                                        "error": message}).encode())  # fmt: skip
+
+    def _json(self, payload: Any) -> None:
+        self._reply(200, json.dumps(payload).encode())
+
+    def _manifest(self, raw: bytes) -> None:
+        self._reply(200, raw, MANIFEST_TYPE, "sha256:" + hashlib.sha256(raw).hexdigest())
 
     def _allowed(self) -> bool:
         if not self.token or self.path == "/healthz":
@@ -444,15 +449,9 @@ class Handler(BaseHTTPRequestHandler):
         for kind, repository, reference in self._route():
             if kind == "manifests" and self._allowed():
                 try:
-                    raw = self.store.known(ModelName.parse(f"{repository}:{reference}"))
+                    self._manifest(self.store.known(ModelName.parse(f"{repository}:{reference}")))
                 except StoreError as exc:
                     self._error(exc.status, str(exc))
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", MANIFEST_TYPE)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.log(200, 0)
                 return
         self.do_GET()
 
@@ -467,12 +466,13 @@ class Handler(BaseHTTPRequestHandler):
                 self._json({"models": self.store.held()})
                 return
             for kind, repository, reference in self._route():
-                name = ModelName.parse(f"{repository}:latest")
                 if kind == "manifests":
-                    name = ModelName.parse(f"{repository}:{reference}")
-                    self._send_manifest(self.store.manifest(name))
+                    self._manifest(
+                        self.store.manifest(ModelName.parse(f"{repository}:{reference}"))
+                    )
                 else:
-                    self._send_blob(name, check_digest(reference))
+                    ModelName.parse(repository)  # a path that names a repository, or a 400
+                    self._send_blob(check_digest(reference))
                 return
             raise StoreError(404, f"{self.path}: no such path")
         except StoreError as exc:
@@ -497,17 +497,7 @@ class Handler(BaseHTTPRequestHandler):
         except StoreError as exc:
             self._error(exc.status, str(exc))
 
-    def _send_manifest(self, raw: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", MANIFEST_TYPE)
-        self.send_header("Content-Length", str(len(raw)))
-        self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(raw).hexdigest())
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(raw)
-        self.log(200, len(raw))
-
-    def _send_blob(self, name: ModelName, digest: str) -> None:
+    def _send_blob(self, digest: str) -> None:
         path = self.store.blob_path(digest)
         if not path.exists():
             raise StoreError(404, f"blob {digest}: not in the store (ask for a manifest that"

@@ -244,7 +244,7 @@ def models_rollout(
     from clusterai_runner.usecases import rollout as rollout_usecase
 
     settings = settings_of(ctx)
-    chosen = rollout_usecase.plan(settings, inventory, alias, to, canary, batch, eval_file, vault)
+    chosen = rollout_usecase.plan(inventory, alias, to, canary, batch, eval_file, vault)
 
     def say(line: str) -> None:
         if not as_json:

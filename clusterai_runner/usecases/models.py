@@ -25,6 +25,7 @@ from clusterai_runner.usecases.status import status as cluster_status
 # comparison also serves the web app where Ansible is not installed (the control host).
 if TYPE_CHECKING:
     from clusterai_runner.adapters.http import JsonApi
+    from clusterai_runner.adapters.inventory import InventoryHost
     from clusterai_runner.store import Store
     from clusterai_runner.usecases.converge import CancelToken, RunRecord, TaskEvent
 
@@ -241,11 +242,10 @@ def import_into_store(
     if not source.exists():
         raise UsageError(str(source), "no such file or directory",
                          "give an Ollama models directory or a GGUF file")  # fmt: skip
-    control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
-    if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
-        raise UsageError(f"inventory {inventory}", "runs no model store",
-                         "set clusterai_model_store: true in group_vars/all and run"
-                         " `clusterai up` first")  # fmt: skip
+    control = next((h for h in load_inventory(inventory, None, vault) if h.kind == "control"),
+                   None)  # fmt: skip
+    _needs_store(control, inventory)
+    assert control is not None
     try:  # last: it reads every blob
         model_store.plan_import(source, name, hashed=True)
     except model_store.StoreError as exc:
@@ -255,30 +255,24 @@ def import_into_store(
 
     extravars: dict[str, object] = {"model_store_import_path": str(source),
                                     "model_store_import_name": name or ""}  # fmt: skip
-    return run_on_targets(settings, inventory, "models_import.yml", [control[0].name], extravars,
+    return run_on_targets(settings, inventory, "models_import.yml", [control.name], extravars,
                           store=store, on_event=on_event, cancel=cancel, vault=vault)  # fmt: skip
 
 
-def store_models(
-    settings: Settings, inventory: Path, vault: Vault = NO_VAULT
-) -> list[dict[str, Any]]:
-    """What the cluster's model store holds (name, manifest digest, size, blobs, complete),
-    asked with the inventory's backend key; an inventory without a store is refused."""
-    del settings  # the store is found from the inventory alone
-    api = _store_api(inventory, vault)
-    if api is None:
-        raise UsageError(f"inventory {inventory}", "runs no model store",
-                         "set clusterai_model_store: true in group_vars/all and run"
-                         " `clusterai up` first")  # fmt: skip
-    found: list[dict[str, Any]] = api.get("/clusterai/v1/models").get("models", [])
+def store_models(control: InventoryHost | None, inventory: Path) -> list[dict[str, Any]]:
+    """What the cluster's model store on ``control`` (``inventory``'s control host) holds:
+    name, manifest digest, size, blobs, complete. An inventory without a store is refused."""
+    found: list[dict[str, Any]] = (
+        _needs_store(control, inventory).get("/clusterai/v1/models").get("models", [])
+    )
     return found
 
 
-def store_knows(inventory: Path, model: str, vault: Vault = NO_VAULT) -> bool | None:
+def store_knows(control: InventoryHost | None, model: str) -> bool | None:
     """Whether the cluster's model store has ``model`` or its registry knows it (a HEAD of
     the manifest: nothing is fetched); None where the inventory runs no store, or the
     name has a registry of its own (Ollama pulls it itself)."""
-    api = _store_api(inventory, vault)
+    api = _store_api(control)
     if api is None or model.count("/") >= 2:
         return None
     from clusterai_runner.adapters.http import ServiceUnavailable
@@ -293,18 +287,28 @@ def store_knows(inventory: Path, model: str, vault: Vault = NO_VAULT) -> bool | 
     return True
 
 
-def _store_api(inventory: Path, vault: Vault) -> JsonApi | None:
-    """The model store's API where the inventory runs one (with the backend key), else None."""
+def _store_api(control: InventoryHost | None) -> JsonApi | None:
+    """The API of the model store on the control host, asked with the backend key; None
+    where the inventory runs no store."""
     from clusterai_runner.adapters.http import JsonApi
 
-    control = [h for h in load_inventory(inventory, None, vault) if "control" in h.groups]
-    if not control or not _truthy(control[0].variables.get("clusterai_model_store")):
+    if control is None or not _truthy(control.variables.get("clusterai_model_store")):
         return None
-    variables = control[0].variables
+    variables = control.variables
     key = variables.get(backends.KEY_VARIABLE)
-    where = backends.url(control[0].address, int(variables.get("model_store_port", 8095)))
+    where = backends.url(control.address, int(variables.get("model_store_port", 8095)))
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return JsonApi("the model store", where, headers=headers, timeout=30.0)
+
+
+def _needs_store(control: InventoryHost | None, inventory: Path) -> JsonApi:
+    """``_store_api``, or one line saying the inventory runs no store (exit 2)."""
+    api = _store_api(control)
+    if api is None:
+        raise UsageError(f"inventory {inventory}", "runs no model store",
+                         "set clusterai_model_store: true in group_vars/all and run"
+                         " `clusterai up` first")  # fmt: skip
+    return api
 
 
 def _truthy(value: object) -> bool:

@@ -45,6 +45,7 @@ from clusterai_runner.usecases import evaluation, gateway_admin
 # The inventory's edits need ruamel.yaml, which the web app's venv (on the control host)
 # does not hold: imported where a rollout is planned or run, not where its history is read.
 if TYPE_CHECKING:
+    from clusterai_runner.adapters.inventory import InventoryHost
     from clusterai_runner.adapters.inventory_edit import Edit, ListEntry
     from clusterai_runner.store import Rollout as StoredRollout
     from clusterai_runner.store import RolloutStep, Store
@@ -79,12 +80,16 @@ class Plan:
     entries: list[ListEntry]  # the inventory's items that name the old model
 
     @property
+    def targets(self) -> list[Target]:
+        """Every worker, canaries first."""
+        return [*self.canaries, *(t for b in self.batches for t in b)]
+
+    @property
     def hosts(self) -> list[str]:
-        return [t.name for t in self.canaries] + [t.name for b in self.batches for t in b]
+        return [t.name for t in self.targets]
 
 
 def plan(
-    settings: Settings,
     inventory: Path,
     alias: str,
     to: str,
@@ -109,12 +114,12 @@ def plan(
                          " naming one model", f"one of: {known}" if known else
                          "add it to gateway_aliases first: {ALIAS: [MODEL]}")  # fmt: skip
     old = normalize(listed[0])
-    new = _resolve(settings, inventory, to, old, vault)
+    new = _resolve(control, inventory, to, old)
     if new == old:
         raise UsageError(f"--to {to}", f"is the model {alias} names already", "name another")
     from clusterai_runner.usecases.models import store_knows
 
-    if store_knows(inventory, new, vault) is False:
+    if store_knows(control, new) is False:
         raise UsageError(f"--to {to}", f"{new} is no model the cluster's model store holds or"
                          " its registry knows", "check the name and tag")  # fmt: skip
     targets = []
@@ -147,14 +152,14 @@ def plan(
                 in_alias + list_entries(inventory, ("ollama_models",), matches))  # fmt: skip
 
 
-def _resolve(settings: Settings, inventory: Path, to: str, old: str, vault: Vault) -> str:
+def _resolve(control: InventoryHost, inventory: Path, to: str, old: str) -> str:
     """``--to``: a model (``smollm2:360m``), a tag of the old one's (``360m``), or a content
     digest the cluster's model store holds (``sha256:HEX``)."""
     to = to.strip()
     if DIGEST.fullmatch(to):
         from clusterai_runner.usecases.models import store_models
 
-        held = [m["name"] for m in store_models(settings, inventory, vault)
+        held = [m["name"] for m in store_models(control, inventory)
                 if f"sha256:{m['digest']}" == to]  # fmt: skip
         if not held:
             raise UsageError(f"--to {to}", "is no model the cluster's model store holds",
@@ -217,8 +222,7 @@ def run(
 
         touched: list[Target] = []  # got (or may have got) the new model
         # A worker that held the new model before keeps it whatever happens.
-        had = [t for t in [*chosen.canaries, *(t for b in chosen.batches for t in b)]
-               if _holds(t, chosen.new)]  # fmt: skip
+        had = [t for t in chosen.targets if _holds(t, chosen.new)]
         drained: list[str] = []
         edits: list[Edit] = []
         try:
