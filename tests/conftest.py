@@ -21,7 +21,9 @@ reads, so every test was scheduled alone and a module's sandbox was made on each
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -109,3 +111,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         niceness = FILLER_NICENESS if item.nodeid.startswith(FILLER) else 0
         if os.getpriority(os.PRIO_PROCESS, 0) != niceness:
             os.setpriority(os.PRIO_PROCESS, 0, niceness)
+
+
+# CLUSTERAI_TEST_TIMELINE=FILE: each test's worker, start and end (wall clock, setup and
+# teardown included) as a JSON line appended to FILE, for scripts/timeline.py, which
+# shows each worker's modules in time: where the run's longest chain lies.
+TIMELINE = os.environ.get("CLUSTERAI_TEST_TIMELINE")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    started = time.time()
+    yield
+    if TIMELINE:
+        worker = getattr(item.config, "workerinput", {}).get("workerid", "main")
+        line = {"worker": worker, "test": item.nodeid, "start": started, "end": time.time()}
+        with open(TIMELINE, "a", encoding="utf-8") as timeline:
+            timeline.write(json.dumps(line) + "\n")

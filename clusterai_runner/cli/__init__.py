@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 a run failed, 2 usage or configuration error, 3 preflight fa
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
@@ -15,13 +16,47 @@ from typing import Any
 import click
 
 from clusterai_runner import __version__
-from clusterai_runner.cli import autoscale, cloud, cluster, gateway, models, runs, sandbox, web
 from clusterai_runner.cli.common import EXIT_CODES
 from clusterai_runner.config import Settings
 from clusterai_runner.errors import ClusterAIError
 
+# Each command and the module it lives in, imported only when that command runs (or when
+# `clusterai --help` lists them all): `clusterai sandbox list` does not load the state
+# store's SQLAlchemy or ansible-runner, which made every command start in about a second.
+COMMANDS = {
+    "autoscale": "autoscale:autoscale_command",
+    "cloud": "cloud:cloud_command",
+    "gateway": "gateway:gateway_command",
+    "models": "models:models_command",
+    "runs": "runs:runs",
+    "sandbox": "sandbox:sandbox",
+    "scale-in": "cluster:scale_in_command",
+    "scale-out": "cluster:scale_out_command",
+    "status": "cluster:status_command",
+    "up": "cluster:up",
+    "validate": "cluster:validate_command",
+    "web": "web:web_command",
+}
 
-@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported from ``COMMANDS`` when they are asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+        return command
+
+
+@click.group(
+    cls=LazyGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="clusterai")
 @click.pass_context
@@ -31,23 +66,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     if debug and not settings.debug:
         settings = Settings(**{**settings.__dict__, "debug": True})
     ctx.obj = settings
-
-
-for command in (
-    sandbox.sandbox,
-    cluster.up,
-    cluster.scale_out_command,
-    cluster.scale_in_command,
-    cluster.validate_command,
-    cluster.status_command,
-    cloud.cloud_command,
-    autoscale.autoscale_command,
-    gateway.gateway_command,
-    models.models_command,
-    runs.runs,
-    web.web_command,
-):
-    cli.add_command(command)
 
 
 def _wants_debug(argv: Sequence[str]) -> bool:
