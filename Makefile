@@ -82,15 +82,15 @@ unit: venv  ## Unit tests, store tests (SQLite and PostgreSQL), facts-free playb
 UNIT_PARALLEL ?= 2
 
 # The integration modules and the Molecule scenarios, each with a sandbox and a fact cache
-# of its own, run on four pytest-xdist workers (tests/conftest.py keeps each module on one
+# of its own, run on three pytest-xdist workers (tests/conftest.py keeps each module on one
 # worker and hands each scenario out alone; PARALLEL=0 runs them one after another). Much of
 # a worker's time is spent waiting on its hosts: with the firewall and TLS converges, three
-# workers took 699 s where two took about 730 s on 2 cores (one: 1,138 s, earlier); three
-# workers left the 2 CPUs 19 % idle over the run of 830 tests (1,216 s, its longest unit
-# test_site.py's 1,100 s), four with the autoscaler's test a unit of its own: see README.
+# workers took 699 s where two took about 730 s on 2 cores (one: 1,138 s, earlier). Four
+# gain nothing now: the 2 CPUs are busy to the end (830 tests: 1,216 s on three workers,
+# 1,222 s on four, the CPUs 92 % busy on average and 100 % in most minutes).
 # The controller's caches are built once first. The gateway's tests are scheduled last in
 # the same run, so they fill the end of it while the other workers finish.
-PARALLEL ?= 4
+PARALLEL ?= 3
 
 controller-cache: venv  ## Build the caches the roles fill on the controller (wheelhouses, model).
 	ANSIBLE_STRATEGY=linear $(BIN)/ansible-playbook -i localhost, -c local \

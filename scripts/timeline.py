@@ -19,7 +19,12 @@ from tests.conftest import work_unit
 
 
 def main(path: str) -> int:
-    tests = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    try:
+        lines = Path(path).read_text().splitlines()
+        tests = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as error:
+        print(f"error: {path}: {error} (a file CLUSTERAI_TEST_TIMELINE=FILE wrote)")
+        return 2
     if not tests:
         print(f"error: {path}: no test recorded (was CLUSTERAI_TEST_TIMELINE set?)")
         return 2
