@@ -40,11 +40,11 @@ TOGETHER = {
     "tests/integration/test_web_browser.py": "tests/integration/test_cli_up.py",
     "tests/gateway/": "tests/gateway",
 }
-# Longest first (in CI, on four workers: test_cli_up.py with the cloud join and the
-# browser's walk about 1,050 s, test_site.py 960 s, the Molecule scenarios 700 s,
-# test_autoscaler_service.py 620 s; on three the first three start together, and the
-# fourth on the first worker free); then the units starting with each of ``THEN``, in
-# that order (the longer modules first); anything else last.
+# Longest first (in CI on three workers: test_cli_up.py with the cloud join and the
+# browser's walk about 880 s, test_site.py 790 s, test_autoscaler_service.py 510 s, the
+# Molecule scenarios 440 s in all; the first three start together, the scenarios on
+# whichever worker is free); then the units starting with each of ``THEN``, in that
+# order (the longer modules first); anything else last.
 # `CLUSTERAI_TEST_TIMELINE=FILE make test` and scripts/timeline.py show a run's units.
 FIRST = (
     "tests/integration/test_site.py",
