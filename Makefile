@@ -87,7 +87,7 @@ UNIT_PARALLEL ?= 2
 # a worker's time is spent waiting on its hosts: with the firewall and TLS converges, three
 # workers took 699 s where two took about 730 s on 2 cores (one: 1,138 s, earlier). Four
 # gain nothing now: the 2 CPUs are busy to the end (830 tests: 1,216 s on three workers,
-# 1,222 s on four, the CPUs 92 % busy on average and 100 % in most minutes).
+# 1,222 s on four, the CPUs 99 % busy on average over the run; 97 % on three).
 # The controller's caches are built once first. The gateway's tests are scheduled last in
 # the same run, so they fill the end of it while the other workers finish.
 PARALLEL ?= 3
