@@ -1,8 +1,13 @@
-"""Amazon EC2 through boto3: the only module that imports boto3 (an import contract).
+"""Amazon EC2 through botocore (boto3's core): the only module that imports boto3 or
+botocore (an import contract).
 
-Credentials come only from boto3's own chain (environment, shared profile, instance
-role); an endpoint from ``AWS_ENDPOINT_URL`` (boto3 reads it itself), which is how the
-tests point it at a moto server. Every call runs in botocore's standard retry mode with
+Credentials come only from botocore's own chain, the one boto3 uses (environment, shared
+profile, instance role), read anew for each ``Ec2``; an endpoint from
+``AWS_ENDPOINT_URL`` (botocore reads it itself), which is how the tests point it at a
+moto server. botocore's data files (the EC2 model alone is megabytes of JSON, about
+0.3 CPU-seconds to parse) are read once per process and shared by every session
+(``_session``): a long-running process (the web app, the autoscaler) does not parse them
+again for each action. Every call runs in botocore's standard retry mode with
 a bounded number of attempts and timeouts, and its failures become one-line errors of
 our tree: bad input (an unknown AMI, subnet or instance type) exits 2 and changed
 nothing; a call whose outcome is unknown (a dropped connection, a read timeout after
@@ -12,14 +17,16 @@ instances that carry the intent's tag.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 
 from clusterai_runner.errors import ClusterAIError, RunFailed, UsageError
 
@@ -136,25 +143,49 @@ def _calling(what: str) -> Iterator[None]:
         raise RunFailed(f"AWS {what}", str(exc).splitlines()[0], "try again") from exc
 
 
+@functools.cache
+def _loader(data_path: str | None) -> Any:
+    """botocore's loader of its data files for ``AWS_DATA_PATH``; it keeps what it read.
+    Sharing it between sessions is what botocore's maintainers suggest (botocore#3078):
+    what it holds is read-only."""
+    return botocore.loaders.create_loader(data_path)
+
+
+def _session() -> Any:
+    """A new botocore session (its settings and credentials read now) with the process's
+    shared loader."""
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _loader(session.get_config_variable("data_path")))
+    return session
+
+
 class Ec2:
     """The calls cloud burst makes, in one region."""
 
     def __init__(self, region: str, read_timeout_s: float = READ_TIMEOUT_S) -> None:
-        config = botocore.config.Config(
+        self._config = botocore.config.Config(
             region_name=region,
             retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=read_timeout_s,
         )
         with _calling("session"):
-            session = boto3.session.Session()
-            self._ec2 = session.client("ec2", config=config)
-            self._ssm = session.client("ssm", config=config)
+            self._session = _session()
+            self._ec2 = self._session.create_client("ec2", config=self._config)
+        self._ssm_client: Any = None
         self.region = region
 
+    @property
+    def _ssm(self) -> Any:
+        """SSM's client, made on first use (only an AMI given as a parameter needs it)."""
+        if self._ssm_client is None:
+            with _calling("session"):
+                self._ssm_client = self._session.create_client("ssm", config=self._config)
+        return self._ssm_client
+
     def check_credentials(self) -> None:
-        """Raise UsageError when boto3's chain finds no credentials; no call is made."""
-        if boto3.session.Session().get_credentials() is None:
+        """Raise UsageError when botocore's chain finds no credentials; no call is made."""
+        if _session().get_credentials() is None:
             raise UsageError(
                 "AWS credentials",
                 "none found in the environment, a profile or an instance role",

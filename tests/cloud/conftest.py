@@ -51,7 +51,7 @@ class Aws:
 @pytest.fixture(scope="module")
 def moto() -> Iterator[tuple[Ec2Harness, str, str]]:
     """One moto server for the module (its app takes seconds to build), each test resets
-    it; and an AMI of moto's own list (listing its 1,355 images takes a second)."""
+    it; and the Amazon image of its list (tests/cloud/amis.json, see harness.py)."""
     harness = Ec2Harness(pending_s=1.0)
     with serving(harness) as url:
         ec2 = boto3.client(
