@@ -36,10 +36,11 @@ from contextlib import contextmanager
 from typing import Any
 
 # Moto builds each region's EC2 anew on every reset (each test resets it), with every
-# image of its lists: 1,355 in eu-west-1, each with its snapshot and volume, 0.2
-# CPU-seconds a reset (a third of tests/cloud/test_cloud.py's time). The tests launch one
-# Amazon image of moto's list; moto reads the list from this file instead (before it is
-# imported). An environment that sets MOTO_AMIS_PATH keeps its own.
+# image of its lists: 1,355 in eu-west-1, each with its snapshot and volume, about a
+# quarter of a CPU-second a reset (a third of tests/cloud/test_cloud.py's time). The
+# tests and the cloud benches launch one Amazon image of moto's list; moto reads the list
+# from this file instead (set before moto is imported). An environment that sets
+# MOTO_AMIS_PATH keeps its own.
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(os.path.dirname(__file__), "amis.json"))
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
