@@ -304,6 +304,11 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def address(status: dict[str, Any], name: str) -> str:
+    """The address of the sandbox host ``name`` (``clusterai sandbox status --json``)."""
+    return next(h["address"] for h in status["hosts"] if h["name"] == name)
+
+
 def ssh(status: dict[str, Any], address: str, *command: str) -> subprocess.CompletedProcess[str]:
     """Run a command on a sandbox host as root, with host key checking on."""
     return subprocess.run(

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import REPO, ansible_playbook, monitoring_get, ssh
+from tests.helpers import REPO, address, ansible_playbook, monitoring_get, ssh
 
 
 def converge(
@@ -32,10 +32,6 @@ def converge(
 GATEWAY_KEYS = REPO / "tests/integration/gateway_keys.yml"
 GATEWAY_KEY = "cai_0a1b2c3d_itappkeyitappkeyitappkeyitappkeyitappkey"  # in that file
 LOAD_KEY = "cai_4c0ad000_itloadkeyitloadkeyitloadkeyitloadkey"  # in it too, without limits
-
-
-def address(cluster: dict[str, Any], name: str) -> str:
-    return next(h["address"] for h in cluster["hosts"] if h["name"] == name)
 
 
 def get_json(cluster: dict[str, Any], url: str) -> Any:

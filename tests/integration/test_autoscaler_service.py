@@ -24,6 +24,7 @@ import yaml
 
 from tests.helpers import (
     ChatLoad,
+    address,
     ansible_playbook,
     booted_sandbox,
     monitoring_get,
@@ -34,7 +35,6 @@ from tests.helpers import (
 from tests.integration.site_cluster import (
     GATEWAY_KEYS,
     LOAD_KEY,
-    address,
     admin_key,
     converge,
     gateway_call,

@@ -26,6 +26,7 @@ import yaml
 
 from tests.helpers import (
     REPO,
+    address,
     ansible_playbook,
     backend_headers,
     monitoring_get,
@@ -38,7 +39,6 @@ from tests.helpers import (
 from tests.integration.site_cluster import (
     GATEWAY_KEYS,
     LOAD_KEY,
-    address,
     admin_key,
     converge,
     gateway_call,

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CLUSTERAI, REPO, monitoring_get, run_cli, ssh, wait_for
+from tests.helpers import CLUSTERAI, REPO, address, monitoring_get, run_cli, ssh, wait_for
 from tests.integration.cli_cluster import CANARIES, Vaulted
 
 pytestmark = pytest.mark.sandbox
@@ -37,10 +37,6 @@ CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser test password"
 SHOTS = Path(os.environ.get("CLUSTERAI_WEB_SCREENSHOTS", REPO / ".artifacts/web-screenshots"))
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 1">"\''
-
-
-def address(status: dict[str, Any], name: str) -> str:
-    return next(h["address"] for h in status["hosts"] if h["name"] == name)
 
 
 @pytest.fixture(scope="module")
