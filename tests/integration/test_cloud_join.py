@@ -39,6 +39,11 @@ from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted
 
 USER = "admin"  # the login user of Debian's AMIs
 CLIENTS = 20
+# Each client waits this long between its chats: about 4 requests a second in all, so
+# requests are in flight through the notice and the drain, without the 20 clients keeping
+# the workers' servers (and this machine's cores) busy for the whole test (as a second's
+# pause did).
+PAUSE_S = 4.0
 
 
 def free_range() -> str:
@@ -184,7 +189,9 @@ def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_clu
     reader.start()
     try:
         control = next(h["address"] for h in cli_sandbox["hosts"] if h["name"] == "ctl1")
-        with ChatLoad(f"http://{control}:8000/v1", CANARIES["api_key"], CLIENTS) as clients:
+        with ChatLoad(
+            f"http://{control}:8000/v1", CANARIES["api_key"], CLIENTS, PAUSE_S
+        ) as clients:
             start = backends(cli_sandbox)[interrupted["host"]]["requests"]
             # Every client has had answers, some of them from the spot worker.
             wait_for(lambda: clients.done >= CLIENTS
