@@ -170,9 +170,9 @@ def test_the_autoscaler_starts_a_standby_worker_under_load_parks_it_and_wakes_it
             # While the service converges worker3 (a minute or more), a light load: about
             # one request a second, so requests keep passing through the gateway. At full
             # load the two workers' servers kept both of this machine's cores busy all that
-            # time, slowing the converge and every test beside it; a request every 4 s per
-            # client still cost them about 0.8 of a core. The service evaluates nothing
-            # while it acts, and counts quiet only from the action's end.
+            # time, slowing the converge and every test beside it (as did a request every
+            # 4 s per client, three a second, to a lesser degree). The service evaluates
+            # nothing while it acts, and counts quiet only from the action's end.
             load.pace(12.0)
             started = wait_for(lambda: acted("scale-out"), 600, "a standby worker started")[0]
             # Full load again: worker3 takes its share, and no one is quiet enough to park.
