@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import CLUSTERAI, REPO, processes_mentioning, run_cli, ssh
+from tests.helpers import CLUSTERAI, REPO, address, processes_mentioning, run_cli, ssh
 from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 pytestmark = pytest.mark.sandbox
@@ -135,11 +135,11 @@ def test_a_host_whose_key_changed_is_not_contacted(
 ) -> None:
     """ansible-runner turns Ansible's host key checking off unless told: a host that
     answers with another key than known_hosts holds must fail, not be converged."""
-    address = next(h["address"] for h in cli_sandbox["hosts"] if h["name"] == "worker1")
+    worker1 = address(cli_sandbox, "worker1")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)  # fmt: skip
     public = (tmp_path / "k.pub").read_text().split()
-    (tmp_path / "known_hosts").write_text(f"{address} {public[0]} {public[1]}\n")
+    (tmp_path / "known_hosts").write_text(f"{worker1} {public[0]} {public[1]}\n")
     inventory = tmp_path / "hosts.yml"
     text = Path(cli_sandbox["inventory"]).read_text()
     assert cli_sandbox["known_hosts"] in text

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import Result, booted_sandbox, run_cli, ssh
+from tests.helpers import Result, address, booted_sandbox, run_cli, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -24,10 +24,6 @@ pytestmark = pytest.mark.sandbox
 def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
     with booted_sandbox("val", 3) as status:
         yield status
-
-
-def address(sandbox: dict[str, Any], name: str) -> str:
-    return str(next(h["address"] for h in sandbox["hosts"] if h["name"] == name))
 
 
 def validate(inventory: str | Path, *extra: str) -> tuple[Result, dict[str, Any]]:

@@ -34,7 +34,7 @@ from tests.cloud.cloudinit import Instances
 from tests.cloud.flow import REGION, aws_environment
 from tests.cloud.harness import Ec2Harness, serving
 from tests.cloud.metadata import Metadata
-from tests.helpers import CLUSTERAI, ChatLoad, gateway_json, run_cli, wait_for
+from tests.helpers import CLUSTERAI, ChatLoad, address, gateway_json, run_cli, wait_for
 from tests.integration.cli_cluster import CANARIES, SECRET_ENV, Vaulted, vaulted_inventory
 
 USER = "admin"  # the login user of Debian's AMIs
@@ -57,7 +57,7 @@ def free_range() -> str:
 
 
 def gateway(cluster: dict[str, Any], path: str, body: Any = None, admin: bool = False) -> Any:
-    control = next(h["address"] for h in cluster["hosts"] if h["name"] == "ctl1")
+    control = address(cluster, "ctl1")
     key = CANARIES["admin_key"] if admin else CANARIES["api_key"]
     return gateway_json(control, path, key, body)
 
@@ -188,7 +188,7 @@ def test_spot_workers_join_one_is_interrupted_under_load_and_down_leaves_the_clu
     reader = threading.Thread(target=lambda: taken.extend(map(json.loads, watcher.stdout or ())))
     reader.start()
     try:
-        control = next(h["address"] for h in cli_sandbox["hosts"] if h["name"] == "ctl1")
+        control = address(cli_sandbox, "ctl1")
         with ChatLoad(
             f"http://{control}:8000/v1", CANARIES["api_key"], CLIENTS, PAUSE_S
         ) as clients:

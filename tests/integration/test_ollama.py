@@ -27,6 +27,7 @@ from tests.fixtures import fake_ollama, fake_registry
 from tests.helpers import (
     REPO,
     ChatLoad,
+    address,
     ansible_playbook,
     booted_sandbox,
     run_cli,
@@ -76,7 +77,7 @@ def run_role(
 
 
 def worker(sandbox: dict[str, Any]) -> str:
-    return str(next(h["address"] for h in sandbox["hosts"] if h["name"] == "worker1"))
+    return address(sandbox, "worker1")
 
 
 def recap(stdout: str, host: str) -> dict[str, int]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ansible_playbook, booted_sandbox, ssh, wait_for
+from tests.helpers import address, ansible_playbook, booted_sandbox, ssh, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -28,7 +28,7 @@ def sandbox(state_dir: Path) -> Iterator[dict[str, Any]]:
 
 
 def worker(sandbox: dict[str, Any]) -> str:
-    return str(next(h["address"] for h in sandbox["hosts"] if h["name"] == "worker1"))
+    return address(sandbox, "worker1")
 
 
 def validate(sandbox: dict[str, Any], *extra: str) -> tuple[int, list[str], str]:
